@@ -1,0 +1,216 @@
+"""Asset registry: every external file facerecon uses, where to find it and how to check it.
+
+Resolution order for an asset folder: an explicit path → ``$FACERECON_ASSETS/<name>`` →
+``~/.cache/facerecon/assets/<name>``. Nothing is ever downloaded: a missing asset raises
+`AssetError` listing the paths searched and how to obtain the files. Derived files (unpacked or
+converted models) go to `cache_dir()` (``$FACERECON_CACHE`` or ``~/.cache/facerecon``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import AssetError
+
+
+@dataclass(frozen=True)
+class Asset:
+    """One external asset: a folder of files with known sha256 sums."""
+
+    name: str
+    description: str
+    licence: str
+    obtain: str  # URL / registration page / instructions
+    files: tuple[tuple[str, str | None], ...]  # (relative path, sha256 or None when user-supplied)
+    optional_files: tuple[str, ...] = ()
+
+
+REGISTRY: dict[str, Asset] = {
+    a.name: a
+    for a in [
+        Asset(
+            "ict-facekit",
+            "ICT Face Model Light: neutral head, 100 identity modes, 53 ARKit expressions (default model)",
+            "MIT",
+            "https://github.com/ICT-VGL/ICT-FaceKit — pack its FaceXModel/ folder: tar -cJf FaceXModel.tar.xz FaceXModel",
+            (
+                ("FaceXModel.tar.xz", "38d5234cf8ab4d290dcb9f93a9e9d989bcff070e5ce8fd5c6af092910b5de00f"),
+                ("LICENSE", "b20a78d8fc51657e14f3e00c8abb538d786ad00aa63210328c22565e583167e1"),
+            ),
+        ),
+        Asset(
+            "bfm-metadata",
+            "Deep3D's BFM09 index files (front-face indices, keypoints, skin mask, triangles)",
+            "MIT",
+            "https://github.com/microsoft/Deep3DFaceReconstruction/tree/master/BFM",
+            (
+                ("BFM_exp_idx.mat", "62752a2cab3eea148569fb07e367e03535b4ee04aa71ea1a9aed36486d26c612"),
+                ("BFM_front_idx.mat", "7d285dd018563113496127df9c364800183172adb4d3e802f726085dab66b087"),
+                ("facemodel_info.mat", "529398f76619ae7e22f43c25dd60a2473bcc2bcc8c894fd9c613c68624ce1c04"),
+                ("select_vertex_id.mat", "6877a7d634330f25bf1e81bc062b6507ee53ea183838e471fa21b613048fa36b"),
+                ("similarity_Lm3D_all.mat", "53b83ce6e35c50ddc3e97603650cef4970320c157e75c241c844f29c1dcba65a"),
+                ("std_exp.txt", "4abc20f1cad2471272637d366b511f1a44c2befeeb1353b7fff392ef72ed1203"),
+            ),
+        ),
+        Asset(
+            "bfm09",
+            "Basel Face Model 2009 bases and Deep3D's expression basis (user-supplied; licence forbids redistribution)",
+            "BFM09 licence (registration) + Guo et al. expression basis",
+            "Register at https://faces.dmi.unibas.ch/bfm/main.php?nav=1-2&id=downloads for 01_MorphableModel.mat; "
+            "Exp_Pca.bin from https://github.com/Juyong/3DFace (CoarseData); put both in $FACERECON_ASSETS/bfm09/. "
+            "Alternatively a ready-made Deep3D BFM_model_front.mat.",
+            (("01_MorphableModel.mat", None), ("Exp_Pca.bin", None)),
+            optional_files=("BFM_model_front.mat",),
+        ),
+        Asset(
+            "3ddfa-v2",
+            "3DDFA_V2 MobileNetV1x0.5 regressor, de-whitening stats, 68-point bases, FaceBoxes detector",
+            "MIT",
+            "https://github.com/cleardusk/3DDFA_V2 (weights/, configs/, FaceBoxes/weights/)",
+            (
+                ("FaceBoxesProd.pth", "c0cb2b1e40710c0aa5fc32a8759b1496a0fe0a126c907ca0ffe35b4bd0709d09"),
+                ("mb05_120x120.pth", "f93ed7f1c4c0382b16d7c18480a5f67473c1917a47475a9823924f38aeb27280"),
+                ("param_mean_std_62d_120x120.pkl", "090d7150f77cb66c29ddae21e4508fbde59123dcd1dea7facc24a7ed06d1c795"),
+                ("tri.pkl", "0562a594d8369f7d1c86306522ff76fd3a2c81cf90ba9443893c1191ad0abbb8"),
+                ("indices.npy", "b341debcdf26492332c1f96ced438e727e74164d1524cab9cca0aedf6ccd39c8"),
+                ("ncc_code.npy", "edab94fb09d2e25660d62eb068316becf8998e793dfe2ae3ac89196ebc0af981"),
+                ("BFM_UV.mat", "60be915f601563e274d9737abd54c6b925e8e737fa1c89d3cd64933315629ce1"),
+                ("u_base.txt", "1ea7c3116070aeee720605a4a44ca9db582ac550095c321c3cf65ec925fe43cf"),
+                ("w_exp_base.txt", "4dc637c92c34bfd69faab74cafce23913f2b6181ff00c57a7ab69c1204d20b18"),
+                ("w_shp_base.txt", "bec9a2189eb77c61ff940c801dcd9e5cd7f1973b6d91949494d9cd7ac121b7f6"),
+            ),
+        ),
+        Asset(
+            "retinaface",
+            "RetinaFace MobileNet-0.25 face detector (boxes + 5 landmarks)",
+            "MIT",
+            "https://github.com/biubug6/Face-Detector-1MB-with-landmark (weights/mobilenet0.25_Final.pth)",
+            (("mobilenet0.25_Final.pth", "ed6fa7d45a5179f03cb5ce82c73b0c6711372968e53782e88395acee88d319e1"),),
+        ),
+        Asset(
+            "mtcnn",
+            "MTCNN P/R/O-Net face detector (boxes + 5 landmarks)",
+            "MIT",
+            "https://github.com/timesler/facenet-pytorch (data/pnet.pt, rnet.pt, onet.pt)",
+            (
+                ("pnet.pt", "a2a71925e0b9996a42f63e47efc1ca19043e69558b5c523b978d611dfae49c8f"),
+                ("rnet.pt", "bbb937de72efc9ef83b186c49f5f558467a1d7e3453a8ece0d71a886633f6a86"),
+                ("onet.pt", "165bfbe42940416ccfb977545cf0e976d5bf321f67083ae2aaaa5c764280118d"),
+            ),
+        ),
+        Asset(
+            "mobilefacenet",
+            "MobileFaceNet 128-d identity embedding (identity-perceptual loss; research use)",
+            "none stated: research use only",
+            "https://github.com/Xiaoccer/MobileFaceNet_Pytorch (model/best/068.ckpt → mobilefacenet_068.ckpt)",
+            (("mobilefacenet_068.ckpt", "e839247cdbdfc023fb7cadeaf53a4549d50c8fc24ad154c02e35920ea8910d99"),),
+        ),
+    ]
+}
+
+
+def cache_dir() -> Path:
+    """Directory for derived files (unpacked and converted models); created on demand."""
+    d = Path(os.environ.get("FACERECON_CACHE") or Path.home() / ".cache" / "facerecon")
+    d.mkdir(parents=True, exist_ok=True)
+    return d
+
+
+def search_paths(name: str, explicit: str | os.PathLike | None = None) -> list[Path]:
+    paths = []
+    if explicit is not None:
+        paths.append(Path(explicit))
+    env = os.environ.get("FACERECON_ASSETS")
+    if env:
+        paths.append(Path(env) / name)
+    paths.append(Path.home() / ".cache" / "facerecon" / "assets" / name)
+    return paths
+
+
+def _get(name: str) -> Asset:
+    try:
+        return REGISTRY[name]
+    except KeyError:
+        raise AssetError(f"unknown asset '{name}'; known: {', '.join(REGISTRY)}") from None
+
+
+def _complete(asset: Asset, folder: Path) -> bool:
+    if not folder.is_dir():
+        return False
+    if all((folder / f).is_file() for f, _ in asset.files):
+        return True
+    # A user-supplied model may come as one ready-made file instead of its parts.
+    return any((folder / f).is_file() for f in asset.optional_files)
+
+
+def find(name: str, explicit: str | os.PathLike | None = None) -> Path | None:
+    """The first folder holding the asset's files, or None."""
+    asset = _get(name)
+    for p in search_paths(name, explicit):
+        if _complete(asset, p):
+            return p
+    return None
+
+
+def resolve(name: str, explicit: str | os.PathLike | None = None) -> Path:
+    """The asset's folder; raises AssetError (paths searched + how to obtain) when absent."""
+    asset = _get(name)
+    p = find(name, explicit)
+    if p is not None:
+        return p
+    searched = "\n  ".join(str(s) for s in search_paths(name, explicit))
+    need = ", ".join(f for f, _ in asset.files)
+    raise AssetError(
+        f"asset '{name}' ({asset.description}) not found.\nSearched:\n  {searched}\n"
+        f"Expected files: {need}\nObtain: {asset.obtain}\nLicence: {asset.licence}\n"
+        "Set FACERECON_ASSETS to the folder that holds '<name>/' subfolders."
+    )
+
+
+def path(name: str, filename: str, explicit: str | os.PathLike | None = None) -> Path:
+    """Path of one file of an asset."""
+    p = resolve(name, explicit) / filename
+    if not p.is_file():
+        raise AssetError(f"asset '{name}' at {p.parent} lacks {filename}")
+    return p
+
+
+def sha256(file: Path, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(file, "rb") as fh:
+        while block := fh.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+@dataclass(frozen=True)
+class AssetStatus:
+    name: str
+    state: str  # "found", "missing", "bad hash"
+    location: Path | None
+    detail: str = ""
+
+
+def check(name: str, verify_hash: bool = True) -> AssetStatus:
+    asset = _get(name)
+    folder = find(name)
+    if folder is None:
+        return AssetStatus(name, "missing", None, asset.obtain)
+    if verify_hash:
+        bad = [
+            f for f, h in asset.files
+            if h is not None and (folder / f).is_file() and sha256(folder / f) != h
+        ]
+        if bad:
+            return AssetStatus(name, "bad hash", folder, ", ".join(bad))
+    return AssetStatus(name, "found", folder)
+
+
+def verify(name: str, filename: str, file: Path) -> None:
+    """Raise AssetError when `file` does not have the registered sha256."""
+    expected = dict(_get(name).files).get(filename)
+    if expected is not None and sha256(file) != expected:
+        raise AssetError(f"{file}: sha256 does not match the registry entry for asset '{name}' (damaged or a different version)")
