@@ -1,0 +1,48 @@
+"""`facerecon` command line: a thin shell over the library. Each subcommand lives in its own
+module exposing `add_parser(subparsers)` and `run(args) -> int`."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from ..errors import FaceReconError
+
+# Subcommand modules, in help order. Each registers one top-level command.
+COMMANDS = ["demo_cmd", "assets_cmd", "decode_cmd", "reconstruct_cmd", "preprocess_cmd", "eval_cmd", "train_cmd"]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from .. import __version__
+
+    p = argparse.ArgumentParser(prog="facerecon", description="3D face reconstruction from photos, sets and videos.")
+    p.add_argument("--version", action="version", version=f"facerecon {__version__}")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    for name in COMMANDS:
+        try:
+            mod = importlib.import_module(f"{__package__}.{name}")
+        except ModuleNotFoundError as e:
+            if e.name == f"{__package__}.{name}":
+                continue  # not built yet
+            raise
+        mod.add_parser(sub)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except FaceReconError as e:
+        print(f"facerecon: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("facerecon: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
