@@ -1,0 +1,142 @@
+"""2-D similarity transforms and image warping (no OpenCV).
+
+A transform is a (2, 3) float64 matrix ``M`` acting on pixel coordinates (x right, y down, pixel
+centres at integers): ``p' = M[:, :2] @ p + M[:, 2]``. `warp_image(image, M, size)` produces the
+image whose pixel p' shows the source at ``M⁻¹ p'``, so landmarks move with `transform_points(M, ·)`.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from ..nets.mobilefacenet import warp_affine as _warp_torch
+
+
+def estimate_similarity(src, dst, weights=None, rotation: bool = True) -> np.ndarray:
+    """Weighted least-squares similarity taking `src` onto `dst` (Umeyama, no reflection).
+
+    src, dst: (N, 2) points, N >= 2. weights: (N,) non-negative, or None for equal weights.
+    rotation: True fits rotation + uniform scale + translation; False fits scale + translation
+        only (Deep3D's alignment: in-plane rotation is left to the face's pose).
+    Returns (2, 3) float64 minimising Σ wᵢ |M·srcᵢ − dstᵢ|².
+
+    Closed form: with weighted centroids removed, and points read as complex numbers, the
+    optimum is d = a·s with a = Σ w·conj(s)·d / Σ w|s|² (a real when rotation is off).
+    """
+    src = np.asarray(src, dtype=np.float64).reshape(-1, 2)
+    dst = np.asarray(dst, dtype=np.float64).reshape(-1, 2)
+    if src.shape != dst.shape or len(src) < 2:
+        raise ValueError(f"need matching (N, 2) point sets with N >= 2, got {src.shape} and {dst.shape}")
+    w = np.ones(len(src)) if weights is None else np.asarray(weights, dtype=np.float64).reshape(-1)
+    if w.shape != (len(src),) or (w < 0).any() or w.sum() <= 0:
+        raise ValueError("weights must be (N,), non-negative, with a positive sum")
+    if not (np.isfinite(src).all() and np.isfinite(dst).all()):
+        raise ValueError("points must be finite")
+    w = w / w.sum()
+    mu_s, mu_d = w @ src, w @ dst
+    s, d = src - mu_s, dst - mu_d
+    den = float(w @ (s ** 2).sum(1))
+    if den <= 1e-12 * max(1.0, float(np.abs(src).max())) ** 2:
+        raise ValueError("source points are (nearly) coincident: the scale is undefined")
+    a_re = float(w @ (s * d).sum(1)) / den
+    a_im = float(w @ (s[:, 0] * d[:, 1] - s[:, 1] * d[:, 0])) / den if rotation else 0.0
+    lin = np.array([[a_re, -a_im], [a_im, a_re]])
+    return np.concatenate([lin, (mu_d - lin @ mu_s)[:, None]], 1)
+
+
+def invert_affine(M) -> np.ndarray:
+    """Exact inverse of a (2, 3) affine transform (float64)."""
+    M = np.asarray(M, dtype=np.float64)
+    inv = np.linalg.inv(M[:, :2])
+    return np.concatenate([inv, -(inv @ M[:, 2])[:, None]], 1)
+
+
+def compose(A, B) -> np.ndarray:
+    """The transform "B, then A" (2, 3): compose(A, B) · p = A · (B · p)."""
+    A, B = np.asarray(A, dtype=np.float64), np.asarray(B, dtype=np.float64)
+    return np.concatenate([A[:, :2] @ B[:, :2], (A[:, :2] @ B[:, 2] + A[:, 2])[:, None]], 1)
+
+
+def transform_points(M, points):
+    """Apply (2, 3) `M` to (..., 2) points; numpy in -> float64 numpy, torch in -> torch
+    (differentiable, M cast to the points' dtype/device; M may be (B, 2, 3) for (B, N, 2))."""
+    if isinstance(points, torch.Tensor):
+        m = torch.as_tensor(M, dtype=points.dtype, device=points.device)
+        return points @ m[..., :2].transpose(-1, -2) + m[..., None, :, 2]
+    M = np.asarray(M, dtype=np.float64)
+    return np.asarray(points, dtype=np.float64) @ M[:, :2].T + M[:, 2]
+
+
+def transform_scale(M) -> float:
+    """Linear scale factor of `M` (sqrt |det|): output pixels per source pixel."""
+    M = np.asarray(M, dtype=np.float64)
+    return float(np.sqrt(abs(np.linalg.det(M[:, :2]))))
+
+
+def _bilinear(img: np.ndarray, x: np.ndarray, y: np.ndarray, fill: float) -> np.ndarray:
+    """Sample (H, W, C) float64 `img` at float coordinates; samples outside get `fill`, and a
+    sample between an inside and an outside pixel blends with it (as grid_sample's zero padding)."""
+    h, w = img.shape[:2]
+    x0, y0 = np.floor(x).astype(np.int64), np.floor(y).astype(np.int64)
+    fx, fy = (x - x0)[..., None], (y - y0)[..., None]
+    out = np.zeros(x.shape + (img.shape[2],), dtype=np.float64)
+    for dy, dx, wgt in ((0, 0, (1 - fx) * (1 - fy)), (0, 1, fx * (1 - fy)), (1, 0, (1 - fx) * fy), (1, 1, fx * fy)):
+        xi, yi = x0 + dx, y0 + dy
+        ok = (xi >= 0) & (xi < w) & (yi >= 0) & (yi < h)
+        vals = np.full(x.shape + (img.shape[2],), fill, dtype=np.float64)
+        vals[ok] = img[yi[ok], xi[ok]]
+        out += wgt * vals
+    return out
+
+
+def warp_image(image, M, size, fill: float = 0.0, antialias: bool = True):
+    """Warp `image` by the (2, 3) source→output pixel transform `M` (bilinear).
+
+    image: numpy (H, W) or (H, W, C), uint8 or float; or torch (C, H, W) / (B, C, H, W) float
+        (then `M` may be (B, 2, 3); differentiable via grid_sample, no antialiasing).
+    size: output (height, width), or an int for a square.
+    fill: value outside the source (numpy; torch pads with zeros).
+    antialias: numpy only: when `M` shrinks the image, blur the source first with a Gaussian of
+        σ = (1/scale − 1)/2 source pixels (skimage's rule) so fine detail does not alias.
+    Returns numpy with the input's dtype (uint8 rounded and clipped) or a torch tensor.
+    """
+    h, w = (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
+    if isinstance(image, torch.Tensor):
+        batched = image.dim() == 4
+        x = image if batched else image[None]
+        m = torch.as_tensor(M, dtype=x.dtype, device=x.device)
+        out = _warp_torch(x, m, (h, w))
+        return out if batched else out[0]
+
+    img = np.asarray(image)
+    squeeze = img.ndim == 2
+    src = img[..., None] if squeeze else img
+    M = np.asarray(M, dtype=np.float64)
+    inv = invert_affine(M)
+    ys, xs = np.mgrid[0:h, 0:w].astype(np.float64)
+    sx = inv[0, 0] * xs + inv[0, 1] * ys + inv[0, 2]
+    sy = inv[1, 0] * xs + inv[1, 1] * ys + inv[1, 2]
+    scale = transform_scale(M)
+    sigma = (1.0 / scale - 1.0) / 2.0 if antialias and scale < 1.0 else 0.0
+    # Only the source region that the output reads from (plus the blur's reach) is processed:
+    # blurring a whole multi-megapixel photo for a 224² crop would dominate the run time.
+    pad = int(np.ceil(3 * sigma)) + 2
+    x_lo = max(int(np.floor(sx.min())) - pad, 0)
+    y_lo = max(int(np.floor(sy.min())) - pad, 0)
+    x_hi = min(int(np.ceil(sx.max())) + pad + 1, src.shape[1])
+    y_hi = min(int(np.ceil(sy.max())) + pad + 1, src.shape[0])
+    if x_hi <= x_lo or y_hi <= y_lo:
+        out = np.full((h, w, src.shape[2]), fill, dtype=np.float64)
+    else:
+        region = src[y_lo:y_hi, x_lo:x_hi].astype(np.float64)
+        if sigma > 0.3:
+            from scipy.ndimage import gaussian_filter
+
+            region = gaussian_filter(region, sigma=(sigma, sigma, 0), mode="nearest", truncate=3.0)
+        out = _bilinear(region, sx - x_lo, sy - y_lo, fill)
+    if squeeze:
+        out = out[..., 0]
+    if img.dtype == np.uint8:
+        return np.clip(np.rint(out), 0, 255).astype(np.uint8)
+    return out.astype(img.dtype if np.issubdtype(img.dtype, np.floating) else np.float64)

@@ -1,0 +1,216 @@
+"""The Python API: `FaceReconstructor(model="ict").reconstruct(image_or_path)`.
+
+Composes exactly the documented flow: load_image → detect → align (224² Deep3D crop) → fit →
+decode → (render / export on demand). Image sets share one identity; videos add temporal
+smoothing. The CLI is a thin shell over this module; the evaluator calls `landmarks_for_box`.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from .align import Crop, align_face, face_mask
+from .detect.base import Face
+from .errors import NoFaceError
+from .fit import FitConfig, Fitter, FitTargets
+from .geometry.camera import PerspectiveCamera
+from .io.image import Image, load_image
+from .models import FaceGeometry, FaceParams, MorphableModel, load_model
+
+
+@dataclass(frozen=True)
+class Reconstruction:
+    """One reconstructed face.
+
+    params: FaceParams (batch 1) in the crop camera's frame (translation mm, Euler radians).
+    geometry: FaceGeometry (batch 1): model-space and posed vertices (mm), normals, albedo.
+    lm68: (68, 2) float32 model landmarks projected into the ORIGINAL image (pixels).
+    lm68_crop: (68, 2) the same in crop pixels.
+    pose_deg: {'yaw', 'pitch', 'roll'} degrees (yaw > 0: face turned towards image right).
+    camera_crop: PerspectiveCamera of the 224² crop; camera: the equivalent camera of the original
+        image (the crop is a similarity of it), so `camera.project(vertices_world)` lands on the photo.
+    face: the detection it came from; crop: the aligned crop.
+    blendshapes: {ARKit name: weight} for ICT models, else None.
+    times: seconds per step.
+    """
+
+    params: FaceParams
+    geometry: FaceGeometry
+    lm68: np.ndarray
+    lm68_crop: np.ndarray
+    pose_deg: dict
+    camera_crop: PerspectiveCamera
+    camera: PerspectiveCamera
+    face: Face
+    crop: Crop
+    model_name: str
+    blendshapes: dict | None = None
+    times: dict = field(default_factory=dict)
+    source: str = ""
+
+
+def camera_for_original(crop_camera: PerspectiveCamera, crop: Crop) -> PerspectiveCamera:
+    """The camera of the original image equivalent to `crop_camera` on a (rotation-free) crop."""
+    M = crop.M
+    s = float(M[0, 0])
+    if abs(M[0, 1]) > 1e-9 or abs(M[1, 0]) > 1e-9:
+        raise ValueError("crop has an in-plane rotation; no single pinhole camera matches it")
+    h, w = crop.original_shape
+    return PerspectiveCamera(crop_camera.focal / s, (crop_camera.cx - M[0, 2]) / s, (crop_camera.cy - M[1, 2]) / s,
+                             int(w), int(h), crop_camera.distance, crop_camera.near)
+
+
+class FaceReconstructor:
+    """Reconstruct 3D faces from photos, photo sets and video frames.
+
+    Args:
+        model: 'ict' (default), 'bfm', or a MorphableModel.
+        detector: a detector name (see `facerecon.detect.registry`) or an object with
+            `detect(image) -> list[Face]`.
+        fit_config: FitConfig (schedule, weights); `FitConfig()` by default.
+        device: torch device for fitting.
+        identity_loss: use the MobileFaceNet identity-perceptual loss when its asset is present.
+        mask: use the landmark/skin face mask in the photometric loss.
+    """
+
+    def __init__(self, model: str | MorphableModel = "ict", detector="default", fit_config: FitConfig | None = None,
+                 device: str | torch.device = "cpu", identity_loss: bool = False, mask: bool = True):
+        self.device = torch.device(device)
+        self.model = (load_model(model) if isinstance(model, str) else model).to(self.device)
+        self._detector_spec = detector
+        self._detector = None
+        self.config = fit_config or FitConfig()
+        self.camera = PerspectiveCamera.deep3d(self.config.render_size)
+        encoder = None
+        if identity_loss:
+            from .nets.mobilefacenet import IdentityEncoder
+            encoder = IdentityEncoder.from_asset().to(self.device).eval()
+        self.fitter = Fitter(self.model, self.config, self.camera, identity_encoder=encoder)
+        self.use_mask = mask
+        self._lm5_ref = self.model.mean_lm5().detach().cpu().double().numpy()
+
+    # -- detection -----------------------------------------------------------------------------
+    @property
+    def detector(self):
+        if self._detector is None:
+            if isinstance(self._detector_spec, str):
+                from .detect.registry import get_detector
+                self._detector = get_detector(self._detector_spec)
+            else:
+                self._detector = self._detector_spec
+        return self._detector
+
+    def detect(self, image: Image) -> list[Face]:
+        return self.detector.detect(image.pixels)
+
+    # -- core ----------------------------------------------------------------------------------
+    def _crop(self, image: Image, face: Face) -> Crop:
+        return align_face(image.pixels, face.lm5, self._lm5_ref, camera=self.camera, lm68=face.lm68,
+                          source=image.name)
+
+    def _targets(self, crops: list[Crop], faces: list[Face], photometric: bool) -> FitTargets:
+        dt = self.model.mean_shape.dtype
+        lm = torch.tensor(np.stack([c.lm68 for c in crops]), dtype=dt, device=self.device)
+        conf = None
+        if all(f.lm68_conf is not None for f in faces):
+            conf = torch.tensor(np.stack([f.lm68_conf for f in faces]), dtype=dt, device=self.device)
+        img = mask = None
+        if photometric:
+            img = torch.tensor(np.stack([c.image for c in crops]), dtype=dt, device=self.device) / 255.0
+            if self.use_mask:
+                mask = torch.tensor(np.stack([face_mask(c.image, c.lm68) for c in crops]), dtype=dt,
+                                    device=self.device)
+        return FitTargets(lm68=lm, lm_weights=conf, image=img, mask=mask)
+
+    def _finish(self, res, crops, faces, images, times) -> list[Reconstruction]:
+        out = []
+        with torch.no_grad():
+            geo_all = self.model(res.params)
+        for i, (crop, face, image) in enumerate(zip(crops, faces, images)):
+            p = res.params[i]
+            geo = FaceGeometry(*(t[i:i + 1] for t in (geo_all.vertices, geo_all.vertices_world,
+                                                        geo_all.normals, geo_all.albedo)))
+            lm_crop = res.lm68[i].detach().cpu().double().numpy()
+            lm_orig = crop.crop_to_original(lm_crop).astype(np.float32)
+            pitch, yaw, roll = (math.degrees(float(a)) for a in p.rotation[0])
+            bs = None
+            if self.model.exp_prior == "unit_interval" and self.model.expression_names:
+                bs = {n: float(w) for n, w in zip(self.model.expression_names, p.expression[0])}
+            out.append(Reconstruction(
+                params=p, geometry=geo, lm68=lm_orig, lm68_crop=lm_crop.astype(np.float32),
+                pose_deg={"yaw": yaw, "pitch": pitch, "roll": roll}, camera_crop=self.camera,
+                camera=camera_for_original(self.camera, crop), face=face, crop=crop, model_name=self.model.name,
+                blendshapes=bs, times=dict(times), source=image.name))
+        return out
+
+    def reconstruct(self, image, max_faces: int = 1, photometric: bool = True) -> list[Reconstruction]:
+        """Reconstruct up to `max_faces` faces (largest first) of one image (path, array, PIL, bytes).
+
+        Raises InputImageError for an unreadable image and NoFaceError when no face is found.
+        """
+        img = load_image(image)
+        t0 = time.perf_counter()
+        faces = self.detect(img)[:max_faces]
+        if not faces:
+            raise NoFaceError(f"{img.name}: no face found")
+        t_det = time.perf_counter() - t0
+        return self.reconstruct_faces([img] * len(faces), faces, photometric=photometric,
+                                      extra_times={"detect": t_det})
+
+    def reconstruct_faces(self, images: list[Image], faces: list[Face], photometric: bool = True,
+                          config: FitConfig | None = None, extra_times: dict | None = None) -> list[Reconstruction]:
+        """Fit given detections (one per image, batched together)."""
+        t0 = time.perf_counter()
+        crops = [self._crop(im, f) for im, f in zip(images, faces)]
+        t_align = time.perf_counter() - t0
+        fitter = self.fitter if config is None else Fitter(self.model, config, self.camera, self.fitter.encoder)
+        res = fitter.fit(self._targets(crops, faces, photometric))
+        times = {**(extra_times or {}), "align": t_align, **{f"fit_{k}": v for k, v in res.times.items()}}
+        return self._finish(res, crops, faces, images, times)
+
+    def reconstruct_set(self, images, photometric: bool = True) -> list[Reconstruction]:
+        """Several photos of ONE person -> one shared identity (and albedo), per-photo expression,
+        pose and light. Images without a face are skipped (reported in `self.last_skipped`)."""
+        return self._multi(images, photometric, share=True, temporal=0.0)
+
+    def reconstruct_video(self, frames, photometric: bool = False, smoothing: float = 1.0) -> list[Reconstruction]:
+        """Frames (in order) of one person -> shared identity + temporally smoothed pose/expression.
+        Frames where detection fails reuse the previous frame's detection."""
+        return self._multi(frames, photometric, share=True, temporal=smoothing, carry=True)
+
+    def _multi(self, items, photometric, share, temporal, carry=False):
+        imgs, faces, self.last_skipped = [], [], []
+        prev = None
+        for it in items:
+            img = load_image(it)
+            found = self.detect(img)
+            if not found and carry and prev is not None:
+                found = [prev]
+            if not found:
+                self.last_skipped.append(img.name)
+                continue
+            prev = found[0]
+            imgs.append(img)
+            faces.append(found[0])
+        if not faces:
+            raise NoFaceError("no face found in any input")
+        cfg = FitConfig(**{**self.config.__dict__, "share_identity": share, "w_temporal": temporal})
+        return self.reconstruct_faces(imgs, faces, photometric=photometric, config=cfg)
+
+    # -- evaluation hook -----------------------------------------------------------------------
+    def landmarks_for_box(self, image: np.ndarray, box=None, photometric: bool = False) -> np.ndarray | None:
+        """68 fitted landmarks (original pixels) for the face in `box` (or the largest detected)."""
+        img = load_image(image)
+        if box is None:
+            faces = self.detect(img)
+            if not faces:
+                return None
+            face = faces[0]
+        else:
+            face = self.detector.landmarks(img.pixels, np.asarray(box, np.float32))
+        return self.reconstruct_faces([img], [face], photometric=photometric)[0].lm68

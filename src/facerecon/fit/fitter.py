@@ -1,0 +1,327 @@
+"""Analysis-by-synthesis fitting of a morphable model to images (Deep3D's hybrid losses).
+
+Works in the 224² aligned crop with Deep3D's camera. Staged schedule, batched over faces:
+  1. pose      closed-form POS init from the 68 landmarks, then perspective refinement;
+  2. shape     pose + identity + expression on landmarks with priors;
+  3. photo     + lighting (closed-form init) and albedo, through the differentiable renderer,
+               skin-masked robust photometric loss, optional identity-perceptual loss.
+Image sets share one identity (and albedo); video adds temporal smoothness on pose and expression.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import torch
+
+from ..geometry.camera import PerspectiveCamera
+from ..geometry.rotations import euler_to_matrix
+from ..models.layout import FaceParams
+from ..models.morphable import MorphableModel
+from ..render.renderer import MeshRenderer
+from ..render.shading import DEEP3D_INIT_LIT, sh_basis
+from . import losses as L
+from .pose_init import pos_init
+
+
+@dataclass(frozen=True)
+class FitConfig:
+    """Schedule and loss weights. Landmark loss is the weighted mean squared error in crop pixels²."""
+
+    n_identity: int = 60
+    steps_pose: int = 40
+    steps_shape: int = 120
+    steps_photo: int = 30
+    lr_pose: float = 0.02
+    lr_shape: float = 0.05
+    lr_photo: float = 0.01
+    w_landmark: float = 1.0
+    landmark_robust: float | None = 12.0  # px; soft cap on each landmark's error
+    w_id_prior: float = 0.03
+    w_exp_prior: float = 0.3
+    w_alb_prior: float = 0.01
+    w_photo: float = 200.0
+    w_light: float = 1.0
+    w_albedo_smooth: float = 50.0
+    w_identity: float = 20.0  # identity-perceptual (only with an encoder)
+    w_temporal: float = 0.0  # video: smoothness of pose and expression across frames
+    share_identity: bool = False  # image set / video: one identity (and albedo) for the batch
+    estimate_albedo: bool = True  # per-vertex residual when the model has no albedo basis
+    render_size: int = 224
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class FitTargets:
+    """What a fit is fitted to (B faces, all in crop pixels of an S×S crop).
+
+    lm68: (B, 68, 2) target landmarks; lm_weights: (B, 68) confidences (1 = trusted, 0 = ignore);
+    image: (B, S, S, 3) float [0, 1] crop, or None for a landmark-only fit;
+    mask: (B, S, S) float face/skin mask for the photometric loss (None: all pixels);
+    init: optional FaceParams to start from (e.g. from a regressor).
+    """
+
+    lm68: torch.Tensor
+    lm_weights: torch.Tensor | None = None
+    image: torch.Tensor | None = None
+    mask: torch.Tensor | None = None
+    init: FaceParams | None = None
+
+
+@dataclass(frozen=True)
+class FitResult:
+    """params: fitted FaceParams (B); lm68: (B, 68, 2) model landmarks projected into the crop;
+    losses: final per-term values (floats, batch means); times: seconds per stage."""
+
+    params: FaceParams
+    lm68: torch.Tensor
+    losses: dict = field(default_factory=dict)
+    times: dict = field(default_factory=dict)
+
+
+class Fitter:
+    """Fit `model` to landmarks (and images) in Deep3D's crop frame.
+
+    Args:
+        model: the MorphableModel (its dtype/device are used throughout).
+        config: FitConfig.
+        camera: the crop camera (Deep3D's at `config.render_size` by default).
+        identity_encoder: optional module (B,3,H,W [0,1]) -> (B, D) embeddings for the
+            identity-perceptual loss (e.g. nets.mobilefacenet.IdentityEncoder).
+    """
+
+    def __init__(self, model: MorphableModel, config: FitConfig = FitConfig(),
+                 camera: PerspectiveCamera | None = None, identity_encoder=None):
+        self.model = model
+        self.cfg = config
+        self.camera = camera or PerspectiveCamera.deep3d(config.render_size)
+        self.encoder = identity_encoder
+        self.n_id = min(config.n_identity, model.layout.n_identity)
+        lm = model.landmarks68
+        V = model.n_vertices
+        # Landmark-only decoding: slice the bases to the 68 landmark vertices once.
+        rows = (3 * lm[:, None] + torch.arange(3, device=lm.device)).reshape(-1)
+        self._lm_mean = model.mean_shape[lm]
+        self._lm_id = model.id_basis[rows]
+        self._lm_exp = model.exp_basis[rows]
+        self._skin = model.skin_weights()
+        self._edges = None
+        self._renderer = None
+        self._V = V
+        self._lm_w = L.deep3d_landmark_weights(model.mean_shape.dtype, model.mean_shape.device)
+
+    # -- helpers ----------------------------------------------------------------------------
+    def _lm3d(self, identity, expression):
+        B = identity.shape[0]
+        off = identity @ self._lm_id[:, : identity.shape[1]].T + expression @ self._lm_exp.T
+        return self._lm_mean + off.view(B, 68, 3)
+
+    def project(self, pts: torch.Tensor, rotation: torch.Tensor, translation: torch.Tensor) -> torch.Tensor:
+        """(B, N, 3) model space -> (B, N, 2) crop pixels under the pose."""
+        R = euler_to_matrix(rotation)
+        return self.camera.project(pts @ R.transpose(1, 2) + translation[:, None])[..., :2]
+
+    def _full_identity(self, idv):
+        """Pad the fitted identity modes to the model's layout size."""
+        n = self.model.layout.n_identity
+        return torch.cat([idv, idv.new_zeros(idv.shape[0], n - idv.shape[1])], 1) if idv.shape[1] < n else idv
+
+    def _expr_project(self, e):
+        if self.model.exp_prior == "unit_interval":
+            with torch.no_grad():
+                e.clamp_(0.0, 1.0)
+
+    # -- main -------------------------------------------------------------------------------
+    def fit(self, targets: FitTargets) -> FitResult:
+        cfg, model = self.cfg, self.model
+        torch.manual_seed(cfg.seed)
+        dt, dev = model.mean_shape.dtype, model.mean_shape.device
+        lm = targets.lm68.to(dt)
+        B = lm.shape[0]
+        w = self._lm_w.expand(B, 68).clone()
+        if targets.lm_weights is not None:
+            w = w * targets.lm_weights.to(dt)
+        times, t0 = {}, time.perf_counter()
+        nb_id = 1 if cfg.share_identity else B
+
+        # Stage 1: pose.
+        if targets.init is not None:
+            init = targets.init.map(lambda t: t.detach().to(dt))
+            rot, trans = init.rotation.clone(), init.translation.clone()
+            idv = init.identity[:, : self.n_id].clone()
+            if cfg.share_identity:
+                idv = idv.mean(0, keepdim=True)
+            exp = init.expression.clone()
+        else:
+            rot, trans = pos_init(lm, self._lm_mean, self.camera, w)
+            idv = torch.zeros(nb_id, self.n_id, dtype=dt, device=dev)
+            exp = torch.zeros(B, model.layout.n_expression, dtype=dt, device=dev)
+        rot.requires_grad_(True)
+        trans.requires_grad_(True)
+        lm_scale = 1.0  # landmark loss in px²
+        expand = (lambda x: x.expand(B, -1)) if cfg.share_identity else (lambda x: x)
+
+        def lm_objective(idv_, exp_, rot_, trans_):
+            pred = self.project(self._lm3d(expand(idv_), exp_), rot_, trans_)
+            return L.landmark_loss(pred, lm, w, image_size=1.0, robust=cfg.landmark_robust) / 68.0 * lm_scale, pred
+
+        opt = torch.optim.Adam([rot, trans], lr=cfg.lr_pose)
+        # Translation moves in mm, rotation in radians: scale the translation step.
+        opt.param_groups[0]["params"] = [rot]
+        opt.add_param_group({"params": [trans], "lr": cfg.lr_pose * 50})
+        for _ in range(cfg.steps_pose):
+            opt.zero_grad()
+            loss, _ = lm_objective(idv, exp, rot, trans)
+            loss.sum().backward()
+            opt.step()
+        times["pose"] = time.perf_counter() - t0
+
+        # Stage 2: shape + expression (+ pose) on landmarks.
+        t1 = time.perf_counter()
+        idv.requires_grad_(True)
+        exp.requires_grad_(True)
+        opt = torch.optim.Adam([{"params": [idv, exp], "lr": cfg.lr_shape},
+                                {"params": [rot], "lr": cfg.lr_pose * 0.5},
+                                {"params": [trans], "lr": cfg.lr_pose * 25}])
+        for _ in range(cfg.steps_shape):
+            opt.zero_grad()
+            loss, _ = lm_objective(idv, exp, rot, trans)
+            prior = cfg.w_id_prior * (idv ** 2).sum(-1).sum() / (B / nb_id) + cfg.w_exp_prior * (exp ** 2).sum()
+            total = cfg.w_landmark * loss.sum() + prior
+            if cfg.w_temporal > 0 and B > 1:
+                total = total + cfg.w_temporal * (L.temporal_smoothness(torch.cat([rot * 100, trans], 1))
+                                                  + 10 * L.temporal_smoothness(exp)) * B
+            total.backward()
+            opt.step()
+            self._expr_project(exp)
+        times["shape"] = time.perf_counter() - t1
+
+        light = torch.zeros(B, 27, dtype=dt, device=dev)
+        alb = torch.zeros(nb_id, model.layout.n_albedo, dtype=dt, device=dev)
+        offset = None
+        final = {}
+        if targets.image is not None and cfg.steps_photo > 0:
+            t2 = time.perf_counter()
+            light, alb, offset, final = self._photometric(targets, lm, w, idv, exp, rot, trans, light, alb, expand)
+            times["photo"] = time.perf_counter() - t2
+
+        with torch.no_grad():
+            loss, pred = lm_objective(idv, exp, rot, trans)
+            final["landmark_px2"] = float(loss.mean())
+            params = FaceParams(
+                identity=self._full_identity(expand(idv)).detach(), expression=exp.detach(),
+                albedo=expand(alb).detach(), rotation=rot.detach(), translation=trans.detach(),
+                light=light.detach(),
+                albedo_offset=None if offset is None else expand(offset).detach(),
+            )
+        times["total"] = time.perf_counter() - t0
+        return FitResult(params, pred.detach(), final, times)
+
+    # -- photometric stage --------------------------------------------------------------------
+    def _get_renderer(self):
+        if self._renderer is None:
+            self._renderer = MeshRenderer(self.camera, self.model.faces, outputs=("rgb", "mask"),
+                                          antialias=True)
+        return self._renderer
+
+    def _init_light(self, image, mask, albedo, normals_world, world):
+        """Closed-form SH light (least squares per channel) from the current geometry."""
+        with torch.no_grad():
+            screen = self.camera.project(world)
+            S = self.camera.width
+            x = screen[..., 0].round().long().clamp(0, S - 1)
+            y = screen[..., 1].round().long().clamp(0, S - 1)
+            B = world.shape[0]
+            b = torch.arange(B, device=world.device)[:, None]
+            col = image[b, y, x]  # (B, V, 3) observed colour at each vertex (ignoring occlusion)
+            vis = (normals_world[..., 2] > 0.3).to(col) * self._skin.to(col)
+            if mask is not None:
+                vis = vis * mask[b, y, x]
+            Y = sh_basis(normals_world)  # (B, V, 9)
+            out = []
+            for c in range(3):
+                A = Y * albedo[..., c:c + 1] * vis[..., None].sqrt()
+                rhs = col[..., c] * vis.sqrt()
+                AtA = A.transpose(1, 2) @ A + 1e-3 * torch.eye(9, dtype=A.dtype, device=A.device)
+                g = torch.linalg.solve(AtA, (A.transpose(1, 2) @ rhs[..., None]))[..., 0]
+                out.append(g)
+            g = torch.stack(out, 1)  # (B, 3, 9) absolute coefficients
+            g[..., 0] -= DEEP3D_INIT_LIT
+            return g.reshape(B, 27)
+
+    def _photometric(self, targets, lm, w, idv, exp, rot, trans, light, alb, expand):
+        cfg, model = self.cfg, self.model
+        image = targets.image.to(lm.dtype)
+        B = image.shape[0]
+        mask = targets.mask.to(lm.dtype) if targets.mask is not None else None
+        renderer = self._get_renderer()
+        use_offset = cfg.estimate_albedo and model.layout.n_albedo == 0
+        offset = None
+        if use_offset:
+            offset = torch.zeros(idv.shape[0], self._V, 3, dtype=lm.dtype, device=lm.device, requires_grad=True)
+            if self._edges is None:
+                self._edges = mesh_edges(model.faces)
+        with torch.no_grad():
+            p = self._params(idv, exp, alb, rot, trans, light, offset, expand)
+            geo = model(p)
+            light = self._init_light(image, mask, geo.albedo, geo.normals, geo.vertices_world)
+        light.requires_grad_(True)
+        alb.requires_grad_(True)
+        emb_target = None
+        if self.encoder is not None and cfg.w_identity > 0:
+            with torch.no_grad():
+                emb_target = self.encoder(image.permute(0, 3, 1, 2))
+        groups = [{"params": [idv, exp, alb], "lr": cfg.lr_photo},
+                  {"params": [light], "lr": cfg.lr_photo * 2},
+                  {"params": [rot], "lr": cfg.lr_photo * 0.05},
+                  {"params": [trans], "lr": cfg.lr_photo * 2}]
+        if offset is not None:
+            groups.append({"params": [offset], "lr": cfg.lr_photo})
+        opt = torch.optim.Adam(groups)
+        final = {}
+        for it in range(cfg.steps_photo):
+            opt.zero_grad()
+            p = self._params(idv, exp, alb, rot, trans, light, offset, expand)
+            geo = model(p)
+            out = renderer(geo.vertices_world, geo.albedo, p.light, normals=geo.normals)
+            m = out.mask if mask is None else out.mask * mask
+            photo = L.photometric_loss(out.rgb, image, m)
+            lm_pred = self.project(model.landmarks(geo.vertices), rot, trans)
+            lml = L.landmark_loss(lm_pred, lm, w, image_size=1.0, robust=cfg.landmark_robust) / 68.0
+            nb = B / idv.shape[0]
+            total = (cfg.w_photo * photo.sum() + cfg.w_landmark * lml.sum()
+                     + cfg.w_id_prior * (idv ** 2).sum() * nb + cfg.w_exp_prior * (exp ** 2).sum()
+                     + cfg.w_alb_prior * (alb ** 2).sum() * nb + cfg.w_light * L.light_prior(light).sum())
+            if offset is not None:
+                total = total + cfg.w_albedo_smooth * L.albedo_smoothness(offset, self._edges).sum() * nb
+            if emb_target is not None:
+                emb = self.encoder(out.rgb.permute(0, 3, 1, 2) * out.mask[:, None]
+                                   + image.permute(0, 3, 1, 2) * (1 - out.mask[:, None]))
+                total = total + cfg.w_identity * L.identity_loss(emb, emb_target).sum()
+            if cfg.w_temporal > 0 and B > 1:
+                total = total + cfg.w_temporal * (L.temporal_smoothness(torch.cat([rot * 100, trans], 1))
+                                                  + 10 * L.temporal_smoothness(exp)) * B
+            total.backward()
+            opt.step()
+            self._expr_project(exp)
+            if offset is not None:
+                with torch.no_grad():
+                    offset.clamp_(-0.5, 0.5)
+            if it == cfg.steps_photo - 1:
+                final = {"photo": float(photo.mean()), "landmark_px2_photo": float(lml.mean())}
+        return light.detach(), alb.detach(), None if offset is None else offset.detach(), final
+
+    def _params(self, idv, exp, alb, rot, trans, light, offset, expand):
+        return FaceParams(identity=self._full_identity(expand(idv)), expression=exp, albedo=expand(alb),
+                          rotation=rot, translation=trans, light=light,
+                          albedo_offset=None if offset is None else expand(offset))
+
+
+def mesh_edges(faces: torch.Tensor) -> torch.Tensor:
+    """(E, 2) unique undirected vertex pairs of a triangle mesh (F, 3)."""
+    e = torch.cat([faces[:, [0, 1]], faces[:, [1, 2]], faces[:, [2, 0]]], 0)
+    return torch.unique(torch.sort(e, dim=1).values, dim=0)
+
+
+__all__ = ["Fitter", "FitConfig", "FitTargets", "FitResult"]

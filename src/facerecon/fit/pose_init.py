@@ -1,0 +1,53 @@
+"""Closed-form pose initialisation from 2D–3D landmark pairs (POS: pose from orthography and scaling).
+
+Solves the affine camera x ≈ s·R[:2] X + t in least squares, orthonormalises the rotation rows,
+then converts scale to depth under the perspective camera. Robust for any yaw, including profiles,
+because it needs no starting guess.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ..geometry.camera import PerspectiveCamera
+from ..geometry.rotations import matrix_to_euler
+
+
+def pos_init(lm2d: torch.Tensor, lm3d: torch.Tensor, camera: PerspectiveCamera,
+             weights: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Initial pose from landmarks.
+
+    Args:
+        lm2d: (B, N, 2) image points (pixels, y down).
+        lm3d: (N, 3) or (B, N, 3) model-space points (mm, y up).
+        camera: the camera the points were imaged by.
+        weights: (B, N) or (N,) point weights (0 drops a point).
+
+    Returns:
+        rotation (B, 3) Euler [pitch, yaw, roll] radians, translation (B, 3) mm, such that
+        camera.project(R X + t) ≈ lm2d.
+    """
+    B, N = lm2d.shape[:2]
+    dt = lm2d.dtype
+    X = lm3d.expand(B, N, 3).to(dt)
+    w = torch.ones(B, N, dtype=dt, device=lm2d.device) if weights is None else weights.to(dt).expand(B, N)
+    # Image → camera-oriented coordinates (y up) relative to the principal point.
+    u = torch.stack([lm2d[..., 0] - camera.cx, camera.cy - lm2d[..., 1]], -1)
+    A = torch.cat([X, torch.ones_like(X[..., :1])], -1)  # (B, N, 4)
+    sw = w.sqrt()[..., None]
+    sol = torch.linalg.lstsq(A * sw, u * sw).solution  # (B, 4, 2)
+    r1, r2 = sol[:, :3, 0], sol[:, :3, 1]
+    s = (r1.norm(dim=-1) + r2.norm(dim=-1)) / 2
+    # Nearest rotation to the stacked rows (SVD), third row by cross product.
+    M = torch.stack([r1, r2, torch.cross(r1, r2, dim=-1) / s[:, None]], 1)
+    U, _, Vh = torch.linalg.svd(M)
+    R = U @ Vh
+    det = torch.linalg.det(R)
+    U = torch.cat([U[..., :2], U[..., 2:] * det[:, None, None]], -1)
+    R = U @ Vh
+    # Scale s = focal / depth of the model origin.
+    depth = camera.focal / s.clamp_min(1e-6)
+    tx = sol[:, 3, 0] * depth / camera.focal
+    ty = sol[:, 3, 1] * depth / camera.focal
+    t = torch.stack([tx, ty, camera.distance - depth], -1)
+    return matrix_to_euler(R), t
