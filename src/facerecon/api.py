@@ -76,10 +76,21 @@ class FaceReconstructor:
         device: torch device for fitting.
         identity_loss: use the MobileFaceNet identity-perceptual loss when its asset is present.
         mask: use the landmark/skin face mask in the photometric loss.
+        method: 'fit' (analysis-by-synthesis from the landmarks), 'regress' (the learned regressor
+            alone: milliseconds per face), or 'regress+refine' (regressor, then fitting from it).
+        regressor: path of regressor weights (default: the shipped ones), for the regress methods.
     """
 
+    METHODS = ("fit", "regress", "regress+refine")
+
     def __init__(self, model: str | MorphableModel = "ict", detector="default", fit_config: FitConfig | None = None,
-                 device: str | torch.device = "cpu", identity_loss: bool = False, mask: bool = True):
+                 device: str | torch.device = "cpu", identity_loss: bool = False, mask: bool = True,
+                 method: str = "fit", regressor=None):
+        if method not in self.METHODS:
+            raise ValueError(f"unknown method '{method}'; choose from {self.METHODS}")
+        self.method = method
+        self._regressor_spec = regressor
+        self._regressor = None
         self.device = torch.device(device)
         self.model = (load_model(model) if isinstance(model, str) else model).to(self.device)
         self._detector_spec = detector
@@ -107,6 +118,13 @@ class FaceReconstructor:
 
     def detect(self, image: Image) -> list[Face]:
         return self.detector.detect(image.pixels)
+
+    @property
+    def regressor(self):
+        if self._regressor is None:
+            from .regress.predict import load_regressor
+            self._regressor = load_regressor(self._regressor_spec, model=self.model, device=self.device)
+        return self._regressor
 
     # -- core ----------------------------------------------------------------------------------
     def _crop(self, image: Image, face: Face) -> Crop:
@@ -168,8 +186,24 @@ class FaceReconstructor:
         t0 = time.perf_counter()
         crops = [self._crop(im, f) for im, f in zip(images, faces)]
         t_align = time.perf_counter() - t0
-        fitter = self.fitter if config is None else Fitter(self.model, config, self.camera, self.fitter.encoder)
-        res = fitter.fit(self._targets(crops, faces, photometric))
+        cfg = config or self.config
+        targets = self._targets(crops, faces, photometric)
+        if self.method != "fit":
+            t1 = time.perf_counter()
+            init = self.regressor.predict(np.stack([c.image for c in crops]))
+            init = init.map(lambda t: t.to(device=self.device, dtype=self.model.mean_shape.dtype))
+            if cfg.share_identity:
+                from .regress.predict import aggregate_identity
+                init = aggregate_identity(init)
+            extra_times = {**(extra_times or {}), "regress": time.perf_counter() - t1}
+            targets = FitTargets(targets.lm68, targets.lm_weights, targets.image, targets.mask, init=init)
+            if self.method == "regress":
+                # Keep the regressed parameters: no optimisation, only the landmark projection.
+                cfg = FitConfig(**{**cfg.__dict__, "steps_pose": 0, "steps_shape": 0, "steps_photo": 0})
+            else:
+                cfg = FitConfig(**{**cfg.__dict__, "steps_pose": 0, "steps_shape": cfg.steps_shape // 2})
+        fitter = self.fitter if cfg is self.config else Fitter(self.model, cfg, self.camera, self.fitter.encoder)
+        res = fitter.fit(targets)
         times = {**(extra_times or {}), "align": t_align, **{f"fit_{k}": v for k, v in res.times.items()}}
         return self._finish(res, crops, faces, images, times)
 

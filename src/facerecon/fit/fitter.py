@@ -199,6 +199,9 @@ class Fitter:
 
         light = torch.zeros(B, 27, dtype=dt, device=dev)
         alb = torch.zeros(nb_id, model.layout.n_albedo, dtype=dt, device=dev)
+        if targets.init is not None:
+            light = init.light.clone()
+            alb = init.albedo.mean(0, keepdim=True).clone() if cfg.share_identity else init.albedo.clone()
         offset = None
         final = {}
         if targets.image is not None and cfg.steps_photo > 0:
@@ -309,7 +312,7 @@ class Fitter:
                 with torch.no_grad():
                     offset.clamp_(-0.5, 0.5)
             if it == cfg.steps_photo - 1:
-                final = {"photo": float(photo.mean()), "landmark_px2_photo": float(lml.mean())}
+                final = {"photo": float(photo.detach().mean()), "landmark_px2_photo": float(lml.detach().mean())}
         return light.detach(), alb.detach(), None if offset is None else offset.detach(), final
 
     def _params(self, idv, exp, alb, rot, trans, light, offset, expand):
