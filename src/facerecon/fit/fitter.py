@@ -187,7 +187,9 @@ class Fitter:
         for _ in range(cfg.steps_shape):
             opt.zero_grad()
             loss, _ = lm_objective(idv, exp, rot, trans)
-            prior = cfg.w_id_prior * (idv ** 2).sum(-1).sum() / (B / nb_id) + cfg.w_exp_prior * (exp ** 2).sum()
+            # One prior per identity: a shared identity (image set, video) is regularised once and
+            # constrained by every image, so it is better determined than any single-image fit.
+            prior = cfg.w_id_prior * (idv ** 2).sum() + cfg.w_exp_prior * (exp ** 2).sum()
             total = cfg.w_landmark * loss.sum() + prior
             if cfg.w_temporal > 0 and B > 1:
                 total = total + cfg.w_temporal * (L.temporal_smoothness(torch.cat([rot * 100, trans], 1))
@@ -292,12 +294,11 @@ class Fitter:
             photo = L.photometric_loss(out.rgb, image, m)
             lm_pred = self.project(model.landmarks(geo.vertices), rot, trans)
             lml = L.landmark_loss(lm_pred, lm, w, image_size=1.0, robust=cfg.landmark_robust) / 68.0
-            nb = B / idv.shape[0]
             total = (cfg.w_photo * photo.sum() + cfg.w_landmark * lml.sum()
-                     + cfg.w_id_prior * (idv ** 2).sum() * nb + cfg.w_exp_prior * (exp ** 2).sum()
-                     + cfg.w_alb_prior * (alb ** 2).sum() * nb + cfg.w_light * L.light_prior(light).sum())
+                     + cfg.w_id_prior * (idv ** 2).sum() + cfg.w_exp_prior * (exp ** 2).sum()
+                     + cfg.w_alb_prior * (alb ** 2).sum() + cfg.w_light * L.light_prior(light).sum())
             if offset is not None:
-                total = total + cfg.w_albedo_smooth * L.albedo_smoothness(offset, self._edges).sum() * nb
+                total = total + cfg.w_albedo_smooth * L.albedo_smoothness(offset, self._edges).sum()
             if emb_target is not None:
                 emb = self.encoder(out.rgb.permute(0, 3, 1, 2) * out.mask[:, None]
                                    + image.permute(0, 3, 1, 2) * (1 - out.mask[:, None]))

@@ -1,0 +1,87 @@
+"""`facerecon eval aflw2000`: 68-point NME on AFLW2000-3D (3DDFA protocol), per-image CSV, CED plot
+and a markdown table beside published numbers."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+
+def _default_root() -> str | None:
+    env = os.environ.get("FACERECON_DATA")
+    return os.path.join(env, "aflw2000-3d-dev") if env else None
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("eval", help="run a benchmark (AFLW2000-3D 68-point NME)")
+    s = p.add_subparsers(dest="benchmark", metavar="BENCHMARK")
+    s.required = True
+    a = s.add_parser(
+        "aflw2000",
+        help="68-point 2D NME by |yaw| bin on AFLW2000-3D",
+        description="68-point 2D NME (%%) normalised by sqrt(w*h) of the ground-truth box, in |yaw| bins "
+        "[0,30], (30,60], >60 and their mean (3DDFA protocol). Writes a per-image CSV, a CED plot and "
+        "a markdown table to the output folder.",
+    )
+    root = _default_root()
+    a.add_argument("--root", default=root,
+                   help="dataset folder with protocol/ and AFLW2000/ (default $FACERECON_DATA/aflw2000-3d-dev)")
+    a.add_argument("--gt", choices=("original", "reannotated"), default="original",
+                   help="ground truth: the fitted pt3d_68 (original) or the re-annotated 2D points")
+    a.add_argument("--boxes", choices=("gt", "detect"), default="gt",
+                   help="gt: protocol roi boxes given to the method; detect: the method finds the face")
+    a.add_argument("--method", default="3ddfa",
+                   help="registered method name or 'package.module:factory' (see --list-methods)")
+    a.add_argument("--detector", default=None,
+                   help="for --boxes detect: detector backend name (faceboxes, retinaface, ...) or "
+                   "'package.module:Class' (3ddfa's default: faceboxes, as 3DDFA_V2)")
+    a.add_argument("-o", "--output", default="eval_out", help="output folder (default ./eval_out)")
+    a.add_argument("--limit", type=int, default=None, help="only the first N images of the list")
+    a.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    a.add_argument("--failure-nme", type=float, default=None,
+                   help="NME %% charged to a failed image in the 'failures counted' figures (default 10)")
+    a.add_argument("--no-plot", action="store_true", help="skip the CED plot")
+    a.add_argument("--list-methods", action="store_true", help="print the registered methods and exit")
+    a.set_defaults(func=run)
+
+
+def run(args) -> int:
+    import numpy as np
+    import torch
+
+    from ..eval import aflw2000 as bench
+    from ..eval import methods
+
+    if getattr(args, "list_methods", False):
+        for name, desc in methods.available_methods().items():
+            print(f"{name:16s} {desc}")
+        return 0
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if not args.root:
+        raise bench.DatasetError("no dataset folder: give --root DIR or set FACERECON_DATA")
+    data = bench.load_aflw2000(args.root, args.gt)
+    if args.limit is not None:
+        data = data.subset(max(0, args.limit))
+    options = {"detector": args.detector} if args.detector else {}
+    method = methods.get_method(args.method, **options)
+
+    def progress(i: int, n: int) -> None:
+        if sys.stderr.isatty() and (i % 10 == 0 or i == n):
+            print(f"\r{i}/{n}", end="\n" if i == n else "", file=sys.stderr, flush=True)
+
+    failure = bench.DEFAULT_FAILURE_NME if args.failure_nme is None else args.failure_nme
+    result = bench.evaluate(method, data, boxes=args.boxes, method_name=args.method, failure_nme=failure,
+                            progress=progress)
+    result.meta["torch threads"] = torch.get_num_threads()
+    paths = bench.write_reports(result, args.output, plot=not args.no_plot)
+    print(f"AFLW2000-3D {len(data)} images, method={args.method}, gt={args.gt}, boxes={args.boxes}")
+    print(bench.format_summary(result.summary))
+    print(f"latency per image: median {float(np.median(result.latency_ms)):.1f} ms "
+          f"({torch.get_num_threads()} torch threads)")
+    for kind, p in paths.items():
+        if p is not None:
+            print(f"{kind}: {p}")
+    if paths["ced"] is None and not args.no_plot:
+        print("(no CED plot: matplotlib is not installed)")
+    return 0

@@ -1,0 +1,114 @@
+import math
+
+import pytest
+import torch
+
+from facerecon.fit import FitConfig, Fitter, FitTargets
+from facerecon.fit import losses as L
+from facerecon.fit.pose_init import pos_init
+from facerecon.geometry.camera import PerspectiveCamera
+from facerecon.geometry.rotations import euler_to_matrix
+
+
+def test_landmark_loss_closed_form():
+    pred = torch.zeros(2, 68, 2)
+    tgt = torch.zeros(2, 68, 2)
+    tgt[1, :, 0] = 3.0  # every point 3 px off
+    w = torch.ones(68)
+    out = L.landmark_loss(pred, tgt, w, image_size=1.0) / 68.0
+    assert torch.allclose(out, torch.tensor([0.0, 9.0]))
+    # Robust cap: error e -> e² r²/(e² + r²).
+    r = L.landmark_loss(pred, tgt, w, image_size=1.0, robust=3.0) / 68.0
+    assert torch.allclose(r, torch.tensor([0.0, 4.5]))
+    # Deep3D weights: 20 on nose and inner mouth.
+    dw = L.deep3d_landmark_weights()
+    assert dw.sum() == 68 - 17 + 17 * 20 and dw[30] == 20 and dw[0] == 1
+
+
+def test_photometric_and_priors():
+    img = torch.rand(1, 8, 8, 3)
+    m = torch.ones(1, 8, 8)
+    assert L.photometric_loss(img, img, m).item() == pytest.approx(1e-3, abs=2e-3)
+    off = img.clone()
+    off[..., 0] += 0.5
+    assert L.photometric_loss(off, img, m).item() == pytest.approx(0.5, abs=1e-3)
+    white = torch.zeros(1, 27)
+    white[:, [0, 9, 18]] = 0.3
+    assert L.light_prior(white).item() == 0.0
+    white[:, 0] = 1.0
+    assert L.light_prior(white).item() > 0
+    x = torch.arange(10.0)[:, None].repeat(1, 3)
+    assert L.temporal_smoothness(x).item() == pytest.approx(0.0)  # constant velocity is free
+
+
+def test_pos_init_recovers_pose_any_yaw():
+    cam = PerspectiveCamera.deep3d()
+    g = torch.Generator().manual_seed(0)
+    X = torch.randn(68, 3, generator=g, dtype=torch.float64) * torch.tensor([40.0, 50, 20], dtype=torch.float64)
+    rot = torch.tensor([[0.1, -1.3, 0.05], [0.0, 0.0, 0.0], [-0.3, 0.8, -0.2]], dtype=torch.float64)
+    t = torch.tensor([[5.0, -3, 20], [0, 0, 0], [-10, 8, -40]], dtype=torch.float64)
+    R = euler_to_matrix(rot)
+    x = cam.project(X @ R.transpose(1, 2) + t[:, None])[..., :2]
+    r0, t0 = pos_init(x, X, cam)
+    # Weak-perspective init: within a few degrees and a few mm.
+    assert (r0 - rot).abs().max() < math.radians(4)
+    assert (t0 - t).abs()[:, :2].max() < 5 and (t0 - t).abs()[:, 2].max() < 60
+
+
+@pytest.fixture(scope="module")
+def synthetic(ict_model):
+    torch.manual_seed(0)
+    m = ict_model
+    g = torch.Generator().manual_seed(3)
+    B = 3
+    p = m.random_params(B, generator=g, exp_scale=0.2)
+    p = p.replace(rotation=torch.tensor([[0.1, 0.0, 0.0], [0.0, 0.7, 0.1], [-0.1, -1.1, 0.0]]),
+                  translation=torch.tensor([[0.0, 5, 10], [3, -2, -20], [0, 0, 0]]))
+    cam = PerspectiveCamera.deep3d()
+    with torch.no_grad():
+        geo = m(p)
+        lm = cam.project(m.landmarks(geo.vertices_world))[..., :2]
+    return m, p, geo, lm
+
+
+def test_landmark_fit_recovers_landmarks_and_pose(synthetic):
+    m, p, geo, lm = synthetic
+    noisy = lm + torch.randn(lm.shape, generator=torch.Generator().manual_seed(1)) * 1.0
+    res = Fitter(m, FitConfig(steps_photo=0)).fit(FitTargets(lm68=noisy))
+    err = (res.lm68 - lm).norm(dim=-1).mean(-1)
+    assert bool((err < 1.5).all()), err
+    assert (res.params.rotation[:, 1] - p.rotation[:, 1]).abs().max() < math.radians(5)
+    # Expression weights of an ARKit model stay in [0, 1].
+    assert res.params.expression.min() >= 0 and res.params.expression.max() <= 1
+    # Deterministic with a seed.
+    res2 = Fitter(m, FitConfig(steps_photo=0)).fit(FitTargets(lm68=noisy))
+    assert torch.equal(res.params.identity, res2.params.identity)
+
+
+def test_shared_identity_for_image_sets(synthetic):
+    m, p, geo, lm = synthetic
+    res = Fitter(m, FitConfig(steps_photo=0, share_identity=True)).fit(FitTargets(lm68=lm))
+    ident = res.params.identity
+    assert torch.equal(ident[0], ident[1]) and torch.equal(ident[1], ident[2])
+    assert not torch.equal(res.params.rotation[0], res.params.rotation[1])
+
+
+def test_photometric_stage_lowers_photo_loss(synthetic):
+    from facerecon.render import MeshRenderer
+
+    m, p, geo, lm = synthetic
+    cfg = FitConfig(render_size=112, steps_pose=20, steps_shape=40, steps_photo=8)
+    fitter = Fitter(m, cfg)
+    r = MeshRenderer(fitter.camera, m.faces)
+    lm112 = (lm + 0.5) / 2 - 0.5
+    light = torch.zeros(1, 27)
+    light[0, [1, 10, 19]] = 0.3
+    with torch.no_grad():
+        img = r(geo.vertices_world[:1], geo.albedo[:1] * 0.8, light, background=torch.full((1, 112, 112, 3), 0.3),
+                outputs=("overlay",)).overlay[..., :3]
+    res0 = Fitter(m, FitConfig(render_size=112, steps_pose=20, steps_shape=40, steps_photo=1)).fit(
+        FitTargets(lm68=lm112[:1], image=img))
+    res = fitter.fit(FitTargets(lm68=lm112[:1], image=img))
+    assert res.losses["photo"] < res0.losses["photo"]
+    # The closed-form light init + refinement finds the darker albedo / light scale.
+    assert res.losses["photo"] < 0.08
