@@ -67,3 +67,25 @@ def lm5_from_lm68(lm68: np.ndarray) -> np.ndarray:
     return np.stack(
         [lm68[36:42].mean(0), lm68[42:48].mean(0), lm68[30], lm68[48], lm68[54]]
     ).astype(np.float32)
+
+
+# Index of each iBUG-68 point's mirror image (left/right swapped): lm_flipped[i] = lm[MIRROR[i]].
+IBUG68_MIRROR = np.array(
+    list(range(16, -1, -1)) + list(range(26, 21, -1)) + list(range(21, 16, -1)) + [27, 28, 29, 30]
+    + [35, 34, 33, 32, 31] + [45, 44, 43, 42, 47, 46] + [39, 38, 37, 36, 41, 40]
+    + [54, 53, 52, 51, 50, 49, 48] + [59, 58, 57, 56, 55] + [64, 63, 62, 61, 60] + [67, 66, 65]
+)
+
+
+def flip_landmarks(lm68: np.ndarray, width: int) -> np.ndarray:
+    """Landmarks found on a horizontally flipped image (width W) -> the original image: mirror x
+    (pixel centres at integers: x -> W - 1 - x) and swap left/right points. (..., 68, 2)."""
+    out = np.asarray(lm68)[..., IBUG68_MIRROR, :].copy()
+    out[..., 0] = width - 1 - out[..., 0]
+    return out
+
+
+def flip_box(box, width: int) -> np.ndarray:
+    """[x0, y0, x1, y1] in an image of width W -> the same box in the horizontally flipped image."""
+    b = np.asarray(box, np.float64).reshape(-1)[:4]
+    return np.array([width - 1 - b[2], b[1], width - 1 - b[0], b[3]])
