@@ -19,6 +19,16 @@ def test_ict_counts(ict_model):
     assert m.uv.shape[1] == 2 and m.uv_faces.shape == m.faces.shape
 
 
+def test_ict_readme_landmarks_vs_bfm_convention(ict_model):
+    # The README's own points are kept as a region; the default landmarks follow the BFM/3DDFA
+    # convention, which moves the jaw outward-forward by ~2 cm and keeps the inner face within ~5 mm.
+    readme = ict_model.mean_shape[ict_model.region("landmarks_ict_readme")]
+    bfm = ict_model.landmarks(ict_model.mean_shape[None])[0]
+    d = (readme - bfm).norm(dim=-1)
+    assert d[27:].mean() < 5.0 and d[:17].mean() > 10.0
+    assert float(ict_model.landmark_offsets.norm(dim=-1).max()) < 15.0
+
+
 def test_ict_variants():
     need_asset("ict-facekit")
     from facerecon.models import load_model
@@ -31,7 +41,7 @@ def test_ict_variants():
 
 
 def test_ict_landmarks_in_model_space(ict_model):
-    lm = ict_model.mean_shape[ict_model.landmarks68]  # (68, 3) mm
+    lm = ict_model.landmarks(ict_model.mean_shape[None])[0]  # (68, 3) mm
     nose_tip, l_eye_out, r_eye_out = lm[30], lm[36], lm[45]
     # Subject's right eye (iBUG 36) on -x, left eye (45) on +x, either side of the nose.
     assert l_eye_out[0] < nose_tip[0] - 20 < 0 and r_eye_out[0] > nose_tip[0] + 20
@@ -46,7 +56,7 @@ def test_ict_landmarks_in_model_space(ict_model):
 
 
 def test_ict_lm5_deep3d_rule(ict_model):
-    lm = ict_model.mean_shape[ict_model.landmarks68]
+    lm = ict_model.landmarks(ict_model.mean_shape[None])[0]
     lm5 = ict_model.mean_lm5()
     assert torch.allclose(lm5[0], (lm[36] + lm[39]) / 2) and torch.allclose(lm5[2], lm[30])
     assert torch.allclose(lm5[3], lm[48]) and torch.allclose(lm5[4], lm[54])

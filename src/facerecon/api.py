@@ -248,3 +248,44 @@ class FaceReconstructor:
         else:
             face = self.detector.landmarks(img.pixels, np.asarray(box, np.float32))
         return self.reconstruct_faces([img], [face], photometric=photometric)[0].lm68
+
+
+def _eval_method(rec: FaceReconstructor, photometric: bool):
+    """method(image, box|None) -> (68, 2) for the AFLW2000-3D evaluator. A given box is the
+    protocol's 3DDFA roi box: 3DDFA_V2 (with TTA) runs on it directly as 3DDFA does."""
+    from .detect.tddfa import TDDFALandmarker
+
+    state = {}
+
+    def method(image: np.ndarray, box) -> np.ndarray | None:
+        img = load_image(image)
+        if box is None:
+            faces = rec.detect(img)
+            if not faces:
+                return None
+            face = faces[0]
+        else:
+            if "tddfa" not in state:
+                pipe = rec.detector
+                state["tddfa"] = getattr(pipe, "tddfa", None) or TDDFALandmarker()
+            face = state["tddfa"].landmarks_tta(img.pixels, [box], box_is_roi=True)[0]
+        return rec.reconstruct_faces([img], [face], photometric=photometric)[0].lm68
+
+    method.reconstructor = rec
+    return method
+
+
+def make_fit_method(photometric: bool = False, model: str = "ict", **fit_options):
+    """Evaluator factory: fitting (landmark stages; `photometric=True` adds the photo stage)."""
+    return _eval_method(FaceReconstructor(model, fit_config=FitConfig(**fit_options)), photometric)
+
+
+def make_regress_method(model: str = "ict", regressor=None, refine: bool = False):
+    """Evaluator factory: the learned regressor (`refine=True`: regressor, then fitting)."""
+    method = "regress+refine" if refine else "regress"
+    return _eval_method(FaceReconstructor(model, method=method, regressor=regressor), refine)
+
+
+def make_fit_photo_method(model: str = "ict", **fit_options):
+    """Evaluator factory: the full fit, photometric stage included."""
+    return make_fit_method(True, model, **fit_options)

@@ -141,3 +141,10 @@ def make_3ddfa(asset_dir=None, detector=None, device: str = "cpu") -> Method:
 
 
 register_method("3ddfa", make_3ddfa, "3DDFA_V2 MobileNetV1x0.5 (our port); --boxes gt uses the roi box as-is")
+register_method("default", "facerecon.detect.pipeline:eval_method",
+                "facerecon's default detection pipeline (RetinaFace/FaceBoxes boxes + 3DDFA_V2 with TTA)")
+register_method("fit", "facerecon.api:make_fit_method",
+                "analysis-by-synthesis fit of the ICT model from the default pipeline's landmarks")
+register_method("regress", "facerecon.api:make_regress_method", "the learned coefficient regressor alone")
+register_method("fit-photo", "facerecon.api:make_fit_photo_method",
+                "the full fit: landmark stages + photometric stage through the renderer")

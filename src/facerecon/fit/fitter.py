@@ -102,7 +102,7 @@ class Fitter:
         V = model.n_vertices
         # Landmark-only decoding: slice the bases to the 68 landmark vertices once.
         rows = (3 * lm[:, None] + torch.arange(3, device=lm.device)).reshape(-1)
-        self._lm_mean = model.mean_shape[lm]
+        self._lm_mean = model.mean_shape[lm] + model.landmark_offsets
         self._lm_id = model.id_basis[rows]
         self._lm_exp = model.exp_basis[rows]
         self._skin = model.skin_weights()

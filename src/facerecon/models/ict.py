@@ -138,8 +138,24 @@ def build_ict(src: Path) -> ModelData:
     )
 
 
-def load_ict_data(variant: str = "face", asset_dir=None) -> ModelData:
-    """The ICT ModelData for a variant ('face' | 'narrow' | 'head'), building the cache if needed."""
+def bfm_convention_landmarks() -> tuple[np.ndarray, np.ndarray]:
+    """(68,) vertices and (68, 3) mm offsets placing ICT's landmarks where the BFM / 3DDFA /
+    AFLW2000-3D convention puts them (package data made by scripts/calibrate_ict_landmarks.py;
+    ICT's README points differ by 22 mm on the jaw and 7 mm on the brows)."""
+    from importlib.resources import files
+
+    d = json.loads(files("facerecon").joinpath("data/ict_landmarks_bfm.json").read_text())
+    return np.array(d["vertices"], np.int64), np.array(d["offsets_mm"], np.float32)
+
+
+def load_ict_data(variant: str = "face", asset_dir=None, landmarks: str = "bfm") -> ModelData:
+    """The ICT ModelData for a variant ('face' | 'narrow' | 'head'), building the cache if needed.
+
+    landmarks: 'bfm' (default) — the 68 landmarks in the BFM/3DDFA/AFLW2000-3D convention that
+    facerecon's detectors and benchmarks use; 'ict' — the vertices listed in ICT's README.
+    """
+    if landmarks not in ("bfm", "ict"):
+        raise ValueError(f"landmarks must be 'bfm' or 'ict', got '{landmarks}'")
     if variant not in VARIANTS:
         raise ValueError(f"unknown ICT variant '{variant}'; choose one of {list(VARIANTS)}")
     cache = assets.cache_dir() / "models" / f"ict_head_v{BUILD_VERSION}.npz"
@@ -149,6 +165,9 @@ def load_ict_data(variant: str = "face", asset_dir=None) -> ModelData:
         data.save(cache)
     else:
         data = ModelData.load(cache)
+    data.regions["landmarks_ict_readme"] = np.array(LANDMARKS68, np.int64)
+    if landmarks == "bfm":
+        data.landmarks68, data.landmark_offsets = bfm_convention_landmarks()
     if variant == "head":
         return data
     sub = data.subset(np.arange(VARIANTS[variant]), f"ict-{variant}")

@@ -49,6 +49,7 @@ class ModelData:
     uv_faces: np.ndarray = field(default_factory=lambda: np.zeros((0, 3), np.int64))
     regions: dict = field(default_factory=dict)
     expression_names: list = field(default_factory=list)
+    landmark_offsets: np.ndarray | None = None  # (68, 3) mm added to the landmark vertices (model space)
     exp_prior: str = "gaussian"
     translation_unit_mm: float = 1.0
 
@@ -57,6 +58,8 @@ class ModelData:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         arrays = {f.name: getattr(self, f.name) for f in fields(self) if isinstance(getattr(self, f.name), np.ndarray)}
+        if self.landmark_offsets is None:
+            arrays.pop("landmark_offsets", None)
         for k, v in self.regions.items():
             arrays[f"region__{k}"] = np.asarray(v, np.int64)
         arrays["expression_names"] = np.array(self.expression_names, dtype=str)
@@ -98,7 +101,7 @@ class ModelData:
             albedo_basis=self.albedo_basis[vertex_ids], faces=remap[self.faces[keep]], landmarks68=lm,
             uv=self.uv, uv_faces=self.uv_faces[keep] if len(self.uv_faces) else self.uv_faces,
             regions=regions, expression_names=list(self.expression_names), exp_prior=self.exp_prior,
-            translation_unit_mm=self.translation_unit_mm,
+            translation_unit_mm=self.translation_unit_mm, landmark_offsets=self.landmark_offsets,
         )
 
 
@@ -147,6 +150,8 @@ class MorphableModel(nn.Module):
         self.register_buffer("albedo_basis", flat(data.albedo_basis, n_alb))
         self.register_buffer("faces", i64(data.faces))
         self.register_buffer("landmarks68", i64(data.landmarks68))
+        lo = np.zeros((len(data.landmarks68), 3)) if data.landmark_offsets is None else data.landmark_offsets
+        self.register_buffer("landmark_offsets", f32(lo))
         self.register_buffer("uv", f32(data.uv))
         self.register_buffer("uv_faces", i64(data.uv_faces))
         vuv = np.zeros((V, 2), np.float32)
@@ -212,8 +217,9 @@ class MorphableModel(nn.Module):
         return FaceGeometry(verts, world, normals, self.albedo(params.albedo, params.albedo_offset))
 
     def landmarks(self, vertices: torch.Tensor) -> torch.Tensor:
-        """(B, V, 3) -> (B, 68, 3) landmark vertices (iBUG order)."""
-        return vertices[:, self.landmarks68]
+        """(B, V, 3) model-space vertices -> (B, 68, 3) landmarks (iBUG order), vertex + offset.
+        Pose the result like vertices (the offsets are model-space)."""
+        return vertices[:, self.landmarks68] + self.landmark_offsets
 
     @staticmethod
     def lm5_from_lm68(lm68: torch.Tensor) -> torch.Tensor:
@@ -222,7 +228,7 @@ class MorphableModel(nn.Module):
 
     def mean_lm5(self) -> torch.Tensor:
         """(5, 3) mm: the mean face's 5 alignment points in model space."""
-        return self.lm5_from_lm68(self.mean_shape[self.landmarks68])
+        return self.lm5_from_lm68(self.mean_shape[self.landmarks68] + self.landmark_offsets)
 
     def zeros(self, batch: int = 1) -> FaceParams:
         return self.layout.zeros(batch, dtype=self.mean_shape.dtype, device=self.mean_shape.device)

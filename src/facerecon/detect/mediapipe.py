@@ -1,0 +1,234 @@
+"""MediaPipe backend: BlazeFace boxes + FaceMesh 468 points, mapped to iBUG-68 and 5 points.
+
+Uses `mediapipe==0.10.21`'s legacy `mp.solutions.face_detection` and `mp.solutions.face_mesh`
+(static_image_mode=True); the models ship inside the wheel, nothing is downloaded.
+
+FaceMesh points are not iBUG landmarks: FaceMesh's jaw vertices are fixed on the surface while
+iBUG's jaw line is a contour, eyebrows are defined differently, etc. `Mapping468To68` turns the
+468 points into 68 with a learned sparse affine map (`data/mediapipe_468_to_68.json`, made by
+`scripts/fit_mediapipe_68.py` on AFLW crops with MERL-RAV labels, AFLW2000-3D excluded); its
+closest-vertex table is kept as the baseline (`mapping="nearest"`).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+from PIL import Image as PILImage
+
+from ..errors import MissingExtraError
+from .base import Face, lm5_from_lm68, sort_by_size
+from .retinaface import as_pixels
+
+MAPPING_FILE = "mediapipe_468_to_68.json"
+
+
+def _import_mediapipe():
+    try:
+        import mediapipe as mp
+    except ImportError:
+        raise MissingExtraError("detect", "mediapipe", "the mediapipe backend") from None
+    return mp
+
+
+@dataclass(frozen=True)
+class Mapping468To68:
+    """lm68[k] = sum_j weights[k, j] * mesh[index[k, j], :2]  (+ yaw-dependent weights if present).
+
+    index:   (68, K) int FaceMesh vertex ids (padded with repeats; padding weight 0).
+    weights: (B, 68, K) float, B yaw bins (B = 1: pose-independent); each row sums to 1
+             (an affine combination: translation- and scale-equivariant).
+    yaw_centres: (B,) degrees of signed yaw proxy at which each weight set applies (linear blend between).
+    nearest: (68,) int closest-vertex baseline.
+    """
+
+    index: np.ndarray
+    weights: np.ndarray
+    yaw_centres: np.ndarray
+    nearest: np.ndarray
+    name: str = "learned"
+
+    @classmethod
+    def load(cls, file: str | Path | None = None, kind: str = "learned") -> Mapping468To68:
+        if file is None:
+            text = resources.files("facerecon").joinpath("data", MAPPING_FILE).read_text()
+        else:
+            text = Path(file).read_text()
+        d = json.loads(text)
+        nearest = np.asarray(d["nearest"], dtype=np.int64)
+        if kind == "nearest" or "sparse" not in d:
+            return cls(nearest[:, None], np.ones((1, 68, 1)), np.zeros(1), nearest, "nearest")
+        sp = d["sparse"]
+        return cls(
+            np.asarray(sp["index"], dtype=np.int64),
+            np.asarray(sp["weights"], dtype=np.float64),
+            np.asarray(sp.get("yaw_centres", [0.0]), dtype=np.float64),
+            nearest,
+            "learned",
+        )
+
+    def weights_for(self, yaw: float) -> np.ndarray:
+        """(68, K) weights blended linearly between the two nearest yaw centres (clamped at the ends)."""
+        c = self.yaw_centres
+        if len(c) == 1:
+            return self.weights[0]
+        yaw = float(np.clip(yaw, c[0], c[-1]))
+        i = int(np.clip(np.searchsorted(c, yaw) - 1, 0, len(c) - 2))
+        t = (yaw - c[i]) / (c[i + 1] - c[i])
+        return (1 - t) * self.weights[i] + t * self.weights[i + 1]
+
+    def __call__(self, mesh: np.ndarray) -> np.ndarray:
+        """mesh (468+, 2|3) pixels -> (68, 2) float32 iBUG points."""
+        pts = np.asarray(mesh, dtype=np.float64)
+        w = self.weights_for(mesh_yaw(pts))
+        return np.einsum("kj,kjc->kc", w, pts[self.index, :2]).astype(np.float32)
+
+
+def mesh_yaw(mesh: np.ndarray) -> float:
+    """A yaw proxy from FaceMesh geometry, degrees (sign: + when the nose moves to image-right).
+
+    Uses the horizontal position of the nose tip (vertex 1) between the two cheek extremes
+    (234 image-left, 454 image-right): asin(2·t − 1) with t in [0, 1] its relative position.
+    Not a calibrated angle; only used to blend pose-specific mapping weights.
+    """
+    x = np.asarray(mesh)[:, 0]
+    left, right, nose = x[234], x[454], x[1]
+    span = right - left
+    if abs(span) < 1e-6:
+        return 0.0
+    t = np.clip((nose - left) / span, 0.0, 1.0)
+    return float(np.degrees(np.arcsin(2 * t - 1)))
+
+
+class MediaPipeLandmarker:
+    """MediaPipe face detection + FaceMesh.
+
+    detect(image) -> list[Face] (largest first) with box, lm5, lm68 (mapped), dense (468|478, 3).
+    landmarks(image, box) -> Face | None: FaceMesh on a square crop around a given box (any
+    detector's), None when FaceMesh finds no face there.
+
+    refine_landmarks: adds 10 iris points (478 total) — slower, not used by the 68 mapping.
+    mapping: "learned" (default), "nearest", a path to a mapping JSON, or a `Mapping468To68`.
+    crop_size: side in pixels of the square crop handed to FaceMesh (upscales small faces; FaceMesh's
+               own detector misses faces that fill the frame, hence the `expand` margin).
+    """
+
+    name = "mediapipe"
+
+    def __init__(
+        self,
+        refine_landmarks: bool = False,
+        min_detection_confidence: float = 0.3,
+        mapping: str | Path | Mapping468To68 = "learned",
+        crop_size: int = 192,
+        expand: float = 2.2,
+        model_selection: int = 1,
+    ) -> None:
+        mp = _import_mediapipe()
+        self._mp = mp
+        self.refine_landmarks = refine_landmarks
+        self.crop_size = crop_size
+        self.expand = expand
+        if isinstance(mapping, Mapping468To68):
+            self.mapping = mapping
+        elif mapping in ("learned", "nearest"):
+            self.mapping = Mapping468To68.load(kind=str(mapping))
+        else:
+            self.mapping = Mapping468To68.load(mapping)
+        self._mesh = mp.solutions.face_mesh.FaceMesh(
+            static_image_mode=True, max_num_faces=1, refine_landmarks=refine_landmarks,
+            min_detection_confidence=min_detection_confidence,
+        )
+        self._det = mp.solutions.face_detection.FaceDetection(
+            model_selection=model_selection, min_detection_confidence=min_detection_confidence
+        )
+
+    def close(self) -> None:
+        self._mesh.close()
+        self._det.close()
+
+    # -- raw FaceMesh -------------------------------------------------------------------------
+    def mesh(self, pixels: np.ndarray) -> np.ndarray | None:
+        """FaceMesh on a whole (H, W, 3) RGB array: (468|478, 3) float32 (x, y pixels; z in pixels,
+        relative, smaller = closer to the camera) or None."""
+        res = self._mesh.process(np.ascontiguousarray(pixels))
+        if not res.multi_face_landmarks:
+            return None
+        h, w = pixels.shape[:2]
+        lm = res.multi_face_landmarks[0].landmark
+        a = np.array([(p.x, p.y, p.z) for p in lm], dtype=np.float32)
+        # Normalised coordinates have pixel edges at 0 and 1; our pixel centres sit at integers.
+        return np.stack([a[:, 0] * w - 0.5, a[:, 1] * h - 0.5, a[:, 2] * w], axis=1)
+
+    def mesh_in_box(self, pixels: np.ndarray, box) -> np.ndarray | None:
+        """FaceMesh on a square crop (side = expand * max(box w, h), zero padded, resized to
+        crop_size) around `box`; points mapped back to `pixels` coordinates."""
+        x0, y0, x1, y1 = (float(v) for v in list(box)[:4])
+        side = max(x1 - x0, y1 - y0) * self.expand
+        cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
+        s = side / self.crop_size
+        # Edge-based origin of the crop in the image (a centre-convention x maps to edge x + 0.5).
+        ox, oy = cx - side / 2 + 0.5, cy - side / 2 + 0.5
+        crop = PILImage.fromarray(pixels).transform(
+            (self.crop_size, self.crop_size), PILImage.AFFINE, (s, 0, ox, 0, s, oy), resample=PILImage.BILINEAR
+        )
+        m = self.mesh(np.asarray(crop))
+        if m is None:
+            return None
+        out = m.copy()
+        out[:, 0] = ox + (m[:, 0] + 0.5) * s - 0.5
+        out[:, 1] = oy + (m[:, 1] + 0.5) * s - 0.5
+        out[:, 2] = m[:, 2] * s
+        return out
+
+    # -- Face boundary ---------------------------------------------------------------------------
+    def _face(self, mesh: np.ndarray, score: float, box=None) -> Face:
+        lm68 = self.mapping(mesh)
+        if box is None:
+            lo, hi = mesh[:, :2].min(0), mesh[:, :2].max(0)
+            box = np.concatenate([lo, hi])
+        return Face(
+            box=np.asarray(box, dtype=np.float32)[:4],
+            score=float(score),
+            lm5=lm5_from_lm68(lm68),
+            lm68=lm68,
+            dense=mesh.astype(np.float32),
+            source=self.name,
+            extra={"mesh_yaw": mesh_yaw(mesh), "mapping": self.mapping.name},
+        )
+
+    def landmarks(self, image, box, score: float = 1.0) -> Face | None:
+        """FaceMesh landmarks for the face in `box` ([x0, y0, x1, y1] pixels); None if not found."""
+        pixels = as_pixels(image)
+        m = self.mesh_in_box(pixels, box)
+        return None if m is None else self._face(m, score, box)
+
+    def boxes(self, image) -> list[tuple[np.ndarray, float]]:
+        """BlazeFace boxes: [(box (4,) float32 pixels, score)], unsorted."""
+        pixels = as_pixels(image)
+        h, w = pixels.shape[:2]
+        res = self._det.process(pixels)
+        out = []
+        for d in res.detections or []:
+            b = d.location_data.relative_bounding_box
+            box = np.float32([b.xmin * w, b.ymin * h, (b.xmin + b.width) * w, (b.ymin + b.height) * h]) - 0.5
+            out.append((box, float(d.score[0])))
+        return out
+
+    def detect(self, image) -> list[Face]:
+        """BlazeFace boxes, FaceMesh in each; falls back to FaceMesh on the whole image."""
+        pixels = as_pixels(image)
+        faces = []
+        for box, score in self.boxes(pixels):
+            f = self.landmarks(pixels, box, score)
+            if f is not None:
+                faces.append(f)
+        if not faces:
+            m = self.mesh(pixels)
+            if m is not None:
+                faces.append(self._face(m, 0.5))
+        return sort_by_size(faces)
