@@ -29,9 +29,9 @@ SHARED = Path(__file__).resolve().parents[2] / "shared"
 if "FACERECON_ASSETS" not in os.environ and (SHARED / "assets").is_dir():
     os.environ["FACERECON_ASSETS"] = str(SHARED / "assets")
 
-from facerecon.api import FaceReconstructor  # noqa: E402
-from facerecon.fit import FitConfig  # noqa: E402
-from facerecon.io.image import load_image  # noqa: E402
+from facerecon.api import FaceReconstructor
+from facerecon.fit import FitConfig
+from facerecon.io.image import load_image
 
 
 def neutral_shapes(rec: FaceReconstructor, recs) -> torch.Tensor:
@@ -72,7 +72,7 @@ def video_jitter(rec, still_path, T, photometric, seed=0):
     shifts = rng.uniform(-1.5, 1.5, (T, 2))
     H, W = img.shape[:2]
     frames = []
-    yy, xx = np.mgrid[0:H, 0:W].astype(np.float32)
+    _yy, _xx = np.mgrid[0:H, 0:W].astype(np.float32)
     from facerecon.align.similarity import warp_image
     for dx, dy in shifts:
         M = np.array([[1.0, 0, dx], [0, 1.0, dy]])
@@ -112,7 +112,7 @@ def main(argv=None):
         print(f"| {r[0]} | {r[1]} | {r[2]:.2f} | {r[3]:.2f} | {r[4]:.2f} |")
     a = np.array([r[2:] for r in rows])
     print(f"| **mean** | | {a[:, 0].mean():.2f} | {a[:, 1].mean():.2f} | {a[:, 2].mean():.2f} |\n")
-    still = sorted((SHARED / "data/identity-sets/fgnet-talking-face/franck").glob("*.jpg"))[0]
+    still = min((SHARED / "data/identity-sets/fgnet-talking-face/franck").glob("*.jpg"))
     det_j, ind_j, vid_j = video_jitter(rec, still, args.frames, args.photometric)
     print(f"## Jitter on a static {args.frames}-frame clip from {still.name} (mean frame-to-frame landmark motion, px)\n")
     print("| landmarks | jitter px |\n|---|---|")

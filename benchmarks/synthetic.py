@@ -24,9 +24,9 @@ shared = Path(__file__).resolve().parents[2] / "shared" / "assets"
 if "FACERECON_ASSETS" not in os.environ and shared.is_dir():
     os.environ["FACERECON_ASSETS"] = str(shared)
 
-from facerecon.fit import FitConfig, Fitter, FitTargets  # noqa: E402
-from facerecon.models import load_model  # noqa: E402
-from facerecon.render import MeshRenderer  # noqa: E402
+from facerecon.fit import FitConfig, FitTargets, Fitter
+from facerecon.models import load_model
+from facerecon.render import MeshRenderer
 
 
 def similarity_align(src: torch.Tensor, dst: torch.Tensor) -> torch.Tensor:
@@ -45,7 +45,7 @@ def similarity_align(src: torch.Tensor, dst: torch.Tensor) -> torch.Tensor:
 
 def make_batch(model, renderer, B, gen, max_yaw, lm_noise):
     p = model.random_params(B, generator=gen, exp_scale=0.25)
-    u = lambda *s: torch.rand(*s, generator=gen)  # noqa: E731
+    u = lambda *s: torch.rand(*s, generator=gen)
     rot = torch.stack([(u(B) - 0.5) * 0.5, (u(B) * 2 - 1) * max_yaw, (u(B) - 0.5) * 0.4], -1)
     trans = torch.stack([(u(B) - 0.5) * 20, (u(B) - 0.5) * 20, (u(B) - 0.5) * 60], -1)
     light = torch.zeros(B, 27)
@@ -87,7 +87,7 @@ def main(argv=None):
     done = 0
     while done < args.n:
         B = min(args.batch, args.n - done)
-        p, geo, img, lm, lm_in = make_batch(model, renderer, B, gen, args.max_yaw, args.lm_noise)
+        _p, geo, img, lm, lm_in = make_batch(model, renderer, B, gen, args.max_yaw, args.lm_noise)
         for name, image in (("lm only", None), ("lm + photo", img)):
             t = time.perf_counter()
             res = fitter.fit(FitTargets(lm68=lm_in, image=image))

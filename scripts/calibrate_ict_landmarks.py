@@ -32,10 +32,10 @@ sys.path.insert(0, str(ROOT / "src"))
 if "FACERECON_ASSETS" not in os.environ and (ROOT.parent / "shared" / "assets").is_dir():
     os.environ["FACERECON_ASSETS"] = str(ROOT.parent / "shared" / "assets")
 
-from scipy.spatial import cKDTree  # noqa: E402
+from scipy.spatial import cKDTree
 
-from facerecon.detect.tddfa import load_bases  # noqa: E402
-from facerecon.models.ict import LANDMARKS68, VARIANTS, load_ict_data  # noqa: E402
+from facerecon.detect.tddfa import load_bases
+from facerecon.models.ict import LANDMARKS68, VARIANTS, load_ict_data
 
 STABLE = [36, 39, 42, 45, 27, 28, 29, 30, 31, 33, 35, 48, 54]
 

@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from facerecon.fit import FitConfig, Fitter, FitTargets
+from facerecon.fit import FitConfig, FitTargets, Fitter
 from facerecon.fit import losses as L
 from facerecon.fit.pose_init import pos_init
 from facerecon.geometry.camera import PerspectiveCamera
@@ -72,7 +72,7 @@ def synthetic(ict_model):
 
 
 def test_landmark_fit_recovers_landmarks_and_pose(synthetic):
-    m, p, geo, lm = synthetic
+    m, p, _geo, lm = synthetic
     noisy = lm + torch.randn(lm.shape, generator=torch.Generator().manual_seed(1)) * 1.0
     res = Fitter(m, FitConfig(steps_photo=0)).fit(FitTargets(lm68=noisy))
     err = (res.lm68 - lm).norm(dim=-1).mean(-1)
@@ -86,7 +86,7 @@ def test_landmark_fit_recovers_landmarks_and_pose(synthetic):
 
 
 def test_shared_identity_for_image_sets(synthetic):
-    m, p, geo, lm = synthetic
+    m, _p, _geo, lm = synthetic
     res = Fitter(m, FitConfig(steps_photo=0, share_identity=True)).fit(FitTargets(lm68=lm))
     ident = res.params.identity
     assert torch.equal(ident[0], ident[1]) and torch.equal(ident[1], ident[2])
@@ -96,7 +96,7 @@ def test_shared_identity_for_image_sets(synthetic):
 def test_photometric_stage_lowers_photo_loss(synthetic):
     from facerecon.render import MeshRenderer
 
-    m, p, geo, lm = synthetic
+    m, _p, geo, lm = synthetic
     cfg = FitConfig(render_size=112, steps_pose=20, steps_shape=40, steps_photo=8)
     fitter = Fitter(m, cfg)
     r = MeshRenderer(fitter.camera, m.faces)
@@ -112,3 +112,22 @@ def test_photometric_stage_lowers_photo_loss(synthetic):
     assert res.losses["photo"] < res0.losses["photo"]
     # The closed-form light init + refinement finds the darker albedo / light scale.
     assert res.losses["photo"] < 0.08
+
+
+def test_identity_perceptual_loss_runs_and_is_differentiable(synthetic):
+    from .conftest import need_asset
+
+    need_asset("mobilefacenet")
+    from facerecon.nets.mobilefacenet import IdentityEncoder
+    from facerecon.render import MeshRenderer
+
+    m, p, geo, lm = synthetic
+    cfg = FitConfig(render_size=112, steps_pose=10, steps_shape=10, steps_photo=2, w_identity=5.0)
+    enc = IdentityEncoder().eval()
+    fitter = Fitter(m, cfg, identity_encoder=enc)
+    r = MeshRenderer(fitter.camera, m.faces)
+    lm112 = (lm[:1] + 0.5) / 2 - 0.5
+    with torch.no_grad():
+        img = r(geo.vertices_world[:1], geo.albedo[:1], torch.zeros(1, 27), outputs=("overlay",)).overlay[..., :3]
+    res = fitter.fit(FitTargets(lm68=lm112, image=img))
+    assert torch.isfinite(res.params.identity).all() and res.losses["photo"] < 0.2

@@ -29,7 +29,7 @@ def test_modes_become_rgb8(tmp_path, mode):
     a = (np.arange(32 * 32).reshape(32, 32) % 256).astype(np.uint8)
     base = PILImage.fromarray(a)
     if mode == "I;16":
-        img = PILImage.fromarray((a.astype(np.uint16) * 257))
+        img = PILImage.fromarray(a.astype(np.uint16) * 257)
         p = _save(tmp_path, img, "x.png")
     elif mode == "CMYK":
         p = _save(tmp_path, base.convert("CMYK"), "x.jpg")

@@ -17,7 +17,7 @@ import torch
 from .align import Crop, align_face, face_mask
 from .detect.base import Face
 from .errors import NoFaceError
-from .fit import FitConfig, Fitter, FitTargets
+from .fit import FitConfig, FitTargets, Fitter
 from .geometry.camera import PerspectiveCamera
 from .io.image import Image, load_image
 from .models import FaceGeometry, FaceParams, MorphableModel, load_model
@@ -100,7 +100,7 @@ class FaceReconstructor:
         encoder = None
         if identity_loss:
             from .nets.mobilefacenet import IdentityEncoder
-            encoder = IdentityEncoder.from_asset().to(self.device).eval()
+            encoder = IdentityEncoder().to(self.device).eval()
         self.fitter = Fitter(self.model, self.config, self.camera, identity_encoder=encoder)
         self.use_mask = mask
         self._lm5_ref = self.model.mean_lm5().detach().cpu().double().numpy()

@@ -118,7 +118,7 @@ def write_reconstruction(rec: Reconstruction, model: MorphableModel, out_dir, st
     if "textured" in what and image is not None and model.uv.shape[0] > 0:
         with torch.no_grad():
             tex, vis = extract_uv_texture(g.vertices_world, model.faces, model.uv, rec.camera,
-                                          torch.from_numpy(image), texture_size, uv_faces=model.uv_faces)
+                                          torch.tensor(image), texture_size, uv_faces=model.uv_faces)
             # Texels the photo does not show take the fitted albedo's mean colour, not black.
             fill = g.albedo[0].mean(0)
             tex = torch.where(vis[..., None], tex, fill.to(tex))[0]

@@ -24,6 +24,8 @@ def add_parser(sub) -> None:
     p.add_argument("--max-faces", type=int, default=1, help="faces per image, largest first")
     p.add_argument("--detector", default="default")
     p.add_argument("--no-photometric", action="store_true", help="landmark-only fit (fast)")
+    p.add_argument("--identity-loss", action="store_true",
+                   help="add the MobileFaceNet identity-perceptual loss (asset mobilefacenet; research use)")
     p.add_argument("--outputs", default="all", help="comma list of mat,npz,obj,textured,ply,json,panel,overlay")
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
@@ -85,7 +87,7 @@ def run(args) -> int:
         return 2
     cfg = FitConfig() if args.refine is None else FitConfig(steps_photo=args.refine)
     rec = FaceReconstructor(args.model, detector=args.detector, fit_config=cfg, device=args.device,
-                            method=args.method)
+                            method=args.method, identity_loss=args.identity_loss)
     out = Path(args.output)
     photometric = not args.no_photometric
     failures: list[str] = []

@@ -7,8 +7,9 @@ its integer index, matching numpy/OpenCV and the AFLW2000-3D ground truth).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Protocol, Sequence
+from typing import Protocol
 
 import numpy as np
 

@@ -1,5 +1,5 @@
 """Fitting: Deep3D's hybrid losses through our renderer, single images, image sets and video."""
 
-from .fitter import FitConfig, Fitter, FitResult, FitTargets
+from .fitter import FitConfig, FitResult, FitTargets, Fitter
 
-__all__ = ["Fitter", "FitConfig", "FitTargets", "FitResult"]
+__all__ = ["FitConfig", "FitResult", "FitTargets", "Fitter"]

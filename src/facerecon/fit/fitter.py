@@ -273,10 +273,15 @@ class Fitter:
             light = self._init_light(image, mask, geo.albedo, geo.normals, geo.vertices_world)
         light.requires_grad_(True)
         alb.requires_grad_(True)
-        emb_target = None
+        emb_target = aff = None
         if self.encoder is not None and cfg.w_identity > 0:
+            from ..nets.mobilefacenet import similarity_to_template
+
+            # Both the photo and the render are warped to MobileFaceNet's 112×96 template by the
+            # same 5-point similarity (from the target landmarks), so only the face content differs.
+            aff = similarity_to_template(MorphableModel.lm5_from_lm68(lm)).to(lm)
             with torch.no_grad():
-                emb_target = self.encoder(image.permute(0, 3, 1, 2))
+                emb_target = self.encoder(image.permute(0, 3, 1, 2), aff)
         groups = [{"params": [idv, exp, alb], "lr": cfg.lr_photo},
                   {"params": [light], "lr": cfg.lr_photo * 2},
                   {"params": [rot], "lr": cfg.lr_photo * 0.05},
@@ -301,7 +306,7 @@ class Fitter:
                 total = total + cfg.w_albedo_smooth * L.albedo_smoothness(offset, self._edges).sum()
             if emb_target is not None:
                 emb = self.encoder(out.rgb.permute(0, 3, 1, 2) * out.mask[:, None]
-                                   + image.permute(0, 3, 1, 2) * (1 - out.mask[:, None]))
+                                   + image.permute(0, 3, 1, 2) * (1 - out.mask[:, None]), aff)
                 total = total + cfg.w_identity * L.identity_loss(emb, emb_target).sum()
             if cfg.w_temporal > 0 and B > 1:
                 total = total + cfg.w_temporal * (L.temporal_smoothness(torch.cat([rot * 100, trans], 1))
@@ -328,4 +333,4 @@ def mesh_edges(faces: torch.Tensor) -> torch.Tensor:
     return torch.unique(torch.sort(e, dim=1).values, dim=0)
 
 
-__all__ = ["Fitter", "FitConfig", "FitTargets", "FitResult"]
+__all__ = ["FitConfig", "FitResult", "FitTargets", "Fitter"]

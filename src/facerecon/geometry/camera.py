@@ -36,14 +36,14 @@ class PerspectiveCamera:
     near: float = 1.0
 
     @staticmethod
-    def deep3d(size: int = 224) -> "PerspectiveCamera":
+    def deep3d(size: int = 224) -> PerspectiveCamera:
         """Deep3D's camera: fov 12.59° (focal 1015 px at 224 px), camera 10 dm = 1000 mm from the origin."""
         s = size / 224.0
         return PerspectiveCamera(focal=1015.0 * s, cx=112.0 * s - 0.5, cy=112.0 * s - 0.5,
                                  width=size, height=size, distance=1000.0)
 
     @staticmethod
-    def from_fov(fov_deg: float, width: int, height: int, distance: float = 1000.0) -> "PerspectiveCamera":
+    def from_fov(fov_deg: float, width: int, height: int, distance: float = 1000.0) -> PerspectiveCamera:
         """Camera with horizontal field of view `fov_deg`, principal point at the image centre."""
         focal = (width / 2.0) / math.tan(math.radians(fov_deg) / 2.0)
         return PerspectiveCamera(focal, (width - 1) / 2.0, (height - 1) / 2.0, width, height, distance)
@@ -76,7 +76,7 @@ class PerspectiveCamera:
         y = -(xy[..., 1] - self.cy) * depth / self.focal
         return torch.stack([x, y, self.distance - depth], dim=-1)
 
-    def scaled(self, factor: float) -> "PerspectiveCamera":
+    def scaled(self, factor: float) -> PerspectiveCamera:
         """The same camera for an image resized by `factor` (pixel-centre convention preserved)."""
         return PerspectiveCamera(self.focal * factor, (self.cx + 0.5) * factor - 0.5, (self.cy + 0.5) * factor - 0.5,
                                  round(self.width * factor), round(self.height * factor), self.distance, self.near)

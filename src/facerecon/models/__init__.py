@@ -19,4 +19,4 @@ def load_model(name: str = "ict", variant: str | None = None, asset_dir=None, **
     raise ValueError(f"unknown model '{name}'; choose 'ict' or 'bfm'")
 
 
-__all__ = ["FaceParams", "ParamLayout", "FaceGeometry", "ModelData", "MorphableModel", "load_model"]
+__all__ = ["FaceGeometry", "FaceParams", "ModelData", "MorphableModel", "ParamLayout", "load_model"]

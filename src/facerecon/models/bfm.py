@@ -38,7 +38,7 @@ DIMS = (80, 64, 80)
 def _mat(path: Path) -> dict:
     try:
         return sio.loadmat(str(path))
-    except Exception as e:  # scipy raises several types for bad files
+    except (OSError, ValueError, TypeError, NotImplementedError, sio.matlab.MatReadError) as e:
         raise AssetError(f"{path}: not a readable MATLAB file ({e})") from None
 
 
@@ -63,7 +63,7 @@ def _metadata(meta_dir: Path) -> dict:
     trim = _mat(meta_dir / "BFM_exp_idx.mat")["trimIndex"].astype(np.int64).ravel() - 1
     info = _mat(meta_dir / "facemodel_info.mat")
     std_exp = np.loadtxt(meta_dir / "std_exp.txt").astype(np.float64)
-    return dict(front=front, trim=trim, info=info, std_exp=std_exp)
+    return {"front": front, "trim": trim, "info": info, "std_exp": std_exp}
 
 
 def _rows(vertex_idx: np.ndarray) -> np.ndarray:
@@ -106,7 +106,7 @@ def _assemble(mean, id_b, exp_b, tex, tex_b, info) -> ModelData:
     regions = {"skin": skin, "face": np.arange(V)}
     if "frontmask2_idx" in info:
         regions["front"] = info["frontmask2_idx"].astype(np.int64).ravel() - 1
-    r = lambda b: b.reshape(V, 3, -1).astype(np.float32)  # noqa: E731
+    r = lambda b: b.reshape(V, 3, -1).astype(np.float32)
     return ModelData(
         name="bfm09-front", mean_shape=mean.astype(np.float32), id_basis=r(id_b), exp_basis=r(exp_b),
         albedo_mean=tex.astype(np.float32), albedo_basis=r(tex_b), faces=tri, landmarks68=kp,

@@ -42,22 +42,22 @@ class FaceParams:
     def batch_size(self) -> int:
         return int(self.rotation.shape[0])
 
-    def replace(self, **kw) -> "FaceParams":
+    def replace(self, **kw) -> FaceParams:
         return replace(self, **kw)
 
-    def map(self, fn) -> "FaceParams":
+    def map(self, fn) -> FaceParams:
         """Apply `fn` to every tensor (e.g. `.detach()`, `.to(device)`)."""
         return FaceParams(**{f.name: (None if getattr(self, f.name) is None else fn(getattr(self, f.name)))
                              for f in fields(self)})
 
-    def __getitem__(self, idx) -> "FaceParams":
+    def __getitem__(self, idx) -> FaceParams:
         """Select faces along the batch dimension (keeps the batch dim for int indices)."""
         if isinstance(idx, int):
             idx = slice(idx, idx + 1) if idx != -1 else slice(-1, None)
         return self.map(lambda t: t[idx])
 
     @staticmethod
-    def cat(items: list["FaceParams"]) -> "FaceParams":
+    def cat(items: list[FaceParams]) -> FaceParams:
         out = {}
         for f in fields(FaceParams):
             vals = [getattr(p, f.name) for p in items]
@@ -119,6 +119,6 @@ class ParamLayout:
         return self.split(torch.zeros(batch, self.dim, dtype=dtype, device=device))
 
     @staticmethod
-    def deep3d() -> "ParamLayout":
+    def deep3d() -> ParamLayout:
         """Deep3D's 257-vector: 80 id / 64 exp / 80 tex / 3 angles / 27 gamma / 3 translation (dm)."""
         return ParamLayout(80, 64, 80, translation_unit_mm=100.0)

@@ -74,7 +74,7 @@ class ModelData:
                 os.unlink(tmp)
 
     @staticmethod
-    def load(path: Path) -> "ModelData":
+    def load(path: Path) -> ModelData:
         with np.load(path) as z:
             name, exp_prior, unit = (str(s) for s in z["meta"])
             kw = {f.name: z[f.name] for f in fields(ModelData)
@@ -85,7 +85,7 @@ class ModelData:
                          regions=regions, expression_names=names,
                          **{k: v for k, v in kw.items() if k not in ("name", "exp_prior", "translation_unit_mm")})
 
-    def subset(self, vertex_ids: np.ndarray, name: str) -> "ModelData":
+    def subset(self, vertex_ids: np.ndarray, name: str) -> ModelData:
         """Restrict to a vertex subset; keeps only faces whose 3 vertices are all kept."""
         vertex_ids = np.asarray(vertex_ids, np.int64)
         remap = -np.ones(len(self.mean_shape), np.int64)
@@ -141,8 +141,8 @@ class MorphableModel(nn.Module):
         def flat(b, n):  # (V, 3, n) -> (3V, n), row 3*v + axis
             return torch.from_numpy(np.ascontiguousarray(b[:, :, :n].reshape(V * 3, n), dtype=np.float32))
 
-        f32 = lambda a: torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32))  # noqa: E731
-        i64 = lambda a: torch.from_numpy(np.ascontiguousarray(a, dtype=np.int64))  # noqa: E731
+        f32 = lambda a: torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32))
+        i64 = lambda a: torch.from_numpy(np.ascontiguousarray(a, dtype=np.int64))
         self.register_buffer("mean_shape", f32(data.mean_shape))
         self.register_buffer("id_basis", flat(data.id_basis, n_id))
         self.register_buffer("exp_basis", flat(data.exp_basis, n_exp))
@@ -239,7 +239,7 @@ class MorphableModel(nn.Module):
         |N(0, exp_scale²)| clipped to [0, 1] for ARKit-style models, N(0, exp_scale²) otherwise."""
         p = self.zeros(batch)
         dt, dev = self.mean_shape.dtype, self.mean_shape.device
-        rnd = lambda n: torch.randn(batch, n, generator=generator, dtype=dt).to(dev)  # noqa: E731
+        rnd = lambda n: torch.randn(batch, n, generator=generator, dtype=dt).to(dev)
         exp = rnd(self.layout.n_expression) * exp_scale
         if self.exp_prior == "unit_interval":
             exp = exp.abs().clamp(0, 1)

@@ -1,0 +1,95 @@
+"""End to end: the Python API and the `facerecon` CLI on a real photo (skips without assets)."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from facerecon.cli.main import main
+
+from .conftest import need_asset
+
+pytest.importorskip("skimage")
+
+
+@pytest.fixture(scope="module")
+def astronaut_path(tmp_path_factory):
+    from PIL import Image
+    from skimage import data
+
+    p = tmp_path_factory.mktemp("img") / "astronaut.png"
+    Image.fromarray(data.astronaut()).save(p)
+    return p
+
+
+@pytest.fixture(scope="module")
+def reconstructor():
+    for a in ("ict-facekit", "retinaface", "3ddfa-v2"):
+        need_asset(a)
+    from facerecon.api import FaceReconstructor
+    from facerecon.fit import FitConfig
+
+    return FaceReconstructor("ict", fit_config=FitConfig(steps_photo=4, render_size=224))
+
+
+def test_api_reconstructs_astronaut(reconstructor, astronaut_path):
+    recs = reconstructor.reconstruct(astronaut_path)
+    assert len(recs) == 1
+    r = recs[0]
+    # Fitted landmarks agree with the detector's within a few pixels on this frontal portrait.
+    assert np.linalg.norm(r.lm68 - r.face.lm68, axis=1).mean() < 4.0
+    assert abs(r.pose_deg["yaw"]) < 15 and abs(r.pose_deg["roll"]) < 15
+    # The original-image camera projects the posed mesh onto the photo where the crop camera
+    # puts it in the crop (the crop is a similarity of the photo).
+    lm3d = reconstructor.model.landmarks(r.geometry.vertices)
+    R = r.params.rotation
+    from facerecon.geometry.rotations import euler_to_matrix
+    world = lm3d @ euler_to_matrix(R).transpose(1, 2) + r.params.translation[:, None]
+    proj = r.camera.project(world)[0, :, :2].numpy()
+    assert np.abs(proj - r.lm68).max() < 1e-2
+    assert r.blendshapes is not None and set(r.blendshapes) >= {"jawOpen", "mouthSmile_L"}
+    assert all(0.0 <= v <= 1.0 for v in r.blendshapes.values())
+
+
+def test_cli_reconstruct_writes_outputs_and_skips_bad_files(reconstructor, astronaut_path, tmp_path, capsys):
+    bad = tmp_path / "broken.jpg"
+    bad.write_bytes(b"definitely not a jpeg")
+    out = tmp_path / "out"
+    rc = main(["reconstruct", str(astronaut_path), str(bad), str(tmp_path / "missing.png"), "-o", str(out),
+               "--no-photometric", "--threads", "2"])
+    assert rc == 0
+    err = capsys.readouterr()
+    assert "broken.jpg" in err.err and "missing.png" in err.err
+    assert "reconstructed 1 face(s)" in err.out and "2 input(s) failed" in err.out
+    for suffix in (".mat", ".npz", ".obj", ".ply", ".json", "_panel.png", "_overlay.png", "_textured.obj",
+                   "_textured.png", "_textured.mtl"):
+        assert (out / f"astronaut{suffix}").is_file(), suffix
+    import trimesh
+    from scipy.io import loadmat
+
+    m = loadmat(out / "astronaut.mat")
+    for k in ("cropped_img", "recon_img", "coeff", "face_shape", "face_texture", "face_color", "lm_68p", "lm_5p"):
+        assert k in m, k
+    assert m["recon_img"].shape == (224, 224, 4) and m["cropped_img"].shape == (224, 224, 3)
+    assert m["coeff"].shape == (1, 100 + 53 + 0 + 3 + 27 + 3)
+    mesh = trimesh.load(out / "astronaut.obj", process=False)
+    assert mesh.vertices.shape == (9409, 3)
+    info = json.loads((out / "astronaut.json").read_text())
+    assert set(info["pose_deg"]) == {"yaw", "pitch", "roll"} and "jawOpen" in info["blendshapes"]
+    assert not [p for p in out.iterdir() if p.name.startswith(".")]  # no temp files left
+
+
+def test_cli_no_inputs_is_an_error(tmp_path, capsys):
+    assert main(["reconstruct", str(tmp_path / "nothing*.jpg"), "-o", str(tmp_path / "o")]) == 2
+    assert "no such file" in capsys.readouterr().err
+
+
+def test_image_set_shares_identity(reconstructor, astronaut_path):
+    from PIL import Image
+
+    img = np.asarray(Image.open(astronaut_path))
+    shifted = np.roll(img, (6, -9), axis=(0, 1))
+    recs = reconstructor.reconstruct_set([img, shifted], photometric=False)
+    assert len(recs) == 2
+    assert torch.equal(recs[0].params.identity, recs[1].params.identity)
