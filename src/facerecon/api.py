@@ -123,7 +123,7 @@ class FaceReconstructor:
     def regressor(self):
         if self._regressor is None:
             from .regress.predict import load_regressor
-            self._regressor = load_regressor(self._regressor_spec, model=self.model, device=self.device)
+            self._regressor = load_regressor(self._regressor_spec, device=self.device)
         return self._regressor
 
     # -- core ----------------------------------------------------------------------------------
@@ -197,11 +197,12 @@ class FaceReconstructor:
                 init = aggregate_identity(init)
             extra_times = {**(extra_times or {}), "regress": time.perf_counter() - t1}
             targets = FitTargets(targets.lm68, targets.lm_weights, targets.image, targets.mask, init=init)
+            full = {"n_identity": self.model.layout.n_identity}  # keep every regressed identity mode
             if self.method == "regress":
                 # Keep the regressed parameters: no optimisation, only the landmark projection.
-                cfg = FitConfig(**{**cfg.__dict__, "steps_pose": 0, "steps_shape": 0, "steps_photo": 0})
+                cfg = FitConfig(**{**cfg.__dict__, **full, "steps_pose": 0, "steps_shape": 0, "steps_photo": 0})
             else:
-                cfg = FitConfig(**{**cfg.__dict__, "steps_pose": 0, "steps_shape": cfg.steps_shape // 2})
+                cfg = FitConfig(**{**cfg.__dict__, **full, "steps_pose": 0, "steps_shape": cfg.steps_shape // 2})
         fitter = self.fitter if cfg is self.config else Fitter(self.model, cfg, self.camera, self.fitter.encoder)
         res = fitter.fit(targets)
         times = {**(extra_times or {}), "align": t_align, **{f"fit_{k}": v for k, v in res.times.items()}}

@@ -11,6 +11,7 @@ Image sets share one identity (and albedo); video adds temporal smoothness on po
 from __future__ import annotations
 
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import torch
@@ -80,6 +81,18 @@ class FitResult:
     times: dict = field(default_factory=dict)
 
 
+@contextmanager
+def _single_thread():
+    """The landmark stages run thousands of tiny ops: on 2 cores, intra-op threading only adds
+    synchronisation (and stalls badly when the cores are busy), so run them on one thread."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(n)
+
+
 class Fitter:
     """Fit `model` to landmarks (and images) in Deep3D's crop frame.
 
@@ -134,6 +147,11 @@ class Fitter:
 
     # -- main -------------------------------------------------------------------------------
     def fit(self, targets: FitTargets) -> FitResult:
+        self._threads = torch.get_num_threads()
+        with _single_thread():
+            return self._fit(targets)
+
+    def _fit(self, targets: FitTargets) -> FitResult:
         cfg, model = self.cfg, self.model
         torch.manual_seed(cfg.seed)
         dt, dev = model.mean_shape.dtype, model.mean_shape.device
@@ -208,7 +226,9 @@ class Fitter:
         final = {}
         if targets.image is not None and cfg.steps_photo > 0:
             t2 = time.perf_counter()
+            torch.set_num_threads(self._threads)
             light, alb, offset, final = self._photometric(targets, lm, w, idv, exp, rot, trans, light, alb, expand)
+            torch.set_num_threads(1)
             times["photo"] = time.perf_counter() - t2
 
         with torch.no_grad():

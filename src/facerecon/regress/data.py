@@ -1,0 +1,185 @@
+"""Training data for the regressor: folders written by `facerecon preprocess` (see
+`facerecon.preprocess` for the layout), with augmentation applied consistently to the image, the
+mask and the landmarks.
+
+One sample (all in 224² crop pixels, x right, y down, pixel centres at integers):
+  image (3, S, S) float32 [0, 1]; mask (S, S) float32 [0, 1] (face/skin mask × valid pixels);
+  lm68 (68, 2) float32 target landmarks; lm_w (68,) float32 per-point weight (0 = ignore);
+  photo_w () float32 weight of the photometric loss for this item's dataset;
+  index () int64 global item index (for pseudo-labels); gt () 1 when lm68 are manual labels.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.nn import functional as F
+
+
+@dataclass(frozen=True)
+class Augment:
+    """Random similarity + colour jitter. shift: px (uniform ±); scale: relative (uniform ±);
+    rotate: degrees (uniform ±); brightness/contrast/saturation: relative (uniform ±);
+    flip: probability of a horizontal mirror (landmarks re-indexed to stay in iBUG order)."""
+
+    shift: float = 8.0
+    scale: float = 0.06
+    rotate: float = 8.0
+    brightness: float = 0.2
+    contrast: float = 0.2
+    saturation: float = 0.2
+    flip: float = 0.5
+
+
+# iBUG-68 mirror permutation (0-based): point i of the flipped face is point FLIP_68[i] of the original.
+FLIP_68 = np.array(
+    list(range(16, -1, -1)) + list(range(26, 16, -1)) + [27, 28, 29, 30] + [35, 34, 33, 32, 31]
+    + [45, 44, 43, 42, 47, 46] + [39, 38, 37, 36, 41, 40]
+    + [54, 53, 52, 51, 50, 49, 48, 59, 58, 57, 56, 55] + [64, 63, 62, 61, 60, 67, 66, 65], dtype=np.int64)
+
+
+def _read_png(path: Path) -> np.ndarray:
+    from PIL import Image as PILImage
+
+    with PILImage.open(path) as im:
+        return np.asarray(im)
+
+
+class PreprocessedDataset(torch.utils.data.Dataset):
+    """Items with status 'ok' of one or more preprocessed folders.
+
+    roots: dataset folders; photo_weights: per-root photometric weight (e.g. 0 for a
+    landmark-only source); augment: an `Augment` or None (validation: no change).
+    Landmarks: manual `lm68_gt` where the item has them (weight 1 for visible and externally
+    occluded points, 0 for self-occluded/NaN ones), else the detector's `lm68` (weighted by its
+    `lm68_conf` when stored).
+    """
+
+    def __init__(self, roots, photo_weights=None, augment: Augment | None = Augment(), seed: int = 0):
+        roots = [Path(r) for r in ([roots] if isinstance(roots, (str, Path)) else roots)]
+        photo_weights = photo_weights or [1.0] * len(roots)
+        if len(photo_weights) != len(roots):
+            raise ValueError("one photo weight per dataset folder")
+        self.items: list[tuple[Path, str, float]] = []
+        for root, pw in zip(roots, photo_weights):
+            man = root / "manifest.jsonl"
+            if not man.is_file():
+                raise FileNotFoundError(f"{root}: no manifest.jsonl (run `facerecon preprocess ... -o {root}`)")
+            names = []
+            for line in man.read_text().splitlines():
+                try:
+                    e = json.loads(line)
+                except json.JSONDecodeError:
+                    continue
+                if e.get("status") == "ok":
+                    names.append(e["name"])
+            self.items += [(root, n, float(pw)) for n in dict.fromkeys(names)]
+        self.augment = augment
+        self.seed = seed
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def name(self, i: int) -> str:
+        return self.items[i][1]
+
+    def load(self, i: int) -> dict:
+        """Unaugmented numpy arrays of item i: crop (S,S,3) uint8, mask (S,S) float32, lm68, lm_w, gt."""
+        root, name, pw = self.items[i]
+        crop = _read_png(root / "crops" / f"{name}.png")
+        mask = _read_png(root / "masks" / f"{name}.png").astype(np.float32) / 255.0
+        with np.load(root / "items" / f"{name}.npz") as z:
+            if "lm68_gt" in z.files:
+                lm = z["lm68_gt"].astype(np.float32)
+                vis = z["vis68_gt"]
+                w = ((vis >= 0) & np.isfinite(lm).all(1)).astype(np.float32)
+                gt = 1
+            else:
+                lm = z["lm68"].astype(np.float32)
+                w = z["lm68_conf"].astype(np.float32) if "lm68_conf" in z.files else np.ones(68, np.float32)
+                gt = 0
+        lm = np.nan_to_num(lm, nan=0.0)
+        return {"crop": crop, "mask": mask, "lm68": lm, "lm_w": w, "photo_w": pw, "gt": gt}
+
+    def __getitem__(self, i: int) -> dict:
+        d = self.load(i)
+        img = torch.from_numpy(np.array(d["crop"])).permute(2, 0, 1).float() / 255.0
+        mask = torch.from_numpy(d["mask"])[None]
+        lm = torch.from_numpy(d["lm68"])
+        w = torch.from_numpy(d["lm_w"])
+        if self.augment is not None:
+            img, mask, lm, w = augment_sample(img, mask, lm, w, self.augment)
+        return {"image": img, "mask": mask[0], "lm68": lm, "lm_w": w,
+                "photo_w": torch.tensor(d["photo_w"], dtype=torch.float32),
+                "gt": torch.tensor(d["gt"]), "index": torch.tensor(i)}
+
+
+def augment_sample(img: torch.Tensor, mask: torch.Tensor, lm: torch.Tensor, w: torch.Tensor, aug: Augment,
+                   generator: torch.Generator | None = None):
+    """Apply one random similarity (+ optional mirror) to image (3,S,S), mask (1,S,S) and
+    landmarks (68,2) alike, then colour jitter to the image. Pixels that come from outside the
+    crop are black in the image and 0 in the mask (so no loss is taken on them)."""
+    S = img.shape[-1]
+
+    def u(a):
+        return (torch.rand((), generator=generator).item() * 2 - 1) * a
+
+    flip = torch.rand((), generator=generator).item() < aug.flip
+    s = 1.0 + u(aug.scale)
+    th = math.radians(u(aug.rotate))
+    c = (S - 1) / 2.0
+    tx, ty = u(aug.shift), u(aug.shift)
+    # Forward map, source px -> output px: p' = A (p - c) + c + t, A = s R diag(±1, 1); the
+    # mirror is about the crop centre, so a flipped face stays where it was.
+    fx = -1.0 if flip else 1.0
+    R = torch.tensor([[math.cos(th), -math.sin(th)], [math.sin(th), math.cos(th)]], dtype=torch.float64)
+    A_lin = s * R @ torch.diag(torch.tensor([fx, 1.0], dtype=torch.float64))
+    src_c = torch.tensor([c, c], dtype=torch.float64)
+    b = src_c + torch.tensor([tx, ty], dtype=torch.float64) - A_lin @ src_c
+    lm2 = (lm.double() @ A_lin.T + b).float()
+    if flip:
+        lm2, w = lm2[FLIP_68], w[FLIP_68]
+    inv = torch.linalg.inv(A_lin)
+    # grid_sample (align_corners=True): output px -> source px -> [-1, 1].
+    ys, xs = torch.meshgrid(torch.arange(S, dtype=torch.float64), torch.arange(S, dtype=torch.float64),
+                            indexing="ij")
+    out_pts = torch.stack([xs, ys], -1).reshape(-1, 2)
+    src = (out_pts - b) @ inv.T
+    grid = (src * (2.0 / (S - 1)) - 1.0).reshape(1, S, S, 2).float()
+    stack = torch.cat([img, mask, torch.ones_like(mask)], 0)[None]
+    warped = F.grid_sample(stack, grid, mode="bilinear", padding_mode="zeros", align_corners=True)[0]
+    img, mask = warped[:3], (warped[3:4] * (warped[4:5] > 0.999)).clamp(0.0, 1.0)
+    # Colour jitter (per image): brightness, contrast about the mean grey, saturation about grey.
+    grey = img.mean(0, keepdim=True)
+    img = grey + (img - grey) * (1.0 + u(aug.saturation))
+    img = img.mean() + (img - img.mean()) * (1.0 + u(aug.contrast))
+    img = (img * (1.0 + u(aug.brightness))).clamp(0.0, 1.0)
+    return img.contiguous(), mask.contiguous(), lm2.contiguous(), w.contiguous()
+
+
+def load_pseudo_labels(path, dataset: PreprocessedDataset, dim: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Pseudo-label file (npz: names (N,) str, params (N, dim) flat vectors in the model's layout,
+    e.g. `layout.join(Fitter(...).fit(...).params)`) -> (targets (len(dataset), dim), have (len,) bool)
+    aligned with the dataset's items by name."""
+    with np.load(path) as z:
+        names = [str(n) for n in z["names"]]
+        vec = z["params"].astype(np.float32)
+    if vec.shape[1] != dim:
+        raise ValueError(f"{path}: pseudo-labels have {vec.shape[1]} values per item, the layout {dim}")
+    idx = {n: i for i, n in enumerate(names)}
+    out = torch.zeros(len(dataset), dim)
+    have = torch.zeros(len(dataset), dtype=torch.bool)
+    for j in range(len(dataset)):
+        i = idx.get(dataset.name(j))
+        if i is not None:
+            out[j] = torch.from_numpy(vec[i])
+            have[j] = True
+    return out, have
+
+
+__all__ = ["FLIP_68", "Augment", "PreprocessedDataset", "augment_sample", "load_pseudo_labels"]

@@ -1,0 +1,197 @@
+"""Inference with a trained regressor: loading weights, landmarks in crop pixels, image sets.
+
+    reg = load_regressor()                      # shipped weights (AssetError when absent)
+    params = reg.predict(crops_uint8)           # (B, 224, 224, 3) aligned crops -> FaceParams
+    lm = project_landmarks(model, params)       # (B, 68, 2) crop pixels
+    ident = aggregate_identity(params, weights) # one identity for a photo set
+
+Weights files (`save_weights`) are plain torch pickles of {"regressor": config, "model": state_dict,
+"meta": {...}} loaded with ``weights_only=True``; training checkpoints (last.pt / best.pt) load too.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..errors import AssetError
+from ..geometry.camera import PerspectiveCamera
+from ..geometry.rotations import euler_to_matrix
+from ..models.layout import FaceParams
+from ..models.morphable import MorphableModel
+from .model import Regressor
+
+#: The shipped weights: repository `weights/` folder (source checkouts) or $FACERECON_ASSETS/regressor.
+DEFAULT_WEIGHTS = "regressor_ict_mbv1.pt"
+
+
+def default_weights_paths() -> list[Path]:
+    """Where `load_regressor()` looks, in order."""
+    out = []
+    env = os.environ.get("FACERECON_REGRESSOR")
+    if env:
+        out.append(Path(env))
+    out.append(Path(__file__).resolve().parents[3] / "weights" / DEFAULT_WEIGHTS)
+    assets = os.environ.get("FACERECON_ASSETS")
+    if assets:
+        out.append(Path(assets) / "regressor" / DEFAULT_WEIGHTS)
+    out.append(Path.home() / ".cache" / "facerecon" / "assets" / "regressor" / DEFAULT_WEIGHTS)
+    return out
+
+
+def load_regressor(path: str | os.PathLike | None = None, device: str | torch.device = "cpu") -> Regressor:
+    """A Regressor in eval mode from a weights file or a training checkpoint.
+
+    path None: the shipped weights (see `default_weights_paths`); raises AssetError listing the
+    paths searched when none exists, or when the file is not a regressor.
+    """
+    if path is None:
+        tried = default_weights_paths()
+        found = next((p for p in tried if p.is_file()), None)
+        if found is None:
+            raise AssetError("no regressor weights found; searched: " + ", ".join(map(str, tried))
+                             + ". Train one (docs/training.md) or set FACERECON_REGRESSOR=FILE.")
+        path = found
+    path = Path(path)
+    if not path.is_file():
+        raise AssetError(f"regressor weights not found: {path}")
+    try:
+        ck = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - torch raises many types for a bad file
+        try:  # training checkpoints carry an RNG state and config dicts
+            ck = torch.load(path, map_location="cpu", weights_only=False)
+        except Exception:  # noqa: BLE001
+            raise AssetError(f"{path}: cannot read regressor weights ({e})") from None
+    if not isinstance(ck, dict) or "regressor" not in ck or "model" not in ck:
+        raise AssetError(f"{path}: not a facerecon regressor file (needs 'regressor' and 'model')")
+    reg = Regressor.from_config(ck["regressor"])
+    sd = {k: v.float() if v.is_floating_point() else v for k, v in ck["model"].items()}
+    try:
+        reg.load_state_dict(sd, strict=True)
+    except RuntimeError as e:
+        raise AssetError(f"{path}: weights do not match {ck['regressor']}: {e}") from None
+    reg.meta = ck.get("meta", {})
+    return reg.to(device).eval()
+
+
+def save_weights(reg: Regressor, path: str | os.PathLike, meta: dict | None = None, half: bool = False) -> Path:
+    """Write a compact inference file (config + state dict, optionally float16), atomically."""
+    from ..io.atomic import atomic_path
+
+    sd = {k: (v.half() if half and v.is_floating_point() else v).detach().cpu().clone()
+          for k, v in reg.state_dict().items()}
+    path = Path(path)
+    with atomic_path(path, suffix=".tmp") as tmp:
+        torch.save({"regressor": reg.config(), "model": sd, "meta": dict(meta or {})}, tmp)
+    return path
+
+
+def export_checkpoint(ckpt: str | os.PathLike, path: str | os.PathLike, meta: dict | None = None,
+                      half: bool = False) -> Path:
+    """Training checkpoint (last.pt / best.pt) -> inference weights file (no optimizer state)."""
+    reg = load_regressor(ckpt)
+    ck = torch.load(ckpt, map_location="cpu", weights_only=False)
+    m = {"step": int(ck.get("step", 0)), "train_config": ck.get("train_config", {}), **(meta or {})}
+    return save_weights(reg, path, m, half=half)
+
+
+def project_landmarks(model: MorphableModel, params: FaceParams,
+                      camera: PerspectiveCamera | None = None) -> torch.Tensor:
+    """FaceParams (B) -> (B, 68, 2) the model's 68 landmarks in crop pixels (Deep3D camera, 224²)."""
+    camera = camera or PerspectiveCamera.deep3d(224)
+    p = params.map(lambda t: t.to(model.mean_shape))
+    v = model.shape(p.identity, p.expression)[:, model.landmarks68]
+    R = euler_to_matrix(p.rotation)
+    return camera.project(v @ R.transpose(1, 2) + p.translation[:, None])[..., :2]
+
+
+def aggregate_identity(params: FaceParams, weights=None) -> FaceParams:
+    """One identity (and albedo) for a set of photos of the same person.
+
+    params: FaceParams (B) from `predict`; weights: (B,) non-negative confidences (e.g. detection
+    score × frontalness), None = equal. Identity and albedo become the weighted mean over the set;
+    expression, pose and light stay per photo. Returns FaceParams (B).
+    """
+    B = params.batch_size
+    w = torch.ones(B) if weights is None else torch.as_tensor(np.asarray(weights, np.float64)).float()
+    if w.shape != (B,) or bool((w < 0).any()) or float(w.sum()) <= 0:
+        raise ValueError(f"weights must be (B,) = ({B},) non-negative with a positive sum")
+    w = (w / w.sum()).to(params.identity)[:, None]
+    ident = (params.identity * w).sum(0, keepdim=True).expand(B, -1)
+    alb = (params.albedo * w).sum(0, keepdim=True).expand(B, -1) if params.albedo.shape[1] else params.albedo
+    return params.replace(identity=ident.clone(), albedo=alb.clone())
+
+
+class RegressPipeline:
+    """Photo -> detection -> Deep3D crop -> regressor -> FaceParams and 68 landmarks.
+
+    regressor: a Regressor (or anything with `predict(crops) -> FaceParams`, e.g.
+    `regress.onnx.OnnxRegressor`); model: the MorphableModel it predicts for; detector: a backend
+    name or object with `detect` and `landmarks(image, box)`.
+    """
+
+    def __init__(self, regressor=None, model: MorphableModel | str = "ict", detector="default"):
+        if isinstance(model, str):
+            from ..models import load_model
+
+            model = load_model(model)
+        self.model = model
+        self.regressor = regressor if regressor is not None else load_regressor()
+        self._detector_spec = detector
+        self._detector = None
+        self.camera = PerspectiveCamera.deep3d(224)
+        self.lm5_ref = model.mean_lm5().detach().cpu().double().numpy()
+
+    @property
+    def detector(self):
+        if self._detector is None:
+            if isinstance(self._detector_spec, str):
+                from ..detect.registry import get_detector
+
+                self._detector = get_detector(self._detector_spec)
+            else:
+                self._detector = self._detector_spec
+        return self._detector
+
+    def crop(self, image: np.ndarray, face):
+        from ..align import align_face
+
+        return align_face(image, face.lm5, self.lm5_ref, camera=self.camera, lm68=face.lm68)
+
+    def face_for_box(self, image: np.ndarray, box=None):
+        """The largest detected face (box None) or the face in `box` ([x0, y0, x1, y1] px); None if none."""
+        if box is None:
+            faces = self.detector.detect(image)
+            return faces[0] if faces else None
+        return self.detector.landmarks(image, np.asarray(box, np.float32))
+
+    def landmarks_for_box(self, image: np.ndarray, box=None) -> np.ndarray | None:
+        """(68, 2) regressed model landmarks in original-image pixels, or None when no face."""
+        face = self.face_for_box(image, box)
+        if face is None:
+            return None
+        crop = self.crop(image, face)
+        params = self.regressor.predict(crop.image[None])
+        lm = project_landmarks(self.model, params)[0].detach().cpu().double().numpy()
+        return crop.crop_to_original(lm).astype(np.float32)
+
+
+def make_eval_method(weights: str | None = None, detector: str = "default", onnx: bool = False, **_):
+    """Factory for the AFLW2000-3D evaluator: `facerecon eval aflw2000 --method
+    facerecon.regress.predict:make_eval_method` (GT boxes: landmarks in the box → Deep3D crop →
+    regressor → model landmarks mapped back with `Crop.crop_to_original`)."""
+    if onnx:
+        from .onnx import OnnxRegressor
+
+        reg = OnnxRegressor(weights)
+    else:
+        reg = load_regressor(weights)
+    pipe = RegressPipeline(reg, getattr(reg, "model_name", "ict"), detector)
+    return pipe.landmarks_for_box
+
+
+__all__ = ["RegressPipeline", "aggregate_identity", "default_weights_paths", "export_checkpoint",
+           "load_regressor", "make_eval_method", "project_landmarks", "save_weights"]

@@ -1,0 +1,402 @@
+"""Weakly supervised training of the coefficient regressor (Deep3D's R-Net recipe).
+
+Losses, all from `facerecon.fit.losses` (the same terms and weights as `Fitter`, FitConfig's
+defaults): landmark (Deep3D's per-point weights, crop px², soft-capped), skin/face-masked robust
+photometric loss through `MeshRenderer`, coefficient priors, monochrome-light prior, optional
+identity-perceptual loss (MobileFaceNet, when its asset exists), a penalty on expression values
+outside the model's range, and optional distillation from fitting results (pseudo-labels: a
+parameter loss on identity/expression plus a model-space vertex loss in mm²).
+
+Runs on CPU or CUDA; under ``torchrun`` (WORLD_SIZE > 1) it initialises a process group, shards
+data with DistributedSampler and wraps the network in DDP; only rank 0 logs and checkpoints.
+Checkpoints (atomic): OUT/last.pt every `ckpt_every` steps and at the end, OUT/best.pt (lowest
+validation NME); `resume=True` continues from OUT/last.pt at its step. Logs: OUT/metrics.jsonl
+(always), TensorBoard under OUT/tb when `tensorboard` is installed.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+from torch.nn import functional as F
+
+from ..fit import losses as L
+from ..geometry.camera import PerspectiveCamera
+from ..geometry.rotations import euler_to_matrix
+from ..io.atomic import atomic_path
+from ..models.morphable import MorphableModel
+from ..render.renderer import MeshRenderer
+from .data import Augment, PreprocessedDataset, load_pseudo_labels
+from .model import Regressor
+
+
+@dataclass
+class TrainConfig:
+    """Everything a run needs (stored in every checkpoint).
+
+    data: preprocessed folders; photo_weights: per folder (0 = landmark supervision only).
+    steps: total optimisation steps; batch: per process. lr: AdamW, cosine decay after `warmup`.
+    Loss weights follow FitConfig (landmark loss in crop px², photometric ×200, priors).
+    render_size: resolution of the photometric render (the 224² crop and mask are area-downsampled
+    to it; 112 costs a quarter of 224 on CPU). val_every / ckpt_every / log_every: in steps.
+    """
+
+    data: list = field(default_factory=list)
+    photo_weights: list | None = None
+    out: str = "runs/regress"
+    backbone: str = "mobilenet_v1_3ddfa"
+    model: str = "ict"
+    pretrained: bool = True
+    steps: int = 2000
+    batch: int = 16
+    lr: float = 3e-4
+    lr_backbone: float | None = None  # default: lr (pretrained backbones often like lr/3)
+    weight_decay: float = 1e-4
+    warmup: int = 100
+    w_landmark: float = 1.0
+    landmark_robust: float | None = 40.0  # px; soft cap (large enough that profile errors still pull)
+    w_photo: float = 200.0
+    w_id_prior: float = 0.03
+    w_exp_prior: float = 0.3
+    w_alb_prior: float = 0.01
+    w_light: float = 1.0
+    w_exp_range: float = 10.0
+    w_identity: float = 0.0  # identity-perceptual (needs the mobilefacenet asset)
+    w_pseudo_param: float = 1.0
+    w_pseudo_vertex: float = 0.01  # per mm²
+    pseudo_labels: str | None = None
+    render_size: int = 112
+    augment: bool = True
+    workers: int = 1
+    ckpt_every: int = 100
+    val_every: int = 200
+    log_every: int = 10
+    seed: int = 0
+    device: str = "auto"
+
+
+def _device(spec: str) -> torch.device:
+    if spec == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(spec)
+
+
+def _dist_setup(device: torch.device) -> tuple[int, int, int]:
+    """(rank, world, local_rank); initialises torch.distributed under torchrun."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return 0, 1, 0
+    import torch.distributed as dist
+
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    local = int(os.environ.get("LOCAL_RANK", "0"))
+    if device.type == "cuda":
+        torch.cuda.set_device(local)
+    return dist.get_rank(), world, local
+
+
+class Losses:
+    """The training objective for one batch; callers pass the regressor's raw and final outputs.
+
+    model: MorphableModel (on the training device). Returns (total scalar, dict of floats).
+    """
+
+    def __init__(self, model: MorphableModel, cfg: TrainConfig, identity_encoder=None):
+        self.model = model
+        self.cfg = cfg
+        self.camera = PerspectiveCamera.deep3d(224)
+        self.rcam = PerspectiveCamera.deep3d(cfg.render_size)
+        self.renderer = MeshRenderer(self.rcam, model.faces, outputs=("rgb", "mask"), antialias=False)
+        self.lm_w = L.deep3d_landmark_weights(model.mean_shape.dtype, model.mean_shape.device)
+        self.skin = model.skin_weights()
+        self.encoder = identity_encoder
+
+    def project(self, pts: torch.Tensor, rotation: torch.Tensor, translation: torch.Tensor) -> torch.Tensor:
+        """(B, N, 3) model space -> (B, N, 2) crop pixels (224²)."""
+        R = euler_to_matrix(rotation)
+        return self.camera.project(pts @ R.transpose(1, 2) + translation[:, None])[..., :2]
+
+    def __call__(self, reg: Regressor, raw: torch.Tensor, vec: torch.Tensor, batch: dict,
+                 pseudo: tuple[torch.Tensor, torch.Tensor] | None = None):
+        cfg, model = self.cfg, self.model
+        p = reg.layout.split(vec)
+        B = vec.shape[0]
+        logs = {}
+        photo_w = batch["photo_w"]
+        need_render = cfg.w_photo > 0 and bool((photo_w > 0).any()) or (cfg.w_identity > 0 and self.encoder)
+        if need_render:
+            geo = model(p)
+            verts = geo.vertices
+        else:
+            verts = model.shape(p.identity, p.expression)
+        lm_pred = self.project(model.landmarks(verts), p.rotation, p.translation)
+        w = self.lm_w * batch["lm_w"]
+        lml = L.landmark_loss(lm_pred, batch["lm68"], w, image_size=1.0, robust=cfg.landmark_robust) / 68.0
+        total = cfg.w_landmark * lml.mean()
+        logs["landmark_px2"] = float(lml.detach().mean())
+        prior = L.coefficient_prior(p.identity, p.expression, p.albedo, cfg.w_id_prior, cfg.w_exp_prior,
+                                    cfg.w_alb_prior)
+        total = total + prior.mean() + cfg.w_light * L.light_prior(p.light).mean()
+        total = total + cfg.w_exp_range * reg.expression_overflow(raw).mean()
+        logs["prior"] = float(prior.detach().mean())
+        if need_render:
+            out = self.renderer(geo.vertices_world, geo.albedo, p.light, normals=geo.normals)
+            S = cfg.render_size
+            img = batch["image"]
+            mask = batch["mask"][:, None]
+            if img.shape[-1] != S:
+                img = F.interpolate(img, size=(S, S), mode="area")
+                mask = F.interpolate(mask, size=(S, S), mode="area")
+            m = out.mask * mask[:, 0]
+            photo = L.photometric_loss(out.rgb, img.permute(0, 2, 3, 1), m)
+            total = total + cfg.w_photo * (photo * photo_w).sum() / photo_w.sum().clamp_min(1e-6)
+            logs["photo"] = float((photo.detach() * photo_w).sum() / photo_w.sum().clamp_min(1e-6))
+            if self.encoder is not None and cfg.w_identity > 0:
+                from ..nets.mobilefacenet import similarity_to_template
+
+                comp = out.rgb.permute(0, 3, 1, 2) * out.mask[:, None] + img * (1 - out.mask[:, None])
+                # SphereFace-align both images with the target 5 points (rescaled to the render size).
+                lm5 = MorphableModel.lm5_from_lm68(batch["lm68"]) * (S / 224.0)
+                aff = similarity_to_template(lm5)
+                with torch.no_grad():
+                    e_img = self.encoder(img, aff)
+                idl = L.identity_loss(self.encoder(comp, aff), e_img)
+                total = total + cfg.w_identity * idl.mean()
+                logs["identity"] = float(idl.detach().mean())
+        if pseudo is not None:
+            target, have = pseudo
+            if bool(have.any()):
+                t = reg.layout.split(target)
+                h = have.to(vec.dtype)
+                # Identity and expression do not change under the 2-D augmentation; pose does.
+                pl = ((p.identity - t.identity) ** 2).mean(-1) + ((p.expression - t.expression) ** 2).mean(-1)
+                vt = model.shape(t.identity, t.expression)
+                vl = ((verts - vt) ** 2).sum(-1).mean(-1)
+                n = h.sum().clamp_min(1.0)
+                total = total + (cfg.w_pseudo_param * (pl * h).sum() + cfg.w_pseudo_vertex * (vl * h).sum()) / n
+                logs["pseudo_param"] = float((pl.detach() * h).sum() / n)
+                logs["pseudo_vertex_mm2"] = float((vl.detach() * h).sum() / n)
+        logs["total"] = float(total.detach())
+        logs["batch"] = B
+        return total, logs
+
+
+def _save(path: Path, obj: dict) -> None:
+    with atomic_path(path, suffix=".tmp") as tmp:
+        torch.save(obj, tmp)
+
+
+def _lr_factor(step: int, cfg: TrainConfig) -> float:
+    if step < cfg.warmup:
+        return (step + 1) / cfg.warmup
+    t = (step - cfg.warmup) / max(cfg.steps - cfg.warmup, 1)
+    return 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(t, 1.0)))
+
+
+def train(cfg: TrainConfig, resume: bool = False, validate=None, model: MorphableModel | None = None,
+          dataset: PreprocessedDataset | None = None, max_seconds: float | None = None,
+          progress: bool = True) -> dict:
+    """Train a regressor; returns {'step', 'out', 'last_logs', 'best_nme'}.
+
+    validate: optional callable(regressor in eval mode) -> dict with 'nme' (%, lower is better)
+        and any other floats; run on rank 0 every `cfg.val_every` steps and at the end.
+    model / dataset: pre-built objects (tests); else built from cfg.model / cfg.data.
+    max_seconds: stop (with a checkpoint) after this wall time, e.g. to fit a time budget.
+    """
+    device = _device(cfg.device)
+    rank, world, local = _dist_setup(device)
+    if device.type == "cuda" and world > 1:
+        device = torch.device("cuda", local)
+    torch.manual_seed(cfg.seed + rank)
+    out = Path(cfg.out)
+    if rank == 0:
+        out.mkdir(parents=True, exist_ok=True)
+    if model is None:
+        from ..models import load_model
+
+        model = load_model(cfg.model)
+    model = model.to(device)
+    reg = Regressor(cfg.backbone, model, pretrained=cfg.pretrained).to(device)
+    if dataset is None:
+        dataset = PreprocessedDataset(cfg.data, cfg.photo_weights, Augment() if cfg.augment else None,
+                                      seed=cfg.seed)
+    if len(dataset) == 0:
+        raise ValueError(f"no training items in {cfg.data}")
+    pseudo_all = None
+    if cfg.pseudo_labels:
+        pseudo_all = load_pseudo_labels(cfg.pseudo_labels, dataset, reg.layout.dim)
+    encoder = None
+    if cfg.w_identity > 0:
+        from ..errors import AssetError
+        from ..nets.mobilefacenet import IdentityEncoder
+
+        try:
+            encoder = IdentityEncoder().to(device).eval()
+        except AssetError as e:  # optional term: train without it rather than fail
+            import warnings
+
+            warnings.warn(f"identity-perceptual loss disabled: {e}", stacklevel=2)
+    objective = Losses(model, cfg, encoder)
+
+    bb_params = list(reg.net.backbone.parameters())
+    head_params = list(reg.net.head.parameters())
+    opt = torch.optim.AdamW([{"params": bb_params, "lr": cfg.lr_backbone or cfg.lr},
+                             {"params": head_params, "lr": cfg.lr}], weight_decay=cfg.weight_decay)
+    base_lrs = [g["lr"] for g in opt.param_groups]
+    step, best = 0, float("inf")
+    last = out / "last.pt"
+    if resume and last.is_file():
+        ck = torch.load(last, map_location="cpu", weights_only=False)
+        reg.load_state_dict(ck["model"])
+        opt.load_state_dict(ck["optimizer"])
+        step, best = int(ck["step"]), float(ck.get("best_nme", float("inf")))
+        if "rng" in ck:
+            torch.set_rng_state(ck["rng"])
+    net = reg
+    if world > 1:
+        net = torch.nn.parallel.DistributedDataParallel(reg, device_ids=[local] if device.type == "cuda" else None)
+
+    sampler = None
+    if world > 1:
+        sampler = torch.utils.data.distributed.DistributedSampler(dataset, num_replicas=world, rank=rank,
+                                                                  seed=cfg.seed, drop_last=True)
+    loader_kw = {"batch_size": cfg.batch, "drop_last": len(dataset) >= cfg.batch * world,
+                     "num_workers": cfg.workers, "persistent_workers": cfg.workers > 0,
+                     "pin_memory": device.type == "cuda"}
+    g = torch.Generator()
+    g.manual_seed(cfg.seed + step)  # a resumed run sees a different order than the first pass
+    loader = torch.utils.data.DataLoader(dataset, sampler=sampler, shuffle=sampler is None, generator=g,
+                                         **loader_kw)
+
+    tb = None
+    if rank == 0:
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+
+            tb = SummaryWriter(str(out / "tb"))
+        except Exception:  # noqa: BLE001 - tensorboard is optional
+            tb = None
+
+    def log(rec: dict) -> None:
+        if rank != 0:
+            return
+        with open(out / "metrics.jsonl", "a") as f:
+            f.write(json.dumps(rec) + "\n")
+        if tb is not None:
+            for k, v in rec.items():
+                if isinstance(v, (int, float)) and k != "step":
+                    tb.add_scalar(k, v, rec["step"])
+
+    def checkpoint(path: Path) -> None:
+        if rank == 0:
+            _save(path, {"step": step, "model": reg.state_dict(), "optimizer": opt.state_dict(),
+                         "regressor": reg.config(), "train_config": asdict(cfg), "best_nme": best,
+                         "rng": torch.get_rng_state()})
+
+    def run_validation() -> dict | None:
+        nonlocal best
+        if validate is None or rank != 0:
+            return None
+        reg.eval()
+        t = time.perf_counter()
+        with torch.no_grad():
+            res = dict(validate(reg))
+        reg.train()
+        res = {f"val_{k}": v for k, v in res.items()}
+        res["val_seconds"] = time.perf_counter() - t
+        if res.get("val_nme", float("inf")) < best:
+            best = float(res["val_nme"])
+            checkpoint(out / "best.pt")
+        log({"step": step, **res})
+        return res
+
+    bar = None
+    if progress and rank == 0:
+        try:
+            from tqdm import tqdm
+
+            bar = tqdm(total=cfg.steps, initial=step, unit="step", desc="train")
+        except ImportError:
+            bar = None
+    t_start = time.perf_counter()
+    last_logs: dict = {}
+    reg.train()
+    epoch = step * cfg.batch * world // max(len(dataset), 1)
+    while step < cfg.steps:
+        if sampler is not None:
+            sampler.set_epoch(epoch)
+        for batch in loader:
+            if step >= cfg.steps:
+                break
+            t0 = time.perf_counter()
+            batch = {k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
+            f = _lr_factor(step, cfg)
+            for grp, lr0 in zip(opt.param_groups, base_lrs):
+                grp["lr"] = lr0 * f
+            x = batch["image"]
+            raw = _forward_raw(net, x)
+            vec = reg.constrain(raw)
+            pseudo = None
+            if pseudo_all is not None:
+                idx = batch["index"].cpu()
+                pseudo = (pseudo_all[0][idx].to(device), pseudo_all[1][idx].to(device))
+            loss, logs = objective(reg, raw, vec, batch, pseudo)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(reg.parameters(), 10.0)
+            opt.step()
+            step += 1
+            logs["lr"] = opt.param_groups[-1]["lr"]
+            logs["step_seconds"] = time.perf_counter() - t0
+            last_logs = logs
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix(lm=f"{logs['landmark_px2']:.1f}", photo=f"{logs.get('photo', 0):.3f}")
+            if step % cfg.log_every == 0 or step == 1:
+                log({"step": step, "time": time.time(), **logs})
+            if step % cfg.ckpt_every == 0:
+                checkpoint(last)
+            if cfg.val_every and step % cfg.val_every == 0:
+                run_validation()
+            if max_seconds is not None and time.perf_counter() - t_start > max_seconds:
+                break  # time budget: stop with a checkpoint
+        else:
+            epoch += 1
+            continue
+        if max_seconds is not None and time.perf_counter() - t_start > max_seconds:
+            break
+    checkpoint(last)
+    if cfg.val_every and step % cfg.val_every != 0:
+        run_validation()
+    if bar is not None:
+        bar.close()
+    if world > 1:
+        import torch.distributed as dist
+
+        dist.barrier()
+    return {"step": step, "out": str(out), "last_logs": last_logs, "best_nme": best}
+
+
+def _forward_raw(net, x: torch.Tensor) -> torch.Tensor:
+    """The regressor's raw output (before the expression clamp), (B, dim).
+
+    Under DDP the call must go through the wrapper so that its gradient hooks fire; the wrapper
+    calls `forward`, which is pointed at `raw` for this one call."""
+    if not isinstance(net, torch.nn.parallel.DistributedDataParallel):
+        return net.raw(x)
+    mod = net.module
+    mod.forward = mod.raw
+    try:
+        return net(x)
+    finally:
+        del mod.forward  # back to the class's forward
+
+
+__all__ = ["Losses", "TrainConfig", "train"]
