@@ -121,7 +121,7 @@ def test_identity_perceptual_loss_runs_and_is_differentiable(synthetic):
     from facerecon.nets.mobilefacenet import IdentityEncoder
     from facerecon.render import MeshRenderer
 
-    m, p, geo, lm = synthetic
+    m, _, geo, lm = synthetic
     cfg = FitConfig(render_size=112, steps_pose=10, steps_shape=10, steps_photo=2, w_identity=5.0)
     enc = IdentityEncoder().eval()
     fitter = Fitter(m, cfg, identity_encoder=enc)
