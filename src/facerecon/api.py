@@ -109,11 +109,9 @@ class FaceReconstructor:
     @property
     def detector(self):
         if self._detector is None:
-            if isinstance(self._detector_spec, str):
-                from .detect.registry import get_detector
-                self._detector = get_detector(self._detector_spec)
-            else:
-                self._detector = self._detector_spec
+            from .detect.registry import resolve_detector
+
+            self._detector = resolve_detector(self._detector_spec)
         return self._detector
 
     def detect(self, image: Image) -> list[Face]:

@@ -33,3 +33,8 @@ def get_detector(name: str = "default", **kw):
         raise ValueError(f"unknown detector '{name}'; choose from: {', '.join(BACKENDS)}")
     module, cls, _ = BACKENDS[key]
     return getattr(import_module(f"{__package__}.{module}"), cls)(**kw)
+
+
+def resolve_detector(spec):
+    """A backend name (built with `get_detector`) or an already-built detector object, as given."""
+    return get_detector(spec) if isinstance(spec, str) else spec

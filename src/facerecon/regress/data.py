@@ -20,6 +20,8 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
+from ..detect.base import IBUG68_MIRROR
+
 
 @dataclass(frozen=True)
 class Augment:
@@ -37,10 +39,7 @@ class Augment:
 
 
 # iBUG-68 mirror permutation (0-based): point i of the flipped face is point FLIP_68[i] of the original.
-FLIP_68 = np.array(
-    list(range(16, -1, -1)) + list(range(26, 16, -1)) + [27, 28, 29, 30] + [35, 34, 33, 32, 31]
-    + [45, 44, 43, 42, 47, 46] + [39, 38, 37, 36, 41, 40]
-    + [54, 53, 52, 51, 50, 49, 48, 59, 58, 57, 56, 55] + [64, 63, 62, 61, 60, 67, 66, 65], dtype=np.int64)
+FLIP_68 = IBUG68_MIRROR
 
 
 def _read_png(path: Path) -> np.ndarray:

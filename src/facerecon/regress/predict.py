@@ -148,12 +148,9 @@ class RegressPipeline:
     @property
     def detector(self):
         if self._detector is None:
-            if isinstance(self._detector_spec, str):
-                from ..detect.registry import get_detector
+            from ..detect.registry import resolve_detector
 
-                self._detector = get_detector(self._detector_spec)
-            else:
-                self._detector = self._detector_spec
+            self._detector = resolve_detector(self._detector_spec)
         return self._detector
 
     def crop(self, image: np.ndarray, face):

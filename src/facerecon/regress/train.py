@@ -27,6 +27,7 @@ import torch
 from torch.nn import functional as F
 
 from ..fit import losses as L
+from ..fit.fitter import FitConfig
 from ..geometry.camera import PerspectiveCamera
 from ..geometry.rotations import euler_to_matrix
 from ..io.atomic import atomic_path
@@ -59,13 +60,13 @@ class TrainConfig:
     lr_backbone: float | None = None  # default: lr (pretrained backbones often like lr/3)
     weight_decay: float = 1e-4
     warmup: int = 100
-    w_landmark: float = 1.0
+    w_landmark: float = FitConfig.w_landmark
     landmark_robust: float | None = 40.0  # px; soft cap (large enough that profile errors still pull)
-    w_photo: float = 200.0
-    w_id_prior: float = 0.03
-    w_exp_prior: float = 0.3
-    w_alb_prior: float = 0.01
-    w_light: float = 1.0
+    w_photo: float = FitConfig.w_photo
+    w_id_prior: float = FitConfig.w_id_prior
+    w_exp_prior: float = FitConfig.w_exp_prior
+    w_alb_prior: float = FitConfig.w_alb_prior
+    w_light: float = FitConfig.w_light
     w_exp_range: float = 10.0
     w_identity: float = 0.0  # identity-perceptual (needs the mobilefacenet asset)
     w_pseudo_param: float = 1.0
