@@ -140,6 +140,15 @@ class Fitter:
         n = self.model.layout.n_identity
         return torch.cat([idv, idv.new_zeros(idv.shape[0], n - idv.shape[1])], 1) if idv.shape[1] < n else idv
 
+    def _prior(self, idv, exp, alb, expand):
+        """Deep3D's coefficient priors (`losses.coefficient_prior`), one per image: a shared identity
+        (image set, video) is expanded first, so every image brings its own prior, as independent
+        fits do, and the set pools them. (One prior per set shrank less: half-set identities then
+        differed by 0.91 mm on LFW vs 0.67 mm; benchmarks/sets_video.py.)"""
+        cfg = self.cfg
+        return L.coefficient_prior(expand(idv), exp, expand(alb), cfg.w_id_prior, cfg.w_exp_prior,
+                                   cfg.w_alb_prior).sum()
+
     def _temporal(self, rot, trans, exp):
         """Video: smoothness of pose (rotation scaled to ~mm) and expression over the frames in
         batch order; 0 for single images or when disabled."""
@@ -214,12 +223,7 @@ class Fitter:
         for _ in range(cfg.steps_shape):
             opt.zero_grad()
             loss, _ = lm_objective(idv, exp, rot, trans)
-            # Every image brings its own identity prior (as in Deep3D's per-image regulariser), so a
-            # shared identity (image set, video) is shrunk as much as independent fits and pooled over
-            # all images. (A single prior per set shrank less: half-set identities then differed by
-            # 0.91 mm on LFW vs 0.67 mm with per-image priors; benchmarks/sets_video.py.)
-            prior = cfg.w_id_prior * (idv ** 2).sum() * (B / nb_id) + cfg.w_exp_prior * (exp ** 2).sum()
-            total = cfg.w_landmark * loss.sum() + prior
+            total = cfg.w_landmark * loss.sum() + self._prior(idv, exp, idv.new_zeros(idv.shape[0], 0), expand)
             total = total + self._temporal(rot, trans, exp)
             total.backward()
             opt.step()
@@ -327,9 +331,8 @@ class Fitter:
             photo = L.photometric_loss(out.rgb, image, m)
             lm_pred = self.project(model.landmarks(geo.vertices), rot, trans)
             lml = L.landmark_loss(lm_pred, lm, w, image_size=1.0, robust=cfg.landmark_robust) / 68.0
-            total = (cfg.w_photo * photo.sum() + cfg.w_landmark * lml.sum()
-                     + cfg.w_id_prior * (idv ** 2).sum() + cfg.w_exp_prior * (exp ** 2).sum()
-                     + cfg.w_alb_prior * (alb ** 2).sum() + cfg.w_light * L.light_prior(light).sum())
+            total = (cfg.w_photo * photo.sum() + cfg.w_landmark * lml.sum() + self._prior(idv, exp, alb, expand)
+                     + cfg.w_light * L.light_prior(light).sum())
             if offset is not None:
                 total = total + cfg.w_albedo_smooth * L.albedo_smoothness(offset, self._edges).sum()
             if emb_target is not None:
