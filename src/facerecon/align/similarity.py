@@ -7,8 +7,12 @@ image whose pixel p' shows the source at ``M⁻¹ p'``, so landmarks move with `
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import torch
+
+from ..render._kernels import njit
 
 from ..nets.mobilefacenet import warp_affine as _warp_torch
 
@@ -77,17 +81,34 @@ def transform_scale(M) -> float:
 def _bilinear(img: np.ndarray, x: np.ndarray, y: np.ndarray, fill: float) -> np.ndarray:
     """Sample (H, W, C) float64 `img` at float coordinates; samples outside get `fill`, and a
     sample between an inside and an outside pixel blends with it (as grid_sample's zero padding)."""
-    h, w = img.shape[:2]
-    x0, y0 = np.floor(x).astype(np.int64), np.floor(y).astype(np.int64)
-    fx, fy = (x - x0)[..., None], (y - y0)[..., None]
-    out = np.zeros(x.shape + (img.shape[2],), dtype=np.float64)
-    for dy, dx, wgt in ((0, 0, (1 - fx) * (1 - fy)), (0, 1, fx * (1 - fy)), (1, 0, (1 - fx) * fy), (1, 1, fx * fy)):
-        xi, yi = x0 + dx, y0 + dy
-        ok = (xi >= 0) & (xi < w) & (yi >= 0) & (yi < h)
-        vals = np.full(x.shape + (img.shape[2],), fill, dtype=np.float64)
-        vals[ok] = img[yi[ok], xi[ok]]
-        out += wgt * vals
+    out = np.empty(x.shape + (img.shape[2],), dtype=np.float64)
+    _bilinear_kernel(np.ascontiguousarray(img), np.ascontiguousarray(x, dtype=np.float64),
+                     np.ascontiguousarray(y, dtype=np.float64), float(fill), out)
     return out
+
+
+@njit(cache=True)
+def _bilinear_kernel(img, x, y, fill, out):  # pragma: no cover - compiled
+    # One pass per output pixel (numpy's fancy-indexed version took ~5 ms of a 224² crop); the
+    # four taps are accumulated in the same order as before, so results are bit-identical.
+    h, w, C = img.shape
+    for i in range(x.shape[0]):
+        for j in range(x.shape[1]):
+            x0 = math.floor(x[i, j])
+            y0 = math.floor(y[i, j])
+            fx = x[i, j] - x0
+            fy = y[i, j] - y0
+            for c in range(C):
+                acc = 0.0
+                for t in range(4):
+                    dy = t // 2
+                    dx = t % 2
+                    wgt = (fx if dx else 1.0 - fx) * (fy if dy else 1.0 - fy)
+                    xi = int(x0) + dx
+                    yi = int(y0) + dy
+                    v = img[yi, xi, c] if (0 <= xi < w and 0 <= yi < h) else fill
+                    acc += wgt * v
+                out[i, j, c] = acc
 
 
 def warp_image(image, M, size, fill: float = 0.0, antialias: bool = True):

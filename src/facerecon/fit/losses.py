@@ -14,9 +14,11 @@ _LM_W[27:36] = 20.0
 _LM_W[60:68] = 20.0
 
 
-def deep3d_landmark_weights(dtype=torch.float32, device=None) -> torch.Tensor:
-    """(68,) Deep3D's per-landmark weights."""
-    return _LM_W.to(dtype=dtype, device=device)
+def deep3d_landmark_weights(dtype=torch.float32, device=None, emphasis: float = 20.0) -> torch.Tensor:
+    """(68,) Deep3D's per-landmark weights: `emphasis` (Deep3D: 20) on the nose and inner mouth, 1 elsewhere."""
+    w = _LM_W.to(dtype=dtype, device=device).clone()
+    w[w > 1] = emphasis
+    return w
 
 
 def landmark_loss(pred: torch.Tensor, target: torch.Tensor, weights: torch.Tensor | None = None,
