@@ -93,3 +93,23 @@ def test_image_set_shares_identity(reconstructor, astronaut_path):
     recs = reconstructor.reconstruct_set([img, shifted], photometric=False)
     assert len(recs) == 2
     assert torch.equal(recs[0].params.identity, recs[1].params.identity)
+
+
+def test_fit_needs_68_landmarks_regressor_does_not(astronaut_path):
+    """A 5-point-only detector (RetinaFace) is enough for a crop: fitting says clearly that it needs
+    68 landmarks instead of failing deep inside."""
+    need_asset("ict-facekit")
+    need_asset("retinaface")
+    from facerecon.api import FaceReconstructor
+
+    rec = FaceReconstructor("ict", detector="retinaface")
+    with pytest.raises(ValueError, match="astronaut.png: the detector gave no 68 landmarks"):
+        rec.reconstruct(astronaut_path)
+    # The regressor alone needs only the crop: its landmark targets are zero-weight placeholders.
+    from facerecon.io.image import load_image
+
+    rec.method = "regress"
+    im = load_image(astronaut_path)
+    faces = rec.detect(im)
+    t = rec._targets([rec._crop(im, faces[0])], faces[:1], photometric=False)
+    assert t.lm68.shape == (1, 68, 2) and float(t.lm_weights.sum()) == 0

@@ -297,7 +297,7 @@ def test_dlib_on_dev_image():
 def test_registry_names_and_errors():
     from facerecon.detect import registry
 
-    assert set(registry.available()) >= {"retinaface", "faceboxes", "mediapipe", "dlib", "3ddfa", "default"}
+    assert set(registry.available()) >= {"retinaface", "faceboxes", "mediapipe", "dlib", "3ddfa", "default", "fast"}
     with pytest.raises(ValueError, match="unknown detector 'nope'"):
         registry.get_detector("nope")
 
@@ -333,3 +333,22 @@ def test_default_pipeline_on_dev_image(dev_face):
     crop = img[200:, 120:340]
     faces = pl.detect(crop)
     assert faces and faces[0].box[1] < 40
+
+
+@pytest.mark.assets
+def test_auto_detector_follows_method(dev_face):
+    """'auto': the regressor alone gets the fast pipeline (one 3DDFA pass, no TTA confidences);
+    fitting keeps the default's test-time augmentation."""
+    need_asset("retinaface")
+    need_asset("3ddfa-v2")
+    from facerecon.detect.pipeline import DefaultPipeline, FastPipeline
+    from facerecon.detect.registry import resolve_detector
+
+    fast = resolve_detector("auto", "regress")
+    assert isinstance(fast, FastPipeline) and not fast.tta
+    for method in ("fit", "regress+refine"):
+        d = resolve_detector("auto", method)
+        assert type(d) is DefaultPipeline and d.tta
+    img, gt = dev_face
+    f = fast.detect(img)[0]
+    assert f.lm68_conf is None and _nme(f.lm68, gt) < 0.05

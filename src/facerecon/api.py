@@ -71,7 +71,8 @@ class FaceReconstructor:
     Args:
         model: 'ict' (default), 'bfm', or a MorphableModel.
         detector: a detector name (see `facerecon.detect.registry`) or an object with
-            `detect(image) -> list[Face]`.
+            `detect(image) -> list[Face]`; "auto": "fast" (no landmark TTA) for method "regress",
+            "default" for the fitting methods.
         fit_config: FitConfig (schedule, weights); `FitConfig()` by default.
         device: torch device for fitting.
         identity_loss: use the MobileFaceNet identity-perceptual loss when its asset is present.
@@ -83,7 +84,7 @@ class FaceReconstructor:
 
     METHODS = ("fit", "regress", "regress+refine")
 
-    def __init__(self, model: str | MorphableModel = "ict", detector="default", fit_config: FitConfig | None = None,
+    def __init__(self, model: str | MorphableModel = "ict", detector="auto", fit_config: FitConfig | None = None,
                  device: str | torch.device = "cpu", identity_loss: bool = False, mask: bool = True,
                  method: str = "fit", regressor=None):
         if method not in self.METHODS:
@@ -111,7 +112,7 @@ class FaceReconstructor:
         if self._detector is None:
             from .detect.registry import resolve_detector
 
-            self._detector = resolve_detector(self._detector_spec)
+            self._detector = resolve_detector(self._detector_spec, self.method)
         return self._detector
 
     def detect(self, image: Image) -> list[Face]:
@@ -131,6 +132,13 @@ class FaceReconstructor:
 
     def _targets(self, crops: list[Crop], faces: list[Face], photometric: bool) -> FitTargets:
         dt = self.model.mean_shape.dtype
+        missing = [c.source or "image" for c in crops if c.lm68 is None]
+        if missing and self.method != "regress":
+            raise ValueError(f"{missing[0]}: the detector gave no 68 landmarks, which fitting needs; "
+                             "use a landmark detector (e.g. 'default') or method='regress'")
+        if missing:  # the regressor alone needs only the crop: landmark targets are unused
+            lm = torch.zeros(len(crops), 68, 2, dtype=dt, device=self.device)
+            return FitTargets(lm68=lm, lm_weights=torch.zeros(len(crops), 68, dtype=dt, device=self.device))
         lm = torch.tensor(np.stack([c.lm68 for c in crops]), dtype=dt, device=self.device)
         conf = None
         if all(f.lm68_conf is not None for f in faces):
@@ -251,7 +259,8 @@ class FaceReconstructor:
 
 def _eval_method(rec: FaceReconstructor, photometric: bool):
     """method(image, box|None) -> (68, 2) for the AFLW2000-3D evaluator. A given box is the
-    protocol's 3DDFA roi box: 3DDFA_V2 (with TTA) runs on it directly as 3DDFA does."""
+    protocol's 3DDFA roi box: 3DDFA_V2 runs on it directly as 3DDFA does, with test-time
+    augmentation when the method's own detector uses it (not for "fast")."""
     from .detect.tddfa import TDDFALandmarker
 
     state = {}
@@ -267,7 +276,10 @@ def _eval_method(rec: FaceReconstructor, photometric: bool):
             if "tddfa" not in state:
                 pipe = rec.detector
                 state["tddfa"] = getattr(pipe, "tddfa", None) or TDDFALandmarker()
-            face = state["tddfa"].landmarks_tta(img.pixels, [box], box_is_roi=True)[0]
+                state["tta"] = getattr(pipe, "tta", True)
+            tddfa = state["tddfa"]
+            face = (tddfa.landmarks_tta(img.pixels, [box], box_is_roi=True)[0] if state["tta"]
+                    else tddfa.landmarks(img.pixels, box, box_is_roi=True))
         return rec.reconstruct_faces([img], [face], photometric=photometric)[0].lm68
 
     method.reconstructor = rec

@@ -22,7 +22,8 @@ def add_parser(sub) -> None:
     p.add_argument("--stride", type=int, default=1, help="video: use every N-th frame")
     p.add_argument("--max-frames", type=int, default=None, help="video: stop after N frames")
     p.add_argument("--max-faces", type=int, default=1, help="faces per image, largest first")
-    p.add_argument("--detector", default="default")
+    p.add_argument("--detector", default="auto",
+                   help="detector backend; auto: 'fast' (no landmark TTA) for --method regress, else 'default'")
     p.add_argument("--no-photometric", action="store_true", help="landmark-only fit (fast)")
     p.add_argument("--identity-loss", action="store_true",
                    help="add the MobileFaceNet identity-perceptual loss (asset mobilefacenet; research use)")

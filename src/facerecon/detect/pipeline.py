@@ -184,6 +184,15 @@ class DefaultPipeline:
         return sorted(faces, key=_faceness, reverse=True)
 
 
+class FastPipeline(DefaultPipeline):
+    """The default pipeline without test-time augmentation: one 3DDFA_V2 pass per face (~4 ms
+    instead of ~20). Its landmarks are less accurate (AFLW2000-3D dev 3.70 vs 3.51 NME), which a
+    crop for the regressor tolerates; the fitter, which uses every landmark, keeps the default."""
+
+    def __init__(self, **kw) -> None:
+        super().__init__(**{**kw, "tta": False})
+
+
 def _faceness(f: Face) -> float:
     conf = float(np.mean(f.lm68_conf)) if f.lm68_conf is not None else 1.0
     return f.size * f.score * conf

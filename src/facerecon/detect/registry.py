@@ -13,8 +13,9 @@ BACKENDS: dict[str, tuple[str, str, str]] = {
     "dlib": ("dlib", "DlibLandmarker", "dlib HOG + 68-point predictor (extra: dlib)"),
     "3ddfa": ("tddfa", "TDDFALandmarker", "3DDFA_V2 68-point landmarker (needs a box; pose + shape)"),
     "default": ("pipeline", "DefaultPipeline", "RetinaFace/FaceBoxes boxes + 3DDFA_V2 (+ FaceMesh blend) landmarks"),
+    "fast": ("pipeline", "FastPipeline", "the default pipeline without test-time augmentation (the regressor's)"),
 }
-ALIASES = {"tddfa": "3ddfa", "3ddfa_v2": "3ddfa", "mp": "mediapipe", "auto": "default"}
+ALIASES = {"tddfa": "3ddfa", "3ddfa_v2": "3ddfa", "mp": "mediapipe"}
 
 
 def available() -> list[str]:
@@ -35,6 +36,11 @@ def get_detector(name: str = "default", **kw):
     return getattr(import_module(f"{__package__}.{module}"), cls)(**kw)
 
 
-def resolve_detector(spec):
-    """A backend name (built with `get_detector`) or an already-built detector object, as given."""
+def resolve_detector(spec, method: str = "fit"):
+    """A backend name (built with `get_detector`) or an already-built detector object, as given.
+
+    "auto" picks by reconstruction method: "fast" for the regressor alone (it only needs a crop;
+    test-time augmentation would be two thirds of its end-to-end time), "default" otherwise."""
+    if isinstance(spec, str) and spec.lower() == "auto":
+        spec = "fast" if method == "regress" else "default"
     return get_detector(spec) if isinstance(spec, str) else spec
