@@ -69,16 +69,16 @@ def main(argv=None) -> int:
     ref = model.mean_lm5().double().numpy()
     rows = []
 
-    def cycling(detector):
-        """A call that detects on the next image each time (no repeated-input caching effects)."""
+    def cycling(fn):
+        """A call that runs fn on the next image each time (no repeated-input caching effects)."""
         it = iter(range(10 ** 9))
-        return lambda: detector.detect(images[next(it) % len(images)])
+        return lambda: fn(images[next(it) % len(images)])
 
     det_row = f"detection ({args.detector})"
-    rows.append((det_row, *timeit(cycling(det), args.repeat)))
+    rows.append((det_row, *timeit(cycling(det.detect), args.repeat)))
     if args.detector != "default":  # the fitting path's detector (landmark TTA), for reference
         rows.append(("detection (default, for reference: not in the sum)",
-                     *timeit(cycling(get_detector("default")), args.repeat)))
+                     *timeit(cycling(get_detector("default").detect), args.repeat)))
     faces = [det.detect(im)[0] for im in images]
     rows.append(("alignment (224² crop)", *timeit(
         lambda: [align_face(im, f.lm5, ref, camera=cam, lm68=f.lm68) for im, f in zip(images, faces)],
@@ -88,11 +88,10 @@ def main(argv=None) -> int:
     c32 = np.concatenate([crops] * (32 // len(crops) + 1))[:32]
     rows.append(("regression torch, batch 1", *timeit(lambda: reg.predict(c1), args.repeat)))
     rows.append(("regression torch, batch 32", *timeit(lambda: reg.predict(c32), max(3, args.repeat // 4), 32)))
-    with tempfile.TemporaryDirectory() as tmp:
-        path = export_regressor_onnx(reg, os.path.join(tmp, "r.onnx"))
-        ort = OnnxRegressor(path, threads=args.threads)
-        rows.append(("regression ONNX, batch 1", *timeit(lambda: ort.predict(c1), args.repeat)))
-        rows.append(("regression ONNX, batch 32", *timeit(lambda: ort.predict(c32), max(3, args.repeat // 4), 32)))
+    tmp = tempfile.TemporaryDirectory()
+    ort = OnnxRegressor(export_regressor_onnx(reg, os.path.join(tmp.name, "r.onnx")), threads=args.threads)
+    rows.append(("regression ONNX, batch 1", *timeit(lambda: ort.predict(c1), args.repeat)))
+    rows.append(("regression ONNX, batch 32", *timeit(lambda: ort.predict(c32), max(3, args.repeat // 4), 32)))
     p1 = reg.predict(c1)
 
     @torch.no_grad()
@@ -105,6 +104,14 @@ def main(argv=None) -> int:
     e2e = [by[det_row], by["alignment (224² crop)"], by["regression ONNX, batch 1"],
            by["decoding (mesh + normals + 68 lm)"]]
     rows.append(("end to end (ONNX b1), sum", sum(r[1] for r in e2e), sum(r[2] for r in e2e)))
+    # The real thing, not a sum: one API call per photo (no batching), torch and ONNX regressor.
+    from facerecon.api import FaceReconstructor
+
+    for name, r in (("torch", reg), ("ONNX", ort)):
+        rec = FaceReconstructor(model, detector=det, method="regress", regressor=r)
+        rows.append((f"end to end, FaceReconstructor(method='regress').reconstruct, {name} b1",
+                     *timeit(cycling(lambda im, rec=rec: rec.reconstruct(im, photometric=False)), args.repeat)))
+    tmp.cleanup()
     print(f"backbone {reg.backbone_name}, {args.threads} threads, {len(images)} images from {img_dir}, "
           f"load average {os.getloadavg()[0]:.1f}")
     print("| step | ms/face median | ms/face min |\n|---|---|---|")

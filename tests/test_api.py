@@ -111,5 +111,5 @@ def test_fit_needs_68_landmarks_regressor_does_not(astronaut_path):
     rec.method = "regress"
     im = load_image(astronaut_path)
     faces = rec.detect(im)
-    t = rec._targets([rec._crop(im, faces[0])], faces[:1], photometric=False)
+    t = rec._targets([rec.crop(im, faces[0])], faces[:1], photometric=False)
     assert t.lm68.shape == (1, 68, 2) and float(t.lm_weights.sum()) == 0

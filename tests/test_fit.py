@@ -1,4 +1,5 @@
 import math
+from dataclasses import replace
 
 import pytest
 import torch
@@ -92,6 +93,11 @@ def test_shared_identity_for_image_sets(synthetic):
     ident = res.params.identity
     assert torch.equal(ident[0], ident[1]) and torch.equal(ident[1], ident[2])
     assert not torch.equal(res.params.rotation[0], res.params.rotation[1])
+    # The set's identity is the average of the independent fits' (more stable than a joint
+    # optimum, see Fitter._fit); expression and pose are then re-fitted to it.
+    solo = Fitter(m, FitConfig(steps_photo=0)).fit(FitTargets(lm68=lm))
+    torch.testing.assert_close(ident[0], solo.params.identity.mean(0), rtol=0, atol=1e-4)
+    assert not torch.allclose(res.params.expression, solo.params.expression)
 
 
 def test_photometric_stage_lowers_photo_loss(synthetic):
@@ -146,7 +152,7 @@ def _aligned_error(a, b):
     return (s[:, None, None] * a0 @ R.transpose(1, 2) + mu_b - b).norm(dim=-1).mean(-1)
 
 
-def test_photometric_stage_recovers_shape_beyond_landmarks(ict_model):
+def test_photometric_stage_recovers_shape_beyond_landmarks(ict_model, monkeypatch):
     """Shading carries the shape that 68 noisy landmarks cannot: on a rendered random face the
     photometric stage must cut the aligned vertex error well below the landmark-only fit's. The
     albedo phase runs with the geometry frozen, so it cannot change the shape."""
@@ -174,7 +180,22 @@ def test_photometric_stage_recovers_shape_beyond_landmarks(ict_model):
         e_lm = _aligned_error(m(lm_only.params).vertices, geo.vertices)
         e_ph = _aligned_error(m(photo.params).vertices, geo.vertices)
     assert bool((e_ph < 0.8 * e_lm).all()), (e_lm, e_ph)
-    with_albedo = Fitter(m, FitConfig(**{**cfg.__dict__, "steps_albedo": 5})).fit(FitTargets(lm68=lm, image=img))
-    assert torch.equal(with_albedo.params.identity, photo.params.identity)
-    assert torch.equal(with_albedo.params.expression, photo.params.expression)
-    assert photo.params.albedo_offset is None and with_albedo.params.albedo_offset.abs().max() > 0
+    # The albedo phase optimises only the per-vertex residual and the light. (Two runs cannot be
+    # compared bitwise: the BLAS rounds differently with buffer alignment and the rasterizer
+    # amplifies it, so the optimisers are checked instead.)
+    import facerecon.fit.fitter as fitter_mod
+
+    made = []
+
+    class SpyAdam(torch.optim.Adam):
+        def __init__(self, params, *a, **k):
+            super().__init__(params, *a, **k)
+            made.append([p for g in self.param_groups for p in g["params"]])
+
+    monkeypatch.setattr(fitter_mod.torch.optim, "Adam", SpyAdam)
+    with_albedo = Fitter(m, replace(cfg, steps_photo=5, steps_albedo=5)).fit(FitTargets(lm68=lm[:1], image=img[:1]))
+    monkeypatch.undo()
+    assert sorted(tuple(t.shape) for t in made[-1]) == [(1, 27), (1, m.n_vertices, 3)]
+    assert (1, 100) in [tuple(t.shape) for t in made[-2]]  # the photometric phase does move the shape
+    without = photo
+    assert without.params.albedo_offset is None and with_albedo.params.albedo_offset.abs().max() > 0

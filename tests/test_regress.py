@@ -203,6 +203,12 @@ def test_onnx_matches_torch(tmp_path, model):
     for g in ("identity", "expression", "rotation", "light", "translation"):
         assert torch.allclose(getattr(a, g), getattr(b, g), atol=1e-4), g
     assert float(b.expression.min()) >= 0 and float(b.expression.max()) <= 1
+    # load_regressor (and so FaceReconstructor(regressor=PATH), FACERECON_REGRESSOR) takes the export.
+    from facerecon.regress import load_regressor
+
+    loaded = load_regressor(path)
+    assert isinstance(loaded, OnnxRegressor)
+    assert torch.equal(loaded.predict(crops).identity, b.identity)
 
 
 def test_aggregate_identity(model):
@@ -214,3 +220,45 @@ def test_aggregate_identity(model):
     assert torch.equal(out.expression, p.expression)  # per photo
     with pytest.raises(ValueError):
         aggregate_identity(p, [0.0, 0.0, 0.0])
+
+
+def test_landmark_source_choice(tmp_path, model):
+    """'gt' prefers manual labels (self-occluded points weight 0); 'detector' always the detector's."""
+    data = tmp_path / "data"
+    _write_dataset(data, model, n=1)
+    item = data / "items" / "item0.npz"
+    with np.load(item) as z:
+        det = dict(z)
+    gt = det["lm68"] + 3.0
+    vis = np.ones(68, np.int8)
+    vis[:4] = -1  # self-occluded
+    np.savez(item, **det, lm68_gt=gt, vis68_gt=vis, lm68_conf=np.full(68, 0.5, np.float32))
+    a = PreprocessedDataset([data], augment=None).load(0)
+    np.testing.assert_array_equal(a["lm68"], gt)
+    assert a["lm_w"][:4].sum() == 0 and a["lm_w"][4:].min() == 1 and a["gt"] == 1
+    b = PreprocessedDataset([data], augment=None, landmarks="detector").load(0)
+    np.testing.assert_array_equal(b["lm68"], det["lm68"])
+    assert (b["lm_w"] == 0.5).all() and b["gt"] == 0
+    with pytest.raises(ValueError, match="landmarks must be"):
+        PreprocessedDataset([data], landmarks="manual")
+
+
+def test_training_starts_from_init_weights(tmp_path, model):
+    from facerecon.regress.predict import save_weights
+    from facerecon.regress.train import TrainConfig, train
+
+    data = tmp_path / "data"
+    _write_dataset(data, model)
+    r0 = Regressor("mobilenet_v3_small", model, pretrained=False).eval()
+    torch.nn.init.normal_(r0.net.head.fc.weight, 0, 0.05)
+    w = save_weights(r0, tmp_path / "init.pt")
+    cfg = TrainConfig(data=[str(data)], out=str(tmp_path / "run"), backbone="mobilenet_v3_small",
+                      pretrained=False, steps=0, batch=2, warmup=1, workers=0, val_every=0,
+                      render_size=32, augment=False, init=str(w))
+    train(cfg, model=model, progress=False)
+    r1 = load_regressor(tmp_path / "run" / "last.pt")
+    for k, v in r0.state_dict().items():
+        assert torch.equal(v, r1.state_dict()[k]), k
+    with pytest.raises(ValueError, match="not a 'mobilenet_v3_large' torch regressor"):
+        train(TrainConfig(**{**cfg.__dict__, "backbone": "mobilenet_v3_large", "out": str(tmp_path / "r2")}),
+              model=model, progress=False)

@@ -17,7 +17,7 @@ import torch
 from .align import Crop, align_face, face_mask
 from .detect.base import Face
 from .errors import NoFaceError
-from .fit import FitConfig, FitTargets, Fitter
+from .fit import FitConfig, FitResult, FitTargets, Fitter
 from .geometry.camera import PerspectiveCamera
 from .io.image import Image, load_image
 from .models import FaceGeometry, FaceParams, MorphableModel, load_model
@@ -79,7 +79,8 @@ class FaceReconstructor:
         mask: use the landmark/skin face mask in the photometric loss.
         method: 'fit' (analysis-by-synthesis from the landmarks), 'regress' (the learned regressor
             alone: milliseconds per face), or 'regress+refine' (regressor, then fitting from it).
-        regressor: path of regressor weights (default: the shipped ones), for the regress methods.
+        regressor: path of regressor weights (default: the shipped ones) or a built regressor
+            (anything with `predict(crops) -> FaceParams`, e.g. `regress.onnx.OnnxRegressor`).
     """
 
     METHODS = ("fit", "regress", "regress+refine")
@@ -122,11 +123,14 @@ class FaceReconstructor:
     def regressor(self):
         if self._regressor is None:
             from .regress.predict import load_regressor
-            self._regressor = load_regressor(self._regressor_spec, device=self.device)
+            spec = self._regressor_spec
+            # A built regressor (torch Regressor, OnnxRegressor: anything with `predict`) is used as is.
+            self._regressor = spec if hasattr(spec, "predict") else load_regressor(spec, device=self.device)
         return self._regressor
 
     # -- core ----------------------------------------------------------------------------------
-    def _crop(self, image: Image, face: Face) -> Crop:
+    def crop(self, image: Image, face: Face) -> Crop:
+        """The 224² Deep3D crop of `face` (aligned on its 5 points to the model's own)."""
         return align_face(image.pixels, face.lm5, self._lm5_ref, camera=self.camera, lm68=face.lm68,
                           source=image.name)
 
@@ -190,7 +194,7 @@ class FaceReconstructor:
                           config: FitConfig | None = None, extra_times: dict | None = None) -> list[Reconstruction]:
         """Fit given detections (one per image, batched together)."""
         t0 = time.perf_counter()
-        crops = [self._crop(im, f) for im, f in zip(images, faces)]
+        crops = [self.crop(im, f) for im, f in zip(images, faces)]
         t_align = time.perf_counter() - t0
         cfg = config or self.config
         targets = self._targets(crops, faces, photometric)
@@ -202,13 +206,17 @@ class FaceReconstructor:
                 from .regress.predict import aggregate_identity
                 init = aggregate_identity(init)
             extra_times = {**(extra_times or {}), "regress": time.perf_counter() - t1}
-            targets = FitTargets(targets.lm68, targets.lm_weights, targets.image, targets.mask, init=init)
-            full = {"n_identity": self.model.layout.n_identity}  # keep every regressed identity mode
             if self.method == "regress":
                 # Keep the regressed parameters: no optimisation, only the landmark projection.
-                cfg = FitConfig(**{**cfg.__dict__, **full, "steps_pose": 0, "steps_shape": 0, "steps_photo": 0})
-            else:
-                cfg = FitConfig(**{**cfg.__dict__, **full, "steps_pose": 0, "steps_shape": cfg.steps_shape // 2})
+                from .regress.predict import project_landmarks
+
+                with torch.no_grad():
+                    lm = project_landmarks(self.model, init, self.camera)
+                return self._finish(FitResult(init, lm), crops, faces, images,
+                                    {**extra_times, "align": t_align})
+            targets = FitTargets(targets.lm68, targets.lm_weights, targets.image, targets.mask, init=init)
+            full = {"n_identity": self.model.layout.n_identity}  # keep every regressed identity mode
+            cfg = FitConfig(**{**cfg.__dict__, **full, "steps_shape": cfg.steps_shape // 2})
         fitter = self.fitter if cfg is self.config else Fitter(self.model, cfg, self.camera, self.fitter.encoder)
         res = fitter.fit(targets)
         times = {**(extra_times or {}), "align": t_align, **{f"fit_{k}": v for k, v in res.times.items()}}
@@ -295,6 +303,11 @@ def make_regress_method(model: str = "ict", regressor=None, refine: bool = False
     """Evaluator factory: the learned regressor (`refine=True`: regressor, then fitting)."""
     method = "regress+refine" if refine else "regress"
     return _eval_method(FaceReconstructor(model, method=method, regressor=regressor), refine)
+
+
+def make_regress_refine_method(model: str = "ict", regressor=None):
+    """Evaluator factory: the regressor, then fitting (landmark + photometric) from it."""
+    return make_regress_method(model, regressor, refine=True)
 
 
 def make_fit_photo_method(model: str = "ict", **fit_options):

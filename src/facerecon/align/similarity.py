@@ -12,9 +12,8 @@ import math
 import numpy as np
 import torch
 
-from ..render._kernels import njit
-
 from ..nets.mobilefacenet import warp_affine as _warp_torch
+from ..render._kernels import njit
 
 
 def estimate_similarity(src, dst, weights=None, rotation: bool = True) -> np.ndarray:

@@ -34,6 +34,9 @@ def add_parser(sub) -> None:
     p.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
     p.add_argument("--pseudo-labels", default=None,
                    help="npz with names (N,) and params (N, dim): fitted FaceParams vectors (layout.join)")
+    p.add_argument("--landmarks", choices=["gt", "detector"], default=d.landmarks,
+                   help="landmark targets: manual labels where present (gt) or the detector's (3D convention)")
+    p.add_argument("--init", default=None, help="regressor weights to start from (fine-tuning)")
     p.add_argument("--w-photo", type=float, default=d.w_photo)
     p.add_argument("--w-landmark", type=float, default=d.w_landmark)
     p.add_argument("--landmark-robust", type=float, default=d.landmark_robust,
@@ -84,19 +87,19 @@ class AflwValidator:
             np.savez(f, names=names, crops=self.crops, M_inv=self.M_inv)
 
     def _build(self, detector):
+        from ..api import FaceReconstructor
         from ..io.image import load_image
-        from ..regress.predict import RegressPipeline
 
-        pipe = RegressPipeline(regressor=False, model=self.model, detector=detector)
+        rec = FaceReconstructor(self.model, detector=detector, method="regress")
         n = len(self.data)
         crops = np.zeros((n, 224, 224, 3), np.uint8)
         M_inv = np.full((n, 2, 3), np.nan)
         for i in range(n):
-            img = load_image(self.data.image_path(i)).pixels
-            face = pipe.face_for_box(img, self.data.roi_boxes[i])
+            img = load_image(self.data.image_path(i))
+            face = rec.detector.landmarks(img.pixels, np.asarray(self.data.roi_boxes[i], np.float32))
             if face is None or face.lm68 is None:
                 continue
-            c = pipe.crop(img, face)
+            c = rec.crop(img, face)
             crops[i], M_inv[i] = c.image, c.M_inv
         return crops, M_inv
 
@@ -125,6 +128,7 @@ def run(args) -> int:
         data=list(args.data), photo_weights=args.photo_weights, out=args.out, backbone=args.backbone,
         model=args.model, pretrained=not args.no_pretrained, steps=args.steps, batch=args.batch, lr=args.lr,
         lr_backbone=args.lr_backbone, pseudo_labels=args.pseudo_labels, w_photo=args.w_photo,
+        landmarks=args.landmarks, init=args.init,
         w_landmark=args.w_landmark, landmark_robust=args.landmark_robust or None, w_identity=args.w_identity, render_size=args.render_size,
         augment=not args.no_augment, workers=args.workers, ckpt_every=args.ckpt_every,
         val_every=args.val_every, device=args.device)

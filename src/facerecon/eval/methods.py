@@ -146,5 +146,7 @@ register_method("default", "facerecon.detect.pipeline:eval_method",
 register_method("fit", "facerecon.api:make_fit_method",
                 "analysis-by-synthesis fit of the ICT model from the default pipeline's landmarks")
 register_method("regress", "facerecon.api:make_regress_method", "the learned coefficient regressor alone")
+register_method("regress+refine", "facerecon.api:make_regress_refine_method",
+                "the regressor, then fitting from it (landmark + photometric stages)")
 register_method("fit-photo", "facerecon.api:make_fit_photo_method",
                 "the full fit: landmark stages + photometric stage through the renderer")

@@ -4,12 +4,12 @@
     reg = load_regressor()                    # shipped weights, AssetError when absent
     params = reg.predict(crops)               # (B, 224, 224, 3) uint8 aligned crops -> FaceParams
 
+Photo → face → crop → regressor → mesh: `FaceReconstructor(method="regress")` (facerecon.api).
 Training: `facerecon train` (see docs/training.md); data: `facerecon preprocess`.
 """
 
 from .model import REGRESSOR_BACKBONES, Regressor, crops_to_tensor
 from .predict import (
-    RegressPipeline,
     aggregate_identity,
     export_checkpoint,
     load_regressor,
@@ -19,7 +19,6 @@ from .predict import (
 
 __all__ = [
     "REGRESSOR_BACKBONES",
-    "RegressPipeline",
     "Regressor",
     "aggregate_identity",
     "crops_to_tensor",

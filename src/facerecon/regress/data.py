@@ -54,12 +54,18 @@ class PreprocessedDataset(torch.utils.data.Dataset):
 
     roots: dataset folders; photo_weights: per-root photometric weight (e.g. 0 for a
     landmark-only source); augment: an `Augment` or None (validation: no change).
-    Landmarks: manual `lm68_gt` where the item has them (weight 1 for visible and externally
-    occluded points, 0 for self-occluded/NaN ones), else the detector's `lm68` (weighted by its
-    `lm68_conf` when stored).
+    Landmarks (`landmarks`): "gt" uses manual `lm68_gt` where the item has them (weight 1 for
+    visible and externally occluded points, 0 for self-occluded/NaN ones), else the detector's;
+    "detector" always uses the detector's `lm68` (weighted by its `lm68_conf` when stored). The
+    detector (3DDFA_V2) places self-occluded jaw points where the 3D face has them, as AFLW2000-3D
+    and the fitter do; manual labels put them on the visible silhouette.
     """
 
-    def __init__(self, roots, photo_weights=None, augment: Augment | None = Augment(), seed: int = 0):
+    def __init__(self, roots, photo_weights=None, augment: Augment | None = Augment(), seed: int = 0,
+                 landmarks: str = "gt"):
+        if landmarks not in ("gt", "detector"):
+            raise ValueError(f"landmarks must be 'gt' or 'detector', got '{landmarks}'")
+        self.landmarks = landmarks
         roots = [Path(r) for r in ([roots] if isinstance(roots, (str, Path)) else roots)]
         photo_weights = photo_weights or [1.0] * len(roots)
         if len(photo_weights) != len(roots):
@@ -93,7 +99,7 @@ class PreprocessedDataset(torch.utils.data.Dataset):
         crop = _read_png(root / "crops" / f"{name}.png")
         mask = _read_png(root / "masks" / f"{name}.png").astype(np.float32) / 255.0
         with np.load(root / "items" / f"{name}.npz") as z:
-            if "lm68_gt" in z.files:
+            if "lm68_gt" in z.files and self.landmarks == "gt":
                 lm = z["lm68_gt"].astype(np.float32)
                 vis = z["vis68_gt"]
                 w = ((vis >= 0) & np.isfinite(lm).all(1)).astype(np.float32)

@@ -43,7 +43,8 @@ def default_weights_paths() -> list[Path]:
 
 
 def load_regressor(path: str | os.PathLike | None = None, device: str | torch.device = "cpu") -> Regressor:
-    """A Regressor in eval mode from a weights file or a training checkpoint.
+    """A Regressor in eval mode from a weights file or a training checkpoint (an `.onnx` export
+    gives a `regress.onnx.OnnxRegressor`, which predicts the same way).
 
     path None: the shipped weights (see `default_weights_paths`); raises AssetError listing the
     paths searched when none exists, or when the file is not a regressor.
@@ -58,6 +59,10 @@ def load_regressor(path: str | os.PathLike | None = None, device: str | torch.de
     path = Path(path)
     if not path.is_file():
         raise AssetError(f"regressor weights not found: {path}")
+    if path.suffix.lower() == ".onnx":  # an exported network: onnxruntime, same `predict`
+        from .onnx import OnnxRegressor
+
+        return OnnxRegressor(path)
     try:
         ck = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - torch raises many types for a bad file
@@ -103,7 +108,7 @@ def project_landmarks(model: MorphableModel, params: FaceParams,
     """FaceParams (B) -> (B, 68, 2) the model's 68 landmarks in crop pixels (Deep3D camera, 224²)."""
     camera = camera or PerspectiveCamera.deep3d(224)
     p = params.map(lambda t: t.to(model.mean_shape))
-    v = model.shape(p.identity, p.expression)[:, model.landmarks68]
+    v = model.landmarks(model.shape(p.identity, p.expression))  # vertex + offset, as in training
     R = euler_to_matrix(p.rotation)
     return camera.project(v @ R.transpose(1, 2) + p.translation[:, None])[..., :2]
 
@@ -125,70 +130,5 @@ def aggregate_identity(params: FaceParams, weights=None) -> FaceParams:
     return params.replace(identity=ident.clone(), albedo=alb.clone())
 
 
-class RegressPipeline:
-    """Photo -> detection -> Deep3D crop -> regressor -> FaceParams and 68 landmarks.
-
-    regressor: a Regressor (or anything with `predict(crops) -> FaceParams`, e.g.
-    `regress.onnx.OnnxRegressor`); model: the MorphableModel it predicts for; detector: a backend
-    name or object with `detect` and `landmarks(image, box)`.
-    """
-
-    def __init__(self, regressor=None, model: MorphableModel | str = "ict", detector="default"):
-        if isinstance(model, str):
-            from ..models import load_model
-
-            model = load_model(model)
-        self.model = model
-        self.regressor = regressor if regressor is not None else load_regressor()
-        self._detector_spec = detector
-        self._detector = None
-        self.camera = PerspectiveCamera.deep3d(224)
-        self.lm5_ref = model.mean_lm5().detach().cpu().double().numpy()
-
-    @property
-    def detector(self):
-        if self._detector is None:
-            from ..detect.registry import resolve_detector
-
-            self._detector = resolve_detector(self._detector_spec)
-        return self._detector
-
-    def crop(self, image: np.ndarray, face):
-        from ..align import align_face
-
-        return align_face(image, face.lm5, self.lm5_ref, camera=self.camera, lm68=face.lm68)
-
-    def face_for_box(self, image: np.ndarray, box=None):
-        """The largest detected face (box None) or the face in `box` ([x0, y0, x1, y1] px); None if none."""
-        if box is None:
-            faces = self.detector.detect(image)
-            return faces[0] if faces else None
-        return self.detector.landmarks(image, np.asarray(box, np.float32))
-
-    def landmarks_for_box(self, image: np.ndarray, box=None) -> np.ndarray | None:
-        """(68, 2) regressed model landmarks in original-image pixels, or None when no face."""
-        face = self.face_for_box(image, box)
-        if face is None:
-            return None
-        crop = self.crop(image, face)
-        params = self.regressor.predict(crop.image[None])
-        lm = project_landmarks(self.model, params)[0].detach().cpu().double().numpy()
-        return crop.crop_to_original(lm).astype(np.float32)
-
-
-def make_eval_method(weights: str | None = None, detector: str = "default", onnx: bool = False, **_):
-    """Factory for the AFLW2000-3D evaluator: `facerecon eval aflw2000 --method
-    facerecon.regress.predict:make_eval_method` (GT boxes: landmarks in the box → Deep3D crop →
-    regressor → model landmarks mapped back with `Crop.crop_to_original`)."""
-    if onnx:
-        from .onnx import OnnxRegressor
-
-        reg = OnnxRegressor(weights)
-    else:
-        reg = load_regressor(weights)
-    pipe = RegressPipeline(reg, getattr(reg, "model_name", "ict"), detector)
-    return pipe.landmarks_for_box
-
-
-__all__ = ["RegressPipeline", "aggregate_identity", "default_weights_paths", "export_checkpoint",
-           "load_regressor", "make_eval_method", "project_landmarks", "save_weights"]
+__all__ = ["aggregate_identity", "default_weights_paths", "export_checkpoint", "load_regressor",
+           "project_landmarks", "save_weights"]

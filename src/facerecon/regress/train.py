@@ -1,7 +1,8 @@
 """Weakly supervised training of the coefficient regressor (Deep3D's R-Net recipe).
 
-Losses, all from `facerecon.fit.losses` (the same terms and weights as `Fitter`, FitConfig's
-defaults): landmark (Deep3D's per-point weights, crop px², soft-capped), skin/face-masked robust
+Losses, all from `facerecon.fit.losses` (the same terms as `Fitter`; landmark and photometric
+weights are FitConfig's, the priors the regressor's own): landmark (Deep3D's per-point weights,
+crop px², soft-capped), skin/face-masked robust
 photometric loss through `MeshRenderer`, coefficient priors, monochrome-light prior, optional
 identity-perceptual loss (MobileFaceNet, when its asset exists), a penalty on expression values
 outside the model's range, and optional distillation from fitting results (pseudo-labels: a
@@ -43,7 +44,7 @@ class TrainConfig:
 
     data: preprocessed folders; photo_weights: per folder (0 = landmark supervision only).
     steps: total optimisation steps; batch: per process. lr: AdamW, cosine decay after `warmup`.
-    Loss weights follow FitConfig (landmark loss in crop px², photometric ×200, priors).
+    Loss weights follow FitConfig (landmark loss in crop px², photometric ×200), priors excepted.
     render_size: resolution of the photometric render (the 224² crop and mask are area-downsampled
     to it; 112 costs a quarter of 224 on CPU). val_every / ckpt_every / log_every: in steps.
     """
@@ -63,8 +64,10 @@ class TrainConfig:
     w_landmark: float = FitConfig.w_landmark
     landmark_robust: float | None = 40.0  # px; soft cap (large enough that profile errors still pull)
     w_photo: float = FitConfig.w_photo
-    w_id_prior: float = FitConfig.w_id_prior
-    w_exp_prior: float = FitConfig.w_exp_prior
+    # The regressor's own priors (those of the shipped weights' run): fitting's are weaker, tuned
+    # per image for landmark fidelity, while a network shares one set of weights over the data.
+    w_id_prior: float = 0.03
+    w_exp_prior: float = 0.3
     w_alb_prior: float = FitConfig.w_alb_prior
     w_light: float = FitConfig.w_light
     w_exp_range: float = 10.0
@@ -72,6 +75,8 @@ class TrainConfig:
     w_pseudo_param: float = 1.0
     w_pseudo_vertex: float = 0.01  # per mm²
     pseudo_labels: str | None = None
+    landmarks: str = "gt"  # "gt": manual labels where present; "detector": the detector's (3D convention)
+    init: str | None = None  # regressor weights to start from (a fresh run, e.g. a fine-tuning leg)
     render_size: int = 112
     augment: bool = True
     workers: int = 1
@@ -227,7 +232,7 @@ def train(cfg: TrainConfig, resume: bool = False, validate=None, model: Morphabl
     reg = Regressor(cfg.backbone, model, pretrained=cfg.pretrained).to(device)
     if dataset is None:
         dataset = PreprocessedDataset(cfg.data, cfg.photo_weights, Augment() if cfg.augment else None,
-                                      seed=cfg.seed)
+                                      seed=cfg.seed, landmarks=cfg.landmarks)
     if len(dataset) == 0:
         raise ValueError(f"no training items in {cfg.data}")
     pseudo_all = None
@@ -253,6 +258,13 @@ def train(cfg: TrainConfig, resume: bool = False, validate=None, model: Morphabl
     base_lrs = [g["lr"] for g in opt.param_groups]
     step, best = 0, float("inf")
     last = out / "last.pt"
+    if cfg.init and not (resume and last.is_file()):
+        from .predict import load_regressor
+
+        init = load_regressor(cfg.init)
+        if not isinstance(init, Regressor) or init.backbone_name != reg.backbone_name:
+            raise ValueError(f"{cfg.init}: not a '{reg.backbone_name}' torch regressor to start from")
+        reg.load_state_dict(init.state_dict(), strict=True)
     if resume and last.is_file():
         ck = torch.load(last, map_location="cpu", weights_only=False)
         reg.load_state_dict(ck["model"])
