@@ -262,3 +262,23 @@ def test_training_starts_from_init_weights(tmp_path, model):
     with pytest.raises(ValueError, match="not a 'mobilenet_v3_large' torch regressor"):
         train(TrainConfig(**{**cfg.__dict__, "backbone": "mobilenet_v3_large", "out": str(tmp_path / "r2")}),
               model=model, progress=False)
+
+
+def test_project_landmarks_matches_posed_model_landmarks():
+    """The regressor's landmarks are the model's (vertex + model-space offset), posed and projected
+    exactly as the fitter places them (they once missed the offsets: 2 cm on the jaw for ICT)."""
+    from facerecon.fit import Fitter
+    from facerecon.regress.predict import project_landmarks
+
+    base, model = tiny_model(), tiny_model()
+    model.landmark_offsets = torch.from_numpy(np.random.default_rng(3).normal(0, 8, (68, 3)).astype(np.float32))
+    g = torch.Generator().manual_seed(2)
+    p = model.random_params(2, generator=g).replace(rotation=torch.tensor([[0.1, 0.5, 0.0], [0.0, -0.3, 0.1]]),
+                                                    translation=torch.tensor([[3.0, -2.0, 10.0], [0.0, 1.0, -5.0]]))
+    fitter = Fitter(model)
+    with torch.no_grad():
+        want = fitter.project(model.landmarks(model(p).vertices), p.rotation, p.translation)
+        got = project_landmarks(model, p, fitter.camera)
+        without = project_landmarks(base, p, fitter.camera)
+    torch.testing.assert_close(got, want, rtol=0, atol=1e-3)
+    assert (got - without).norm(dim=-1).mean() > 1.0  # the offsets matter at this size

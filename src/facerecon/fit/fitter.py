@@ -39,6 +39,7 @@ class FitConfig:
     lr_pose: float = 0.02
     lr_shape: float = 0.05
     lr_photo: float = 0.02
+    lr_albedo: float = 0.01  # per-vertex albedo residual (stage 4)
     w_landmark: float = 1.0
     # Deep3D's landmark pattern with a milder emphasis than its 20 (training keeps 20): at 20 the
     # nose and inner mouth outweigh the other 51 points ~7:1 and the jaw and eye corners are left
@@ -385,7 +386,8 @@ class Fitter:
             for t in (idv, exp, alb, rot, trans):
                 t.requires_grad_(False)
             offset = torch.zeros(idv.shape[0], self._V, 3, dtype=lm.dtype, device=lm.device, requires_grad=True)
-            photo, lml = run([{"params": [offset], "lr": 0.01}, {"params": [light], "lr": lr}], cfg.steps_albedo)
+            photo, lml = run([{"params": [offset], "lr": cfg.lr_albedo}, {"params": [light], "lr": lr}],
+                              cfg.steps_albedo)
         final = {}
         if photo is not None:
             final = {"photo": float(photo.detach().mean()), "landmark_px2_photo": float(lml.detach().mean())}
