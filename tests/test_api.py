@@ -113,3 +113,22 @@ def test_fit_needs_68_landmarks_regressor_does_not(astronaut_path):
     faces = rec.detect(im)
     t = rec._targets([rec.crop(im, faces[0])], faces[:1], photometric=False)
     assert t.lm68.shape == (1, 68, 2) and float(t.lm_weights.sum()) == 0
+
+
+def test_cli_regress_and_refine(astronaut_path, tmp_path):
+    """`--method regress` gives the regressed face; adding `--refine N` fits from it."""
+    for a in ("ict-facekit", "retinaface", "3ddfa-v2"):
+        need_asset(a)
+    from facerecon.regress.predict import default_weights_paths
+
+    if not any(p.is_file() for p in default_weights_paths()):
+        pytest.skip("regressor weights absent (weights/README.md)")
+    runs = {}
+    for name, extra in (("regress", []), ("refined", ["--refine", "2", "--no-photometric"])):
+        out = tmp_path / name
+        assert main(["reconstruct", str(astronaut_path), "-o", str(out), "--method", "regress",
+                     "--outputs", "json", *extra]) == 0
+        runs[name] = json.loads((out / "astronaut.json").read_text())
+    a, b = runs["regress"], runs["refined"]
+    assert abs(a["pose_deg"]["yaw"]) < 20 and abs(b["pose_deg"]["yaw"]) < 20  # a near-frontal portrait
+    assert a["blendshapes"] != b["blendshapes"]  # the refinement moved the regressed expression

@@ -16,7 +16,9 @@ def add_parser(sub) -> None:
     p.add_argument("--model", default="ict", choices=["ict", "bfm"])
     p.add_argument("--method", default="fit", choices=["fit", "regress", "regress+refine"],
                    help="fit (analysis-by-synthesis), regress (learned R-Net), or regress then fit")
-    p.add_argument("--refine", type=int, default=None, metavar="N", help="photometric refinement steps")
+    p.add_argument("--refine", type=int, default=None, metavar="N",
+                   help="photometric fitting steps (default 80); with --method regress: refine the "
+                        "regressed face with N steps (= --method regress+refine)")
     p.add_argument("--set", action="store_true", help="all inputs show ONE person: share identity")
     p.add_argument("--video", help="a video file (frames share identity, temporally smoothed)")
     p.add_argument("--stride", type=int, default=1, help="video: use every N-th frame")
@@ -87,8 +89,9 @@ def run(args) -> int:
         print(f"facerecon: unknown outputs {sorted(bad)}; choose from {','.join(ALL)}", file=sys.stderr)
         return 2
     cfg = FitConfig() if args.refine is None else FitConfig(steps_photo=args.refine)
+    method = "regress+refine" if args.method == "regress" and args.refine is not None else args.method
     rec = FaceReconstructor(args.model, detector=args.detector, fit_config=cfg, device=args.device,
-                            method=args.method, identity_loss=args.identity_loss)
+                            method=method, identity_loss=args.identity_loss)
     out = Path(args.output)
     photometric = not args.no_photometric
     failures: list[str] = []
