@@ -15,6 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .checkpoint import load_strict
+
 MIN_SIZES = ((32, 64, 128), (256,), (512,))
 STEPS = (32, 64, 128)
 VARIANCES = (0.1, 0.2)
@@ -136,8 +138,4 @@ def load_faceboxes(weights: str | Path | None = None) -> FaceBoxesNet:
         from ..assets import path
 
         weights = path("3ddfa-v2", "FaceBoxesProd.pth")
-    sd = torch.load(weights, map_location="cpu", weights_only=True)
-    sd = {k.removeprefix("module."): v for k, v in sd.items()}
-    net = FaceBoxesNet()
-    net.load_state_dict(sd, strict=True)
-    return net.eval()
+    return load_strict(FaceBoxesNet(), weights)

@@ -18,6 +18,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from .checkpoint import load_strict
+
 # SphereFace's 5-point template for 112×96 crops (eye, eye, nose tip, mouth corner, mouth corner;
 # image left first). The published numbers are MATLAB (1-based) pixel coordinates.
 SPHEREFACE_TEMPLATE_1BASED = ((30.2946, 51.6963), (65.5318, 51.5014), (48.0252, 71.7366),
@@ -99,12 +101,7 @@ def load_mobilefacenet(weights: str | os.PathLike | None = None, verify: bool = 
         weights = assets.path("mobilefacenet", "mobilefacenet_068.ckpt")
         if verify:
             assets.verify("mobilefacenet", "mobilefacenet_068.ckpt", weights)
-    ckpt = torch.load(weights, map_location="cpu", weights_only=True)
-    sd = ckpt.get("net_state_dict", ckpt) if isinstance(ckpt, dict) else ckpt
-    sd = {k.removeprefix("module."): v for k, v in sd.items()}
-    net = MobileFaceNet()
-    net.load_state_dict(sd, strict=True)
-    return net.eval()
+    return load_strict(MobileFaceNet(), weights, key="net_state_dict")
 
 
 def similarity_to_template(lm5: torch.Tensor, template=TEMPLATE_112x96) -> torch.Tensor:

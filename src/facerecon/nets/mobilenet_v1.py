@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from ..errors import AssetError
+from .checkpoint import strip_dataparallel
 
 # (name, in_channels, out_channels, stride) at width 1.0, in 3DDFA_V2's order.
 _BLOCKS = (
@@ -104,7 +105,7 @@ def load_3ddfa_mobilenet(path: str | os.PathLike, widen_factor: float = 0.5) -> 
     sd = ckpt.get("state_dict", ckpt) if isinstance(ckpt, dict) else None
     if not isinstance(sd, dict):
         raise AssetError(f"{path}: expected a dict with 'state_dict', got {type(ckpt).__name__}")
-    sd = {(k.removeprefix("module.")): v for k, v in sd.items()}
+    sd = strip_dataparallel(sd)
     num_params = sd["fc_param.weight"].shape[0] if "fc_param.weight" in sd else 62
     num_lm = sd["fc_lm.weight"].shape[0] if "fc_lm.weight" in sd else 0
     model = MobileNetV1(widen_factor, num_params=num_params, num_lm=num_lm)

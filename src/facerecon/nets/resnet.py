@@ -16,6 +16,8 @@ from collections.abc import Mapping
 import torch
 from torch import nn
 
+from .checkpoint import strip_dataparallel
+
 
 def _conv3x3(cin: int, cout: int, stride: int = 1) -> nn.Conv2d:
     return nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
@@ -153,7 +155,7 @@ def load_torchvision_state_dict(module: nn.Module, state_dict: Mapping[str, torc
     Every other key must match in name and shape; a ``module.`` prefix (DataParallel) is removed.
     Raises RuntimeError listing missing/unexpected keys otherwise.
     """
-    sd = {k.removeprefix("module."): v for k, v in state_dict.items()}
+    sd = strip_dataparallel(state_dict)
     own = module.state_dict()
     sd = {k: v for k, v in sd.items() if k in own or not k.startswith(_HEAD_PREFIXES)}
     module.load_state_dict(sd, strict=True)

@@ -16,6 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .checkpoint import load_strict
+
 # cfg_mnet of the source: anchors per level, strides, SSD variances.
 MIN_SIZES = ((10, 20), (32, 64), (128, 256))
 STEPS = (8, 16, 32)
@@ -183,9 +185,4 @@ def load_retinaface(weights: str | Path | None = None) -> RetinaFace:
         from ..assets import path
 
         weights = path("retinaface", "mobilenet0.25_Final.pth")
-    sd = torch.load(weights, map_location="cpu", weights_only=True)
-    # Some copies of the checkpoint carry a DataParallel prefix.
-    sd = {k.removeprefix("module."): v for k, v in sd.items()}
-    net = RetinaFace()
-    net.load_state_dict(sd, strict=True)
-    return net.eval()
+    return load_strict(RetinaFace(), weights)  # some copies carry a DataParallel prefix
