@@ -2,7 +2,8 @@
 
 Composes exactly the documented flow: load_image → detect → align (224² Deep3D crop) → fit →
 decode → (render / export on demand). Image sets share one identity; videos add temporal
-smoothing. The CLI is a thin shell over this module; the evaluator calls `landmarks_for_box`.
+smoothing. The CLI is a thin shell over this module; the evaluator's methods come from the
+`make_*_method` factories at the end.
 """
 
 from __future__ import annotations
@@ -250,19 +251,6 @@ class FaceReconstructor:
             raise NoFaceError("no face found in any input")
         cfg = FitConfig(**{**self.config.__dict__, "share_identity": share, "w_temporal": temporal})
         return self.reconstruct_faces(imgs, faces, photometric=photometric, config=cfg)
-
-    # -- evaluation hook -----------------------------------------------------------------------
-    def landmarks_for_box(self, image: np.ndarray, box=None, photometric: bool = False) -> np.ndarray | None:
-        """68 fitted landmarks (original pixels) for the face in `box` (or the largest detected)."""
-        img = load_image(image)
-        if box is None:
-            faces = self.detect(img)
-            if not faces:
-                return None
-            face = faces[0]
-        else:
-            face = self.detector.landmarks(img.pixels, np.asarray(box, np.float32))
-        return self.reconstruct_faces([img], [face], photometric=photometric)[0].lm68
 
 
 def _eval_method(rec: FaceReconstructor, photometric: bool):
