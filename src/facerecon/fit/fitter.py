@@ -18,7 +18,6 @@ from dataclasses import dataclass, field, replace
 import torch
 
 from ..geometry.camera import PerspectiveCamera
-from ..geometry.rotations import euler_to_matrix
 from ..models.layout import FaceParams
 from ..models.morphable import MorphableModel
 from ..render.renderer import MeshRenderer
@@ -140,8 +139,7 @@ class Fitter:
 
     def project(self, pts: torch.Tensor, rotation: torch.Tensor, translation: torch.Tensor) -> torch.Tensor:
         """(B, N, 3) model space -> (B, N, 2) crop pixels under the pose."""
-        R = euler_to_matrix(rotation)
-        return self.camera.project(pts @ R.transpose(1, 2) + translation[:, None])[..., :2]
+        return self.camera.project(self.model.pose(pts, rotation, translation))[..., :2]
 
     def _full_identity(self, idv):
         """Pad the fitted identity modes to the model's layout size."""

@@ -19,7 +19,6 @@ import torch
 
 from ..errors import AssetError
 from ..geometry.camera import PerspectiveCamera
-from ..geometry.rotations import euler_to_matrix
 from ..models.layout import FaceParams
 from ..models.morphable import MorphableModel
 from .model import Regressor
@@ -109,8 +108,7 @@ def project_landmarks(model: MorphableModel, params: FaceParams,
     camera = camera or PerspectiveCamera.deep3d(224)
     p = params.map(lambda t: t.to(model.mean_shape))
     v = model.landmarks(model.shape(p.identity, p.expression))  # vertex + offset, as in training
-    R = euler_to_matrix(p.rotation)
-    return camera.project(v @ R.transpose(1, 2) + p.translation[:, None])[..., :2]
+    return camera.project(model.pose(v, p.rotation, p.translation))[..., :2]
 
 
 def aggregate_identity(params: FaceParams, weights=None) -> FaceParams:

@@ -30,7 +30,6 @@ from torch.nn import functional as F
 from ..fit import losses as L
 from ..fit.fitter import FitConfig
 from ..geometry.camera import PerspectiveCamera
-from ..geometry.rotations import euler_to_matrix
 from ..io.atomic import atomic_path
 from ..models.morphable import MorphableModel
 from ..render.renderer import MeshRenderer
@@ -126,8 +125,7 @@ class Losses:
 
     def project(self, pts: torch.Tensor, rotation: torch.Tensor, translation: torch.Tensor) -> torch.Tensor:
         """(B, N, 3) model space -> (B, N, 2) crop pixels (224²)."""
-        R = euler_to_matrix(rotation)
-        return self.camera.project(pts @ R.transpose(1, 2) + translation[:, None])[..., :2]
+        return self.camera.project(self.model.pose(pts, rotation, translation))[..., :2]
 
     def __call__(self, reg: Regressor, raw: torch.Tensor, vec: torch.Tensor, batch: dict,
                  pseudo: tuple[torch.Tensor, torch.Tensor] | None = None):
