@@ -12,14 +12,22 @@ from tests.conftest import need_asset, need_data
 
 
 def test_expand_inputs(tmp_path):
-    from facerecon.preprocess import expand_inputs
+    from facerecon.io.paths import expand_inputs
 
     (tmp_path / "a").mkdir()
-    for n in ("a/x.jpg", "a/y.PNG", "a/notes.txt", "z.jpg"):
+    (tmp_path / "a" / "sub").mkdir()
+    (tmp_path / "empty").mkdir()
+    for n in ("a/x.jpg", "a/y.PNG", "a/notes.txt", "z.jpg", "a/sub/w.jpg"):
         (tmp_path / n).write_bytes(b"")
-    got = expand_inputs([tmp_path / "a", str(tmp_path / "*.jpg"), tmp_path / "a" / "x.jpg", tmp_path / "nope.jpg"])
+    items = [tmp_path / "a", str(tmp_path / "*.jpg"), tmp_path / "a" / "x.jpg", tmp_path / "nope.jpg"]
+    # Preprocessing: recursive, a missing file kept (it becomes a failed item).
+    got, _ = expand_inputs(items, recursive=True, keep_missing=True)
     names = [p.name for p in got]
-    assert names == ["x.jpg", "y.PNG", "z.jpg", "nope.jpg"]  # folder, glob, duplicate dropped, missing kept
+    assert names == ["w.jpg", "x.jpg", "y.PNG", "z.jpg", "nope.jpg"]  # folder, glob, duplicate dropped, missing kept
+    # Reconstruction: one folder level; a missing file or an empty folder is a problem to report.
+    got, problems = expand_inputs(items + [tmp_path / "empty"])
+    assert [p.name for p in got] == ["x.jpg", "y.PNG", "z.jpg"]
+    assert problems == [f"{tmp_path / 'nope.jpg'}: no such file", f"{tmp_path / 'empty'}: folder holds no images"]
 
 
 def test_preprocess_images_and_broken_file(tmp_path):

@@ -19,7 +19,6 @@ A bad input (unreadable file, no face) becomes a ``failed`` line with the error;
 
 from __future__ import annotations
 
-import glob
 import hashlib
 import io as _io
 import json
@@ -36,8 +35,8 @@ from .errors import FaceReconError
 from .geometry.camera import PerspectiveCamera
 from .io.atomic import atomic_path, write_bytes
 from .io.image import load_image
+from .io.paths import expand_inputs
 
-IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 MANIFEST = "manifest.jsonl"
 
 
@@ -72,29 +71,6 @@ class PreprocessSummary:
     skipped: int = 0
     seconds: float = 0.0
     errors: list = field(default_factory=list)  # (source, message), this run only
-
-
-def expand_inputs(inputs) -> list[Path]:
-    """Files, folders (recursively, image extensions only) and glob patterns -> sorted unique paths.
-
-    A plain path that does not exist is kept (it becomes a 'failed' item, not a crash)."""
-    out: list[Path] = []
-    for item in inputs:
-        s = os.fspath(item)
-        p = Path(s)
-        if p.is_dir():
-            out += sorted(q for q in p.rglob("*") if q.is_file() and q.suffix.lower() in IMAGE_EXTS)
-        elif any(c in s for c in "*?[") and not p.exists():
-            out += sorted(Path(q) for q in glob.glob(s, recursive=True) if Path(q).is_file())
-        else:
-            out.append(p)
-    seen, uniq = set(), []
-    for p in out:
-        k = os.path.abspath(p)
-        if k not in seen:
-            seen.add(k)
-            uniq.append(p)
-    return uniq
 
 
 def _item_name(path: Path, used: set) -> str:
@@ -223,7 +199,7 @@ def preprocess(inputs, out_dir, detector="default", model="ict", retry_failed: b
     for e in read_manifest(out):
         done[os.path.abspath(e["source"])] = e
     used = {e["name"] for e in done.values()}
-    paths = expand_inputs(inputs)
+    paths, _ = expand_inputs(inputs, recursive=True, keep_missing=True)  # a missing file: a failed item
     gt = _load_gt(gt_landmarks) if gt_landmarks else {}
     summary = PreprocessSummary(out)
     todo = []
@@ -278,4 +254,4 @@ def preprocess(inputs, out_dir, detector="default", model="ict", retry_failed: b
     return summary
 
 
-__all__ = ["ManifestEntry", "PreprocessSummary", "Preprocessor", "expand_inputs", "preprocess", "read_manifest"]
+__all__ = ["ManifestEntry", "PreprocessSummary", "Preprocessor", "preprocess", "read_manifest"]

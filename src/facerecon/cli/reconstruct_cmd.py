@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import glob
 import sys
 from pathlib import Path
 
-IMAGE_EXT = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif"}
+from ..io.paths import expand_inputs
 
 
 def add_parser(sub) -> None:
@@ -33,31 +32,6 @@ def add_parser(sub) -> None:
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     p.set_defaults(func=run)
-
-
-def expand_inputs(items: list[str]) -> tuple[list[Path], list[str]]:
-    """Files, folders (non-recursive, image extensions) and globs → sorted unique paths + problems."""
-    out, problems = [], []
-    for it in items:
-        p = Path(it)
-        if p.is_dir():
-            found = sorted(q for q in p.iterdir() if q.suffix.lower() in IMAGE_EXT)
-            if not found:
-                problems.append(f"{it}: folder holds no images")
-            out += found
-        elif p.exists():
-            out.append(p)
-        else:
-            g = sorted(Path(x) for x in glob.glob(it))
-            if not g:
-                problems.append(f"{it}: no such file")
-            out += [q for q in g if q.is_file()]
-    seen, uniq = set(), []
-    for q in out:
-        if q.resolve() not in seen:
-            seen.add(q.resolve())
-            uniq.append(q)
-    return uniq, problems
 
 
 def _stems(paths: list[Path]) -> list[str]:
