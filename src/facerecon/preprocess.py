@@ -135,11 +135,9 @@ class Preprocessor:
 
     def __init__(self, detector="default", model="ict", size: int = 224, full_box_fallback: bool = True,
                  mask_skin: bool = True):
-        if isinstance(detector, str):
-            from .detect.registry import get_detector
+        from .detect.registry import resolve_detector
 
-            detector = get_detector(detector)
-        self.detector = detector
+        self.detector = resolve_detector(detector)
         if isinstance(model, str):
             from .models import load_model
 
