@@ -229,3 +229,13 @@ def test_missing_asset_message(tmp_path, monkeypatch):
         assets.resolve("bfm09")
     msg = str(e.value)
     assert str(tmp_path / "bfm09") in msg and "faces.dmi.unibas.ch" in msg
+
+
+def test_param_layout_dict_round_trip():
+    import json
+
+    from facerecon.models.layout import GROUPS, ParamLayout
+
+    for lay in (ParamLayout.deep3d(), ParamLayout(100, 53, 0, order=tuple(reversed(GROUPS)))):
+        assert ParamLayout.from_dict(json.loads(json.dumps(lay.to_dict()))) == lay
+    assert ParamLayout.from_dict({"n_identity": 1, "n_expression": 2, "n_albedo": 0}).order == GROUPS

@@ -118,6 +118,16 @@ class ParamLayout:
         """The mean face, frontal, at the origin, with no light (the shader adds its ambient term)."""
         return self.split(torch.zeros(batch, self.dim, dtype=dtype, device=device))
 
+    def to_dict(self) -> dict:
+        """JSON-ready fields (checkpoints and ONNX sidecars store the layout this way)."""
+        return {"n_identity": self.n_identity, "n_expression": self.n_expression, "n_albedo": self.n_albedo,
+                "translation_unit_mm": self.translation_unit_mm, "order": list(self.order)}
+
+    @staticmethod
+    def from_dict(d: dict) -> ParamLayout:
+        """Inverse of `to_dict`; a missing or empty order means the default group order."""
+        return ParamLayout(**{**d, "order": tuple(d.get("order", ())) or GROUPS})
+
     @staticmethod
     def deep3d() -> ParamLayout:
         """Deep3D's 257-vector: 80 id / 64 exp / 80 tex / 3 angles / 27 gamma / 3 translation (dm)."""

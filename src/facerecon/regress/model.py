@@ -164,18 +164,15 @@ class Regressor(nn.Module):
     # -- checkpoints -------------------------------------------------------------------------
     def config(self) -> dict:
         """What is needed to rebuild the module (stored in checkpoints beside the state dict)."""
-        L = self.layout
         return {"backbone": self.backbone_name, "exp_prior": self.exp_prior, "model": self.model_name,
-                "layout": {"n_identity": L.n_identity, "n_expression": L.n_expression, "n_albedo": L.n_albedo,
-                           "translation_unit_mm": L.translation_unit_mm, "order": list(L.order)}}
+                "layout": self.layout.to_dict()}
 
     @staticmethod
     def from_config(cfg: dict) -> Regressor:
         from ..models.layout import ParamLayout
 
-        lay = dict(cfg["layout"])
-        lay["order"] = tuple(lay.get("order", ())) or ParamLayout(0, 0, 0).order
-        reg = Regressor(cfg["backbone"], layout=ParamLayout(**lay), exp_prior=cfg["exp_prior"], pretrained=False)
+        reg = Regressor(cfg["backbone"], layout=ParamLayout.from_dict(cfg["layout"]), exp_prior=cfg["exp_prior"],
+                        pretrained=False)
         reg.model_name = cfg.get("model", "ict")
         return reg
 

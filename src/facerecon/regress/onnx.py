@@ -51,9 +51,7 @@ class OnnxRegressor:
         if not path.is_file() or not side.is_file():
             raise AssetError(f"ONNX regressor needs {path} and its config {side}")
         cfg = json.loads(side.read_text())
-        lay = dict(cfg["layout"])
-        lay["order"] = tuple(lay["order"])
-        self.layout = ParamLayout(**lay)
+        self.layout = ParamLayout.from_dict(cfg["layout"])
         self.config = cfg
         self.model_name = cfg.get("model", "ict")
         so = ort.SessionOptions()
