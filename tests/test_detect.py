@@ -352,3 +352,20 @@ def test_auto_detector_follows_method(dev_face):
     img, gt = dev_face
     f = fast.detect(img)[0]
     assert f.lm68_conf is None and _nme(f.lm68, gt) < 0.05
+
+
+def test_suppress_contained_drops_boxes_mostly_inside_or_around_a_better_face():
+    from facerecon.detect.base import Face
+    from facerecon.detect.pipeline import suppress_contained
+
+    def face(box, score):
+        return Face(box=np.array(box, np.float32), score=score, lm5=np.zeros((5, 2), np.float32))
+
+    best = face([100, 100, 200, 200], 0.99)
+    around = face([90, 90, 260, 230], 0.8)  # covers the face and background beside it
+    inside = face([120, 120, 190, 190], 0.7)  # a part of the face
+    other = face([300, 100, 380, 180], 0.95)  # another person, overlapping nothing
+    edge = face([180, 100, 280, 200], 0.9)  # overlaps `best` by 20 % of its own area: kept
+    kept = suppress_contained([around, inside, best, other, edge])
+    assert {tuple(f.box) for f in kept} == {tuple(best.box), tuple(other.box), tuple(edge.box)}
+    assert [f.score for f in kept] == [0.99, 0.9, 0.95]  # largest first (edge and best tie in size)

@@ -17,6 +17,7 @@ import numpy as np
 
 from ..errors import MissingExtraError
 from .base import Face, lm5_from_lm68, sort_by_size
+from .nms import box_area, box_intersection
 from .retinaface import as_pixels
 
 
@@ -24,20 +25,14 @@ def suppress_contained(faces: list[Face], max_overlap: float = 0.6) -> list[Face
     """Drop a face whose box lies mostly (intersection / its own area > max_overlap) inside, or
     mostly covers, a higher-scoring face's box. RetinaFace's IoU-NMS keeps such pairs on profile
     faces (a second, larger box over the face and the background beside it, score 0.5-0.98)."""
-    order = sorted(faces, key=lambda f: -f.score)
     kept: list[Face] = []
-    for f in order:
-        fa = max(float(np.prod(f.box[2:] - f.box[:2])), 1e-6)
-        ok = True
-        for k in kept:
-            lo, hi = np.maximum(f.box[:2], k.box[:2]), np.minimum(f.box[2:], k.box[2:])
-            inter = float(np.prod(np.clip(hi - lo, 0, None)))
-            ka = max(float(np.prod(k.box[2:] - k.box[:2])), 1e-6)
-            if inter / min(fa, ka) > max_overlap:
-                ok = False
-                break
-        if ok:
-            kept.append(f)
+    for f in sorted(faces, key=lambda f: -f.score):
+        if kept:
+            boxes = np.stack([k.box for k in kept])
+            smaller = np.maximum(np.minimum(box_area(f.box[None]), box_area(boxes)), 1e-6)
+            if (box_intersection(f.box, boxes)[0] / smaller > max_overlap).any():
+                continue
+        kept.append(f)
     return sort_by_size(kept)
 
 
