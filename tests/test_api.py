@@ -50,6 +50,18 @@ def test_api_reconstructs_astronaut(reconstructor, astronaut_path):
     assert np.abs(proj - r.lm68).max() < 1e-2
     assert r.blendshapes is not None and set(r.blendshapes) >= {"jawOpen", "mouthSmile_L"}
     assert all(0.0 <= v <= 1.0 for v in r.blendshapes.values())
+    # FaceMesh's points (MediaPipe installed) reach the fitter in crop pixels, fully trusted on this
+    # frontal face; the fit reproduces them within a few pixels.
+    if r.face.dense is not None:
+        dense, gate = reconstructor._dense_targets([r.crop], [r.face])
+        assert dense.shape == (1, 468, 2) and float(gate) == 1.0
+        back = dense[0].double().numpy() @ r.crop.M_inv[:, :2].T + r.crop.M_inv[:, 2]
+        np.testing.assert_allclose(back, r.face.dense[:468, :2], atol=1e-2)
+        verts = r.geometry.vertices_world[:, torch.as_tensor(reconstructor.dense_map.vertex)]
+        fitted = r.camera_crop.project(verts)[0, :, :2]
+        assert (fitted - dense[0]).norm(dim=-1).median() < 4.0
+        from dataclasses import replace as _replace
+        assert reconstructor._dense_targets([r.crop], [_replace(r.face, dense=None)]) == (None, None)
 
 
 def test_cli_reconstruct_writes_outputs_and_skips_bad_files(reconstructor, astronaut_path, tmp_path, capsys):

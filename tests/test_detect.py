@@ -4,6 +4,7 @@ AFLW2000-3D image, the 468->68 mapping file, optional-extra errors and the regis
 from __future__ import annotations
 
 import importlib.util
+from dataclasses import replace
 import json
 import math
 import sys
@@ -329,6 +330,14 @@ def test_default_pipeline_on_dev_image(dev_face):
     f = faces[0]
     assert f.lm68.shape == (68, 2) and _nme(f.lm68, gt) < 0.04
     assert f.source.startswith("retinaface+") and "yaw" in f.extra
+    # FaceMesh's points ride along for the fitter (when MediaPipe is installed), around the face.
+    if pl.mediapipe is not None:
+        assert f.dense is not None and f.dense.shape[0] >= 468
+        assert np.abs(np.median(f.dense[:, :2], 0) - np.median(f.lm68, 0)).max() < 0.1 * f.size
+        np.testing.assert_allclose(pl.attach_dense(img, replace(f, dense=None)).dense, f.dense, atol=1e-3)
+    fast = get_detector("fast")
+    assert fast.detect(img)[0].dense is None
+    assert fast.attach_dense(img, replace(f, dense=None)).dense is None
     # Padding retry: a face cut by the frame is still found, in original coordinates.
     crop = img[200:, 120:340]
     faces = pl.detect(crop)
@@ -352,6 +361,15 @@ def test_auto_detector_follows_method(dev_face):
     img, gt = dev_face
     f = fast.detect(img)[0]
     assert f.lm68_conf is None and _nme(f.lm68, gt) < 0.05
+
+
+def test_bbox_from_roi_box_inverts_roi_rule():
+    from facerecon.detect.crop import bbox_from_roi_box, roi_box_from_bbox
+
+    for box in ([10.0, 20.0, 110.0, 120.0], [-5.0, 3.0, 45.5, 53.5], [100.0, 80.0, 400.0, 380.0]):
+        back = bbox_from_roi_box(roi_box_from_bbox(box))
+        # roi_box_from_bbox truncates its side to an integer: recovered within a pixel.
+        assert np.abs(back - np.asarray(box)).max() < 1.0, (box, back)
 
 
 def test_suppress_contained_drops_boxes_mostly_inside_or_around_a_better_face():

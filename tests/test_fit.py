@@ -199,3 +199,46 @@ def test_photometric_stage_recovers_shape_beyond_landmarks(ict_model, monkeypatc
     assert (1, 100) in [tuple(t.shape) for t in made[-2]]  # the photometric phase does move the shape
     without = photo
     assert without.params.albedo_offset is None and with_albedo.params.albedo_offset.abs().max() > 0
+
+
+def test_dense_map_shipped_for_ict_only(ict_model):
+    from facerecon.fit.dense import load_dense_map, yaw_gate
+
+    dm = load_dense_map("ict")
+    assert dm.n_points == 468 and dm.vertex.max() < ict_model.n_vertices and (dm.sigma > 0).all()
+    w = dm.weights()
+    assert float(w.mean()) == pytest.approx(1.0) and int(w.argmax()) == int(dm.sigma.argmin())
+    assert load_dense_map("bfm") is None
+    assert yaw_gate(0) == 1 and yaw_gate(-20) == 1 and yaw_gate(45) == 0 and yaw_gate(32.5) == pytest.approx(0.5)
+
+
+def test_dense_correspondences_pull_the_fit_to_them(synthetic):
+    from facerecon.fit.dense import DenseMap, load_dense_map
+
+    m, _p, geo, lm = synthetic
+    dm = load_dense_map("ict")
+    cam = PerspectiveCamera.deep3d()
+    with torch.no_grad():
+        dense = cam.project(geo.vertices_world[:, torch.as_tensor(dm.vertex)])[..., :2]
+    # Landmarks with a consistent 3 px error, dense points exact: the fit follows the dense points.
+    bad = lm + torch.randn(lm.shape, generator=torch.Generator().manual_seed(2)) * 3.0
+    cfg = FitConfig(steps_photo=0)
+    plain = Fitter(m, cfg).fit(FitTargets(lm68=bad))
+    fitter = Fitter(m, cfg, dense_map=dm)
+    e_plain = (plain.lm68 - lm).norm(dim=-1).mean()
+    e_dense = (fitter.fit(FitTargets(lm68=bad, dense=dense)).lm68 - lm).norm(dim=-1).mean()
+    strong = Fitter(m, replace(cfg, w_dense=10.0), dense_map=dm).fit(FitTargets(lm68=bad, dense=dense))
+    e_strong = (strong.lm68 - lm).norm(dim=-1).mean()
+    assert e_strong < e_dense < 0.85 * e_plain, (e_strong, e_dense, e_plain)
+    # Dense points alone (landmark weights 0): the fit reproduces them to sub-pixel, and places the
+    # 68 landmarks better than the noisy landmarks themselves do.
+    alone = fitter.fit(FitTargets(lm68=bad, lm_weights=torch.zeros(3, 68), dense=dense))
+    with torch.no_grad():
+        got = cam.project(m(alone.params).vertices_world[:, torch.as_tensor(dm.vertex)])[..., :2]
+    res_dense = (got - dense).norm(dim=-1).mean()
+    e_alone = (alone.lm68 - lm).norm(dim=-1).mean()
+    assert res_dense < 1.0 and e_alone < (bad - lm).norm(dim=-1).mean(), (res_dense, e_alone)
+    with pytest.raises(ValueError, match="dense map"):
+        fitter.fit(FitTargets(lm68=bad, dense=dense[:, :100]))
+    with pytest.raises(ValueError, match="vertex"):
+        Fitter(m, cfg, dense_map=DenseMap(dm.vertex * 0 + 10 ** 6, dm.sigma))

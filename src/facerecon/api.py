@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
@@ -104,7 +104,10 @@ class FaceReconstructor:
         if identity_loss:
             from .nets.mobilefacenet import IdentityEncoder
             encoder = IdentityEncoder().to(self.device).eval()
-        self.fitter = Fitter(self.model, self.config, self.camera, identity_encoder=encoder)
+        from .fit.dense import load_dense_map
+
+        self.dense_map = load_dense_map(self.model.name)
+        self.fitter = Fitter(self.model, self.config, self.camera, identity_encoder=encoder, dense_map=self.dense_map)
         self.use_mask = mask
         self._lm5_ref = self.model.mean_lm5().detach().cpu().double().numpy()
 
@@ -148,13 +151,32 @@ class FaceReconstructor:
         conf = None
         if all(f.lm68_conf is not None for f in faces):
             conf = torch.tensor(np.stack([f.lm68_conf for f in faces]), dtype=dt, device=self.device)
+        dense, dense_w = self._dense_targets(crops, faces)
         img = mask = None
         if photometric:
             img = torch.tensor(np.stack([c.image for c in crops]), dtype=dt, device=self.device) / 255.0
             if self.use_mask:
                 mask = torch.tensor(np.stack([face_mask(c.image, c.lm68) for c in crops]), dtype=dt,
                                     device=self.device)
-        return FitTargets(lm68=lm, lm_weights=conf, image=img, mask=mask)
+        return FitTargets(lm68=lm, lm_weights=conf, image=img, mask=mask, dense=dense, dense_weights=dense_w)
+
+    def _dense_targets(self, crops: list[Crop], faces: list[Face]):
+        """FaceMesh points (B, N, 2) in crop pixels and their per-face trust (B, 1) from the head's
+        yaw, or (None, None) when no face has them or the model has no dense map."""
+        N = 0 if self.dense_map is None else self.dense_map.n_points
+        if not N or all(f.dense is None or len(f.dense) < N for f in faces):
+            return None, None
+        from .fit.dense import yaw_gate
+
+        dt = self.model.mean_shape.dtype
+        pts = np.zeros((len(faces), N, 2))
+        gate = np.zeros((len(faces), 1))
+        for i, (c, f) in enumerate(zip(crops, faces)):
+            if f.dense is not None and len(f.dense) >= N:
+                p = np.asarray(f.dense, np.float64)[:N, :2]
+                pts[i] = p @ c.M[:, :2].T + c.M[:, 2]
+                gate[i] = yaw_gate(float(f.extra.get("yaw", 0.0)))
+        return (torch.tensor(pts, dtype=dt, device=self.device), torch.tensor(gate, dtype=dt, device=self.device))
 
     def _finish(self, res, crops, faces, images, times) -> list[Reconstruction]:
         out = []
@@ -215,10 +237,11 @@ class FaceReconstructor:
                     lm = project_landmarks(self.model, init, self.camera)
                 return self._finish(FitResult(init, lm), crops, faces, images,
                                     {**extra_times, "align": t_align})
-            targets = FitTargets(targets.lm68, targets.lm_weights, targets.image, targets.mask, init=init)
+            targets = replace(targets, init=init)
             full = {"n_identity": self.model.layout.n_identity}  # keep every regressed identity mode
             cfg = FitConfig(**{**cfg.__dict__, **full, "steps_shape": cfg.steps_shape // 2})
-        fitter = self.fitter if cfg is self.config else Fitter(self.model, cfg, self.camera, self.fitter.encoder)
+        fitter = (self.fitter if cfg is self.config
+                  else Fitter(self.model, cfg, self.camera, self.fitter.encoder, dense_map=self.dense_map))
         res = fitter.fit(targets)
         times = {**(extra_times or {}), "align": t_align, **{f"fit_{k}": v for k, v in res.times.items()}}
         return self._finish(res, crops, faces, images, times)
@@ -257,6 +280,7 @@ def _eval_method(rec: FaceReconstructor, photometric: bool):
     """method(image, box|None) -> (68, 2) for the AFLW2000-3D evaluator. A given box is the
     protocol's 3DDFA roi box: 3DDFA_V2 runs on it directly as 3DDFA does, with test-time
     augmentation when the method's own detector uses it (not for "fast")."""
+    from .detect.crop import bbox_from_roi_box
     from .detect.tddfa import TDDFALandmarker
 
     state = {}
@@ -276,6 +300,8 @@ def _eval_method(rec: FaceReconstructor, photometric: bool):
             tddfa = state["tddfa"]
             face = (tddfa.landmarks_tta(img.pixels, [box], box_is_roi=True)[0] if state["tta"]
                     else tddfa.landmarks(img.pixels, box, box_is_roi=True))
+            if rec.method != "regress" and hasattr(rec.detector, "attach_dense"):
+                face = rec.detector.attach_dense(img.pixels, face, bbox_from_roi_box(box))
         return rec.reconstruct_faces([img], [face], photometric=photometric)[0].lm68
 
     method.reconstructor = rec

@@ -33,6 +33,15 @@ def roi_box_from_bbox(box) -> np.ndarray:
     return np.array([x0, y0, x0 + size, y0 + size], dtype=np.float64)
 
 
+def bbox_from_roi_box(roi_box) -> np.ndarray:
+    """The detector-like box that `roi_box_from_bbox` turns into `roi_box` (up to its truncation):
+    a square of side s = side/1.58 centred 0.14·s above the roi's centre. (4,) float64."""
+    sx, sy, ex, ey = (float(v) for v in list(roi_box)[:4])
+    s = (ex - sx + ey - sy) / 2 / 1.58
+    cx, cy = (sx + ex) / 2, (sy + ey) / 2 - 0.14 * s
+    return np.array([cx - s / 2, cy - s / 2, cx + s / 2, cy + s / 2], dtype=np.float64)
+
+
 def crop_roi(image: np.ndarray, roi_box) -> np.ndarray:
     """3DDFA_V2's ``crop_img``: (H, W, C) uint8 -> (ey − sy, ex − sx, C) uint8.
 

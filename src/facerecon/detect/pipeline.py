@@ -16,6 +16,7 @@ from dataclasses import replace
 import numpy as np
 
 from ..errors import MissingExtraError
+from .crop import bbox_from_roi_box
 from .base import Face, lm5_from_lm68, sort_by_size
 from .nms import box_area, box_intersection
 from .retinaface import as_pixels
@@ -58,6 +59,8 @@ class DefaultPipeline:
     blend_yaw: (full, zero) |yaw| in degrees (3DDFA's estimate) where FaceMesh's weight is
                `mediapipe_weight_max` / 0.
     use_mediapipe: None = when installed; False = never; True = required (MissingExtraError).
+    dense: attach FaceMesh's 468 points as `Face.dense` (when MediaPipe is available and 3DDFA's
+           |yaw| < 60°) for the fitter's dense correspondences; the 68 landmarks are unchanged.
     tta: 3DDFA_V2 with test-time augmentation (`TDDFALandmarker.landmarks_tta`: image + mirror at
          two roi scales; 3.70 -> 3.51 NME on AFLW2000-3D dev with GT boxes) and per-point confidence.
     min_score: detector score threshold (0.9: on AFLW2000-3D profiles RetinaFace emits large
@@ -75,6 +78,7 @@ class DefaultPipeline:
         use_mediapipe: bool | None = None,
         min_score: float = 0.9,
         tta: bool = True,
+        dense: bool = True,
     ) -> None:
         from .retinaface import RetinaFaceDetector
         from .tddfa import TDDFALandmarker
@@ -90,7 +94,8 @@ class DefaultPipeline:
         self.min_score = min_score
         self.tddfa = TDDFALandmarker()
         self.mediapipe = None
-        if strategy != "3ddfa" and use_mediapipe is not False:
+        self.dense = dense
+        if (strategy != "3ddfa" or dense) and use_mediapipe is not False:
             try:
                 from .mediapipe import MediaPipeLandmarker
 
@@ -145,6 +150,24 @@ class DefaultPipeline:
             return float(abs(yaw) <= lo)
         return self.mediapipe_weight_max * float(np.clip((hi - abs(yaw)) / max(hi - lo, 1e-6), 0.0, 1.0))
 
+    def _mesh(self, pixels: np.ndarray, box, yaw: float) -> np.ndarray | None:
+        """FaceMesh's points (N, 3) for the face in a detector-like `box`, or None (no MediaPipe,
+        a profile the fitter would ignore them on, or FaceMesh found nothing)."""
+        from ..fit.dense import yaw_gate
+
+        if self.mediapipe is None or yaw_gate(yaw) <= 0:
+            return None
+        m = self.mediapipe.mesh_in_box(pixels, box)
+        return None if m is None else m.astype(np.float32)
+
+    def attach_dense(self, image, face: Face, box=None) -> Face:
+        """`face` with FaceMesh's points in `dense`, run on `box` (default: face.box, a detector
+        box). For faces whose landmarks came from elsewhere, e.g. 3DDFA on a protocol roi box."""
+        if not self.dense:
+            return face
+        b = face.box if box is None else box
+        return replace(face, dense=self._mesh(as_pixels(image), b, float(face.extra.get("yaw", 0.0))))
+
     def landmarks(self, image, box, score: float = 1.0, detector_face: Face | None = None) -> Face:
         """68 landmarks for the face in `box` ([x0, y0, x1, y1] pixels, a detector-style box)."""
         pixels = as_pixels(image)
@@ -161,6 +184,8 @@ class DefaultPipeline:
                 lm68 = (w * mp.lm68 + (1 - w) * face.lm68).astype(np.float32)
                 source = "mediapipe" if w == 1 else "3ddfa+mediapipe"
                 dense = mp.dense
+        if dense is None and self.dense:
+            dense = self._mesh(pixels, box, float(face.extra.get("yaw", 0.0)))
         det = detector_face.source if detector_face is not None else ""
         extra = dict(face.extra, mediapipe_weight=w)
         if detector_face is not None:
@@ -182,24 +207,16 @@ class DefaultPipeline:
 class FastPipeline(DefaultPipeline):
     """The default pipeline without test-time augmentation: one 3DDFA_V2 pass per face (~4 ms
     instead of ~20). Its landmarks are less accurate (AFLW2000-3D dev 3.70 vs 3.51 NME), which a
-    crop for the regressor tolerates; the fitter, which uses every landmark, keeps the default."""
+    crop for the regressor tolerates; the fitter, which uses every landmark, keeps the default.
+    No FaceMesh points either (only the fitter uses them)."""
 
     def __init__(self, **kw) -> None:
-        super().__init__(**{**kw, "tta": False})
+        super().__init__(**{**kw, "tta": False, "dense": False})
 
 
 def _faceness(f: Face) -> float:
     conf = float(np.mean(f.lm68_conf)) if f.lm68_conf is not None else 1.0
     return f.size * f.score * conf
-
-
-def _box_from_roi(roi) -> np.ndarray:
-    """Invert 3DDFA_V2's roi rule (`detect.crop.roi_box_from_bbox`): a square roi of side 1.58·s,
-    centred 0.14·s below the box centre -> the (square) detector-style box of side s."""
-    sx, sy, ex, ey = (float(v) for v in list(roi)[:4])
-    s = (ex - sx) / 1.58
-    cx, cy = (sx + ex) / 2, (sy + ey) / 2 - 0.14 * s
-    return np.array([cx - s / 2, cy - s / 2, cx + s / 2, cy + s / 2])
 
 
 def eval_method(**options):
@@ -210,7 +227,7 @@ def eval_method(**options):
 
     def method(image: np.ndarray, box) -> np.ndarray | None:
         if box is not None:
-            return pl.landmarks(image, _box_from_roi(box)).lm68
+            return pl.landmarks(image, bbox_from_roi_box(box)).lm68
         faces = pl.detect(image)
         return faces[0].lm68 if faces else None
 

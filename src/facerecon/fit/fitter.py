@@ -40,6 +40,10 @@ class FitConfig:
     lr_photo: float = 0.02
     lr_albedo: float = 0.01  # per-vertex albedo residual (stage 4)
     w_landmark: float = 1.0
+    # Dense FaceMesh correspondences (when the detection has them and the model a DenseMap): weight
+    # of their 1/sigma²-weighted mean squared error (px²) relative to the 68-landmark term's
+    # (AFLW2000-3D dev, GT boxes: 0 -> 3.52, 0.3 -> 3.49, 1 -> 3.46, 1.5 -> 3.49, 3 -> 3.65).
+    w_dense: float = 1.0
     # Deep3D's landmark pattern with a milder emphasis than its 20 (training keeps 20): at 20 the
     # nose and inner mouth outweigh the other 51 points ~7:1 and the jaw and eye corners are left
     # under-fitted (AFLW2000-3D dev NME 3.530 vs 3.521 at 1 and 3.522 at 3, same priors).
@@ -67,10 +71,14 @@ class FitTargets:
     image: (B, S, S, 3) float [0, 1] crop, or None for a landmark-only fit;
     mask: (B, S, S) float face/skin mask for the photometric loss (None: all pixels);
     init: optional FaceParams to start from (e.g. from a regressor).
+    dense: (B, N, 2) FaceMesh points in crop pixels (N = the fitter's DenseMap size), or None;
+    dense_weights: (B, N) or (B, 1) trust in them (0 = ignore, e.g. a profile or no FaceMesh).
     """
 
     lm68: torch.Tensor
     lm_weights: torch.Tensor | None = None
+    dense: torch.Tensor | None = None
+    dense_weights: torch.Tensor | None = None
     image: torch.Tensor | None = None
     mask: torch.Tensor | None = None
     init: FaceParams | None = None
@@ -108,20 +116,35 @@ class Fitter:
         camera: the crop camera (Deep3D's at `config.render_size` by default).
         identity_encoder: optional module (B,3,H,W [0,1]) -> (B, D) embeddings for the
             identity-perceptual loss (e.g. nets.mobilefacenet.IdentityEncoder).
+        dense_map: optional fit.dense.DenseMap: the model vertices of `FitTargets.dense` points.
     """
 
     def __init__(self, model: MorphableModel, config: FitConfig = FitConfig(),
-                 camera: PerspectiveCamera | None = None, identity_encoder=None):
+                 camera: PerspectiveCamera | None = None, identity_encoder=None, dense_map=None):
         self.model = model
         self.cfg = config
         self.camera = camera or PerspectiveCamera.deep3d(config.render_size)
         self.encoder = identity_encoder
+        self.dense_map = dense_map
         self.n_id = min(config.n_identity, model.layout.n_identity)
         lm = model.landmarks68
         V = model.n_vertices
-        # Landmark-only decoding: slice the bases to the 68 landmark vertices once.
+        dt, dev = model.mean_shape.dtype, model.mean_shape.device
+        self._n_dense = 0
+        if dense_map is not None:
+            if int(dense_map.vertex.max()) >= V:
+                raise ValueError(f"dense map indexes vertex {int(dense_map.vertex.max())}, model has {V}")
+            dv = torch.as_tensor(dense_map.vertex, device=dev)
+            self._dense_vertex = dv
+            self._dense_w = dense_map.weights(dt, dev)
+            self._n_dense = dense_map.n_points
+            lm_off = torch.cat([model.landmark_offsets, model.landmark_offsets.new_zeros(len(dv), 3)])
+            lm = torch.cat([lm, dv])
+        else:
+            lm_off = model.landmark_offsets
+        # Landmark-only decoding: slice the bases to the 68 landmark (+ dense) vertices once.
         rows = (3 * lm[:, None] + torch.arange(3, device=lm.device)).reshape(-1)
-        self._lm_mean = model.mean_shape[lm] + model.landmark_offsets
+        self._lm_mean = model.mean_shape[lm] + lm_off
         self._lm_id = model.id_basis[rows]
         self._lm_exp = model.exp_basis[rows]
         self._skin = model.skin_weights()
@@ -133,9 +156,22 @@ class Fitter:
 
     # -- helpers ----------------------------------------------------------------------------
     def _lm3d(self, identity, expression):
+        """(B, 68 + N_dense, 3) model-space landmarks, then the dense map's vertices."""
         B = identity.shape[0]
         off = identity @ self._lm_id[:, : identity.shape[1]].T + expression @ self._lm_exp.T
-        return self._lm_mean + off.view(B, 68, 3)
+        return self._lm_mean + off.view(B, -1, 3)
+
+    def _point_loss(self, pred, lm, w, dense, dense_w):
+        """(B,) landmark loss in px² (weighted mean over the 68) + w_dense × the dense term.
+        pred: (B, 68 [+ N], 2) projected points."""
+        cfg = self.cfg
+        loss = L.landmark_loss(pred[:, :68], lm, w, image_size=1.0, robust=cfg.landmark_robust) / 68.0
+        if dense is not None and cfg.w_dense > 0:
+            dl = L.landmark_loss(pred[:, 68:], dense, self._dense_w * dense_w, image_size=1.0,
+                                 robust=cfg.landmark_robust) / 68.0
+            # A face whose dense points are all ignored contributes 0 (landmark_loss guards the sum).
+            loss = loss + cfg.w_dense * dl
+        return loss
 
     def project(self, pts: torch.Tensor, rotation: torch.Tensor, translation: torch.Tensor) -> torch.Tensor:
         """(B, N, 3) model space -> (B, N, 2) crop pixels under the pose."""
@@ -184,6 +220,13 @@ class Fitter:
         w = self._lm_w.expand(B, 68).clone()
         if targets.lm_weights is not None:
             w = w * targets.lm_weights.to(dt)
+        dense = dense_w = None
+        if targets.dense is not None and self._n_dense and cfg.w_dense > 0:
+            dense = targets.dense.to(dt)
+            if dense.shape[1:] != (self._n_dense, 2):
+                raise ValueError(f"dense targets {tuple(dense.shape)} do not match the dense map ({self._n_dense} points)")
+            dense_w = (torch.ones(B, 1, dtype=dt, device=dev) if targets.dense_weights is None
+                       else targets.dense_weights.to(dt))
         times, t0 = {}, time.perf_counter()
         nb_id = 1 if cfg.share_identity else B
         fixed_identity = False
@@ -195,7 +238,7 @@ class Fitter:
             # 6-view sets, neutral-shape error 2.16 vs 2.05 mm), and drifted back there when
             # started from the average.
             solo = Fitter(model, replace(cfg, share_identity=False, w_temporal=0.0, steps_photo=0),
-                          self.camera).fit(replace(targets, image=None))
+                          self.camera, dense_map=self.dense_map).fit(replace(targets, image=None))
             targets = replace(targets, init=solo.params)
             fixed_identity = True
             times["independent"] = time.perf_counter() - t0
@@ -209,24 +252,23 @@ class Fitter:
                 idv = idv.mean(0, keepdim=True)
             exp = init.expression.clone()
         else:
-            rot, trans = pos_init(lm, self._lm_mean, self.camera, w)
+            rot, trans = pos_init(lm, self._lm_mean[:68], self.camera, w)
             idv = torch.zeros(nb_id, self.n_id, dtype=dt, device=dev)
             exp = torch.zeros(B, model.layout.n_expression, dtype=dt, device=dev)
         rot.requires_grad_(True)
         trans.requires_grad_(True)
-        lm_scale = 1.0  # landmark loss in px²
         expand = (lambda x: x.expand(B, -1)) if cfg.share_identity else (lambda x: x)
 
         def lm_objective(idv_, exp_, rot_, trans_):
             pred = self.project(self._lm3d(expand(idv_), exp_), rot_, trans_)
-            return L.landmark_loss(pred, lm, w, image_size=1.0, robust=cfg.landmark_robust) / 68.0 * lm_scale, pred
+            return self._point_loss(pred, lm, w, dense, dense_w), pred[:, :68]
 
         if targets.init is not None:
             # A regressed pose can be far off (profiles): keep, per image, whichever of it and the
             # landmarks' POS pose explains the landmarks better (AFLW2000-3D dev, regress+refine,
             # >60° bin: 7.30 % NME keeping the regressed pose always).
             with torch.no_grad():
-                rot_p, trans_p = pos_init(lm, self._lm_mean, self.camera, w)
+                rot_p, trans_p = pos_init(lm, self._lm_mean[:68], self.camera, w)
                 better = lm_objective(idv, exp, rot_p, trans_p)[0] < lm_objective(idv, exp, rot, trans)[0]
                 rot[better], trans[better] = rot_p[better], trans_p[better]
         opt = torch.optim.Adam([rot, trans], lr=cfg.lr_pose)
@@ -267,13 +309,15 @@ class Fitter:
         if targets.image is not None and cfg.steps_photo > 0:
             t2 = time.perf_counter()
             torch.set_num_threads(self._threads)
-            light, alb, offset, final = self._photometric(targets, lm, w, idv, exp, rot, trans, light, alb, expand)
+            light, alb, offset, final = self._photometric(targets, lm, w, dense, dense_w, idv, exp, rot, trans,
+                                                          light, alb, expand)
             torch.set_num_threads(1)
             times["photo"] = time.perf_counter() - t2
 
         with torch.no_grad():
             loss, pred = lm_objective(idv, exp, rot, trans)
-            final["landmark_px2"] = float(loss.mean())
+            final["landmark_px2"] = float((L.landmark_loss(pred, lm, w, image_size=1.0,
+                                                           robust=cfg.landmark_robust) / 68.0).mean())
             params = FaceParams(
                 identity=self._full_identity(expand(idv)).detach(), expression=exp.detach(),
                 albedo=expand(alb).detach(), rotation=rot.detach(), translation=trans.detach(),
@@ -315,7 +359,7 @@ class Fitter:
             g[..., 0] -= DEEP3D_INIT_LIT
             return g.reshape(B, 27)
 
-    def _photometric(self, targets, lm, w, idv, exp, rot, trans, light, alb, expand):
+    def _photometric(self, targets, lm, w, dense, dense_w, idv, exp, rot, trans, light, alb, expand):
         cfg, model = self.cfg, self.model
         image = targets.image.to(lm.dtype)
         mask = targets.mask.to(lm.dtype) if targets.mask is not None else None
@@ -343,8 +387,10 @@ class Fitter:
             out = renderer(geo.vertices_world, geo.albedo, p.light, normals=geo.normals)
             m = out.mask if mask is None else out.mask * mask
             photo = L.photometric_loss(out.rgb, image, m)
-            lm_pred = self.project(model.landmarks(geo.vertices), rot, trans)
-            lml = L.landmark_loss(lm_pred, lm, w, image_size=1.0, robust=cfg.landmark_robust) / 68.0
+            pts = model.landmarks(geo.vertices)
+            if dense is not None:
+                pts = torch.cat([pts, geo.vertices[:, self._dense_vertex]], 1)
+            lml = self._point_loss(self.project(pts, rot, trans), lm, w, dense, dense_w)
             total = (cfg.w_photo * photo.sum() + cfg.w_landmark * lml.sum() + self._prior(idv, exp, alb, expand)
                      + cfg.w_light * L.light_prior(light).sum())
             if offset is not None:

@@ -21,7 +21,8 @@ def pos_init(lm2d: torch.Tensor, lm3d: torch.Tensor, camera: PerspectiveCamera,
         lm2d: (B, N, 2) image points (pixels, y down).
         lm3d: (N, 3) or (B, N, 3) model-space points (mm, y up).
         camera: the camera the points were imaged by.
-        weights: (B, N) or (N,) point weights (0 drops a point).
+        weights: (B, N) or (N,) point weights (0 drops a point; a face whose weights are all 0
+            falls back to equal weights: an initial pose is still better than none).
 
     Returns:
         rotation (B, 3) Euler [pitch, yaw, roll] radians, translation (B, 3) mm, such that
@@ -31,6 +32,7 @@ def pos_init(lm2d: torch.Tensor, lm3d: torch.Tensor, camera: PerspectiveCamera,
     dt = lm2d.dtype
     X = lm3d.expand(B, N, 3).to(dt)
     w = torch.ones(B, N, dtype=dt, device=lm2d.device) if weights is None else weights.to(dt).expand(B, N)
+    w = torch.where((w.sum(-1, keepdim=True) > 0), w, torch.ones_like(w))
     # Image → camera-oriented coordinates (y up) relative to the principal point.
     u = torch.stack([lm2d[..., 0] - camera.cx, camera.cy - lm2d[..., 1]], -1)
     A = torch.cat([X, torch.ones_like(X[..., :1])], -1)  # (B, N, 4)
