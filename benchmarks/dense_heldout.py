@@ -13,7 +13,6 @@ NME = mean point distance / sqrt(w·h) of the labelled points' box, %, by |yaw| 
 from __future__ import annotations
 
 import argparse
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np

@@ -4,10 +4,10 @@ AFLW2000-3D image, the 468->68 mapping file, optional-extra errors and the regis
 from __future__ import annotations
 
 import importlib.util
-from dataclasses import replace
 import json
 import math
 import sys
+from dataclasses import replace
 from importlib import resources
 
 import numpy as np

@@ -16,8 +16,8 @@ from dataclasses import replace
 import numpy as np
 
 from ..errors import MissingExtraError
-from .crop import bbox_from_roi_box
 from .base import Face, lm5_from_lm68, sort_by_size
+from .crop import bbox_from_roi_box
 from .nms import box_area, box_intersection
 from .retinaface import as_pixels
 
