@@ -209,7 +209,7 @@ def test_dense_map_shipped_for_ict_only(ict_model):
     w = dm.weights()
     assert float(w.mean()) == pytest.approx(1.0) and int(w.argmax()) == int(dm.sigma.argmin())
     assert load_dense_map("bfm") is None
-    assert yaw_gate(0) == 1 and yaw_gate(-20) == 1 and yaw_gate(45) == 0 and yaw_gate(32.5) == pytest.approx(0.5)
+    assert yaw_gate(0) == 1 and yaw_gate(-30) == 1 and yaw_gate(50) == 0 and yaw_gate(-40) == pytest.approx(0.5)
 
 
 def test_dense_correspondences_pull_the_fit_to_them(synthetic):
@@ -242,3 +242,38 @@ def test_dense_correspondences_pull_the_fit_to_them(synthetic):
         fitter.fit(FitTargets(lm68=bad, dense=dense[:, :100]))
     with pytest.raises(ValueError, match="vertex"):
         Fitter(m, cfg, dense_map=DenseMap(dm.vertex * 0 + 10 ** 6, dm.sigma))
+
+
+def test_procrustes_init_recovers_pose_from_3d_points():
+    from facerecon.fit.pose_init import procrustes_init
+
+    cam = PerspectiveCamera.deep3d()
+    g = torch.Generator().manual_seed(4)
+    X = torch.randn(68, 3, generator=g, dtype=torch.float64) * torch.tensor([40.0, 50, 20], dtype=torch.float64)
+    rot = torch.tensor([[0.1, -1.4, 0.05], [0.0, 0.0, 0.0], [-0.3, 0.9, -0.2]], dtype=torch.float64)
+    t = torch.tensor([[5.0, -3, 20], [0, 0, 0], [-10, 8, -40]], dtype=torch.float64)
+    world = X @ euler_to_matrix(rot).transpose(1, 2) + t[:, None]
+    screen = cam.project(world)
+    # 3DDFA-style 3-D points: image x, y (y down), z towards the viewer in pixel units, any offset.
+    depth = cam.distance - t[:, 2]
+    pts = torch.stack([screen[..., 0], screen[..., 1], world[..., 2] * cam.focal / depth[:, None] + 7.0], -1)
+    r0, t0 = procrustes_init(pts, X, cam)
+    # Exact depth ordering: rotation within the perspective distortion (< 2°), even at 80° of yaw.
+    assert (r0 - rot).abs().max() < math.radians(2), r0 - rot
+    assert (t0 - t).abs()[:, :2].max() < 3 and (t0 - t).abs()[:, 2].max() < 40
+
+
+def test_dense_trust_scales_the_term(synthetic):
+    from facerecon.fit.dense import load_dense_map
+
+    m, _p, geo, lm = synthetic
+    dm = load_dense_map("ict")
+    fitter = Fitter(m, FitConfig(steps_photo=0), dense_map=dm)
+    pred = torch.zeros(3, 68 + dm.n_points, 2)
+    dense = torch.full((3, dm.n_points, 2), 2.0)  # every dense point 2√2 px off, landmarks exact
+    full = fitter._point_loss(pred, pred[:, :68], None, dense, torch.ones(3, 1))
+    half = fitter._point_loss(pred, pred[:, :68], None, dense, torch.full((3, 1), 0.5))
+    none = fitter._point_loss(pred, pred[:, :68], None, dense, torch.zeros(3, 1))
+    torch.testing.assert_close(full, torch.full((3,), 8.0 * 144 / 152))  # w_dense 1 × 8 px², capped at 12 px
+    torch.testing.assert_close(half, full / 2)
+    assert float(none.abs().max()) == 0.0

@@ -152,13 +152,21 @@ class FaceReconstructor:
         if all(f.lm68_conf is not None for f in faces):
             conf = torch.tensor(np.stack([f.lm68_conf for f in faces]), dtype=dt, device=self.device)
         dense, dense_w = self._dense_targets(crops, faces)
+        lm3d = None
+        if all("lm68_3d" in f.extra for f in faces):  # 3DDFA_V2's 3-D landmarks: a second starting pose
+            pts = []
+            for c, f in zip(crops, faces):
+                p = np.asarray(f.extra["lm68_3d"], np.float64)
+                pts.append(np.concatenate([p[:, :2] @ c.M[:, :2].T + c.M[:, 2], p[:, 2:] * c.scale], 1))
+            lm3d = torch.tensor(np.stack(pts), dtype=dt, device=self.device)
         img = mask = None
         if photometric:
             img = torch.tensor(np.stack([c.image for c in crops]), dtype=dt, device=self.device) / 255.0
             if self.use_mask:
                 mask = torch.tensor(np.stack([face_mask(c.image, c.lm68) for c in crops]), dtype=dt,
                                     device=self.device)
-        return FitTargets(lm68=lm, lm_weights=conf, image=img, mask=mask, dense=dense, dense_weights=dense_w)
+        return FitTargets(lm68=lm, lm_weights=conf, image=img, mask=mask, dense=dense, dense_weights=dense_w,
+                          lm68_3d=lm3d)
 
     def _dense_targets(self, crops: list[Crop], faces: list[Face]):
         """FaceMesh points (B, N, 2) in crop pixels and their per-face trust (B, 1) from the head's

@@ -25,23 +25,22 @@ import numpy as np
 import torch
 
 from ..geometry.camera import PerspectiveCamera
+from ..models.morphable import LM5_FROM_68
 from .similarity import estimate_similarity, invert_affine, transform_points, warp_image
 
 # Deep3D's 5-point rule on iBUG-68 landmarks (0-based): eye centres as the mean of the two eye
 # corners, nose tip, mouth corners; order eye (image left), eye, nose, mouth (image left), mouth.
-_EYE_CORNERS = ((36, 39), (42, 45))
-_NOSE_TIP, _MOUTH = 30, (48, 54)
 
 
 def lm5_from_lm68_corners(lm68) -> np.ndarray:
     """(68, D) -> (5, D) float64 by Deep3D's ``load_lm3d`` rule (eye centre = mean of its two
-    corners). Note `facerecon.detect.base.lm5_from_lm68` averages all six eye-contour points
+    corners; `models.morphable.LM5_FROM_68`, the rule `MorphableModel.lm5_from_lm68` applies to
+    torch tensors). Note `facerecon.detect.base.lm5_from_lm68` averages all six eye-contour points
     instead, the rule for *detected* 2-D points."""
     p = np.asarray(lm68, dtype=np.float64)
     if p.shape[0] != 68:
         raise ValueError(f"expected 68 landmarks, got {p.shape}")
-    return np.stack([p[list(_EYE_CORNERS[0])].mean(0), p[list(_EYE_CORNERS[1])].mean(0), p[_NOSE_TIP],
-                     p[_MOUTH[0]], p[_MOUTH[1]]])
+    return np.stack([p[list(ix)].mean(0) for ix in LM5_FROM_68])
 
 
 def deep3d_lm3d_ref(path: str | os.PathLike | None = None) -> np.ndarray:

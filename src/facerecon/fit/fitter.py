@@ -23,7 +23,7 @@ from ..models.morphable import MorphableModel
 from ..render.renderer import MeshRenderer
 from ..render.shading import DEEP3D_INIT_LIT, sh_basis
 from . import losses as L
-from .pose_init import pos_init
+from .pose_init import pos_init, procrustes_init
 
 
 @dataclass(frozen=True)
@@ -42,13 +42,15 @@ class FitConfig:
     w_landmark: float = 1.0
     # Dense FaceMesh correspondences (when the detection has them and the model a DenseMap): weight
     # of their 1/sigma²-weighted mean squared error (px²) relative to the 68-landmark term's
-    # (AFLW2000-3D dev, GT boxes: 0 -> 3.52, 0.3 -> 3.49, 1 -> 3.46, 1.5 -> 3.49, 3 -> 3.65).
+    # (AFLW2000-3D dev, GT boxes, FaceMesh used below 45° of yaw: 0 -> 3.52, 0.3 -> 3.49,
+    # 1 -> 3.46, 1.5 -> 3.49, 3 -> 3.65; then the yaw ramp of `dense.yaw_gate`).
     w_dense: float = 1.0
     # Deep3D's landmark pattern with a milder emphasis than its 20 (training keeps 20): at 20 the
     # nose and inner mouth outweigh the other 51 points ~7:1 and the jaw and eye corners are left
     # under-fitted (AFLW2000-3D dev NME 3.530 vs 3.521 at 1 and 3.522 at 3, same priors).
     landmark_emphasis: float = 3.0
     landmark_robust: float | None = 12.0  # px; soft cap on each landmark's error
+    pose_from_3d: bool = False  # also start from `FitTargets.lm68_3d`'s Procrustes pose when given
     w_id_prior: float = 0.01
     w_exp_prior: float = 0.1
     w_alb_prior: float = 0.01
@@ -73,12 +75,15 @@ class FitTargets:
     init: optional FaceParams to start from (e.g. from a regressor).
     dense: (B, N, 2) FaceMesh points in crop pixels (N = the fitter's DenseMap size), or None;
     dense_weights: (B, N) or (B, 1) trust in them (0 = ignore, e.g. a profile or no FaceMesh).
+    lm68_3d: (B, 68, 3) 3-D landmark estimates in crop pixels (x right, y down, z towards the
+        viewer, any offset), e.g. 3DDFA_V2's: a second starting pose besides POS (`procrustes_init`).
     """
 
     lm68: torch.Tensor
     lm_weights: torch.Tensor | None = None
     dense: torch.Tensor | None = None
     dense_weights: torch.Tensor | None = None
+    lm68_3d: torch.Tensor | None = None
     image: torch.Tensor | None = None
     mask: torch.Tensor | None = None
     init: FaceParams | None = None
@@ -167,10 +172,11 @@ class Fitter:
         cfg = self.cfg
         loss = L.landmark_loss(pred[:, :68], lm, w, image_size=1.0, robust=cfg.landmark_robust) / 68.0
         if dense is not None and cfg.w_dense > 0:
-            dl = L.landmark_loss(pred[:, 68:], dense, self._dense_w * dense_w, image_size=1.0,
-                                 robust=cfg.landmark_robust) / 68.0
-            # A face whose dense points are all ignored contributes 0 (landmark_loss guards the sum).
-            loss = loss + cfg.w_dense * dl
+            wd = (self._dense_w * dense_w).expand(pred.shape[0], -1)
+            dl = L.landmark_loss(pred[:, 68:], dense, wd, image_size=1.0, robust=cfg.landmark_robust) / 68.0
+            # landmark_loss is a weighted mean: rescale so that the trust (dense_w) scales the term
+            # instead of cancelling out (a face with all points at trust 0 contributes 0).
+            loss = loss + cfg.w_dense * dl * (wd.sum(-1) / self._dense_w.sum())
         return loss
 
     def project(self, pts: torch.Tensor, rotation: torch.Tensor, translation: torch.Tensor) -> torch.Tensor:
@@ -255,6 +261,9 @@ class Fitter:
             rot, trans = pos_init(lm, self._lm_mean[:68], self.camera, w)
             idv = torch.zeros(nb_id, self.n_id, dtype=dt, device=dev)
             exp = torch.zeros(B, model.layout.n_expression, dtype=dt, device=dev)
+        candidates = [] if targets.init is None else [pos_init(lm, self._lm_mean[:68], self.camera, w)]
+        if targets.lm68_3d is not None and cfg.pose_from_3d:
+            candidates.append(procrustes_init(targets.lm68_3d.to(dt), self._lm_mean[:68], self.camera, w))
         rot.requires_grad_(True)
         trans.requires_grad_(True)
         expand = (lambda x: x.expand(B, -1)) if cfg.share_identity else (lambda x: x)
@@ -263,12 +272,12 @@ class Fitter:
             pred = self.project(self._lm3d(expand(idv_), exp_), rot_, trans_)
             return self._point_loss(pred, lm, w, dense, dense_w), pred[:, :68]
 
-        if targets.init is not None:
-            # A regressed pose can be far off (profiles): keep, per image, whichever of it and the
-            # landmarks' POS pose explains the landmarks better (AFLW2000-3D dev, regress+refine,
-            # >60° bin: 7.30 % NME keeping the regressed pose always).
-            with torch.no_grad():
-                rot_p, trans_p = pos_init(lm, self._lm_mean[:68], self.camera, w)
+        # Starting poses: a regressed one can be far off (profiles), so it competes with the
+        # landmarks' POS pose (AFLW2000-3D dev, regress+refine, >60° bin: 7.30 % NME keeping the
+        # regressed pose always); 3-D landmarks add a Procrustes pose. Per image, the one that
+        # explains the landmarks best is kept.
+        with torch.no_grad():
+            for rot_p, trans_p in candidates:
                 better = lm_objective(idv, exp, rot_p, trans_p)[0] < lm_objective(idv, exp, rot, trans)[0]
                 rot[better], trans[better] = rot_p[better], trans_p[better]
         opt = torch.optim.Adam([rot, trans], lr=cfg.lr_pose)

@@ -53,3 +53,39 @@ def pos_init(lm2d: torch.Tensor, lm3d: torch.Tensor, camera: PerspectiveCamera,
     ty = sol[:, 3, 1] * depth / camera.focal
     t = torch.stack([tx, ty, camera.distance - depth], -1)
     return matrix_to_euler(R), t
+
+
+def procrustes_init(pts3d: torch.Tensor, lm3d: torch.Tensor, camera: PerspectiveCamera,
+                    weights: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Initial pose from 3-D landmark estimates (e.g. 3DDFA_V2's), by a weighted similarity fit.
+
+    Args:
+        pts3d: (B, N, 3) points in image pixels: x right, y down, z towards the viewer (any offset,
+            same scale as x and y), as 3DDFA_V2 reports them (`Face.extra['lm68_3d']`).
+        lm3d: (N, 3) or (B, N, 3) model-space points (mm, y up, z towards the viewer).
+        camera: the camera of the image the points are in.
+        weights: (B, N) or (N,) point weights.
+
+    Returns rotation (B, 3) Euler radians and translation (B, 3) mm, like `pos_init`. Unlike POS
+    it knows the points' depth, so a profile's turn is not left to the 2-D layout alone.
+    """
+    B, N = pts3d.shape[:2]
+    dt = pts3d.dtype
+    X = lm3d.expand(B, N, 3).to(dt)
+    w = torch.ones(B, N, dtype=dt, device=pts3d.device) if weights is None else weights.to(dt).expand(B, N)
+    w = torch.where((w.sum(-1, keepdim=True) > 0), w, torch.ones_like(w))
+    w = (w / w.sum(-1, keepdim=True))[..., None]
+    # Image (y down) -> camera-oriented (y up) around the principal point: right-handed like the model.
+    Y = torch.stack([pts3d[..., 0] - camera.cx, camera.cy - pts3d[..., 1], pts3d[..., 2]], -1)
+    mx, my = (w * X).sum(1, keepdim=True), (w * Y).sum(1, keepdim=True)
+    Xc, Yc = X - mx, Y - my
+    C = (w * Yc).transpose(1, 2) @ Xc  # (B, 3, 3) cross-covariance
+    U, S, Vh = torch.linalg.svd(C)
+    d = torch.sign(torch.linalg.det(U @ Vh))
+    D = torch.diag_embed(torch.stack([torch.ones_like(d), torch.ones_like(d), d], -1))
+    R = U @ D @ Vh
+    s = (S * torch.diagonal(D, dim1=-2, dim2=-1)).sum(-1) / (w * Xc ** 2).sum((1, 2))
+    t = my[:, 0] - s[:, None] * (R @ mx[:, 0, :, None])[..., 0]
+    depth = camera.focal / s.clamp_min(1e-6)
+    trans = torch.stack([t[:, 0] * depth / camera.focal, t[:, 1] * depth / camera.focal, camera.distance - depth], -1)
+    return matrix_to_euler(R), trans
