@@ -8,6 +8,7 @@ alignment, 68-landmark NME (normalised by sqrt(w·h) of the landmark box), and t
 
     python benchmarks/synthetic.py --n 24 --batch 8
     python benchmarks/synthetic.py --sets 8 --views 6    # image sets: one identity, several views
+    python benchmarks/synthetic.py --n 24 --dense        # + FaceMesh's dense points (MediaPipe) on the renders
 """
 
 from __future__ import annotations
@@ -107,6 +108,8 @@ def main(argv=None):
     ap.add_argument("--sets", type=int, default=0, metavar="PEOPLE",
                     help="instead: image sets of PEOPLE random identities × --views renders each")
     ap.add_argument("--views", type=int, default=6)
+    ap.add_argument("--dense", action="store_true",
+                    help="also fit with FaceMesh's dense points, found by MediaPipe on the rendered images")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     model = load_model("ict")
@@ -121,15 +124,35 @@ def main(argv=None):
         for k, v in res.items():
             print(f"| {k} | {v:.2f} |")
         return
-    rows = {"lm only": [], "lm + photo": []}
-    times = {"lm only": 0.0, "lm + photo": 0.0}
-    done = 0
+    runs = [("lm only", False, False), ("lm + photo", True, False)]
+    if args.dense:
+        from facerecon.detect.mediapipe import MediaPipeLandmarker
+        from facerecon.fit.dense import load_dense_map
+
+        facemesh, dense_map = MediaPipeLandmarker(), load_dense_map("ict")
+        dense_fitter = Fitter(model, fitter.cfg, dense_map=dense_map)
+        runs += [("lm + dense", False, True), ("lm + dense + photo", True, True)]
+    rows = {name: [] for name, _, _ in runs}
+    times = dict.fromkeys(rows, 0.0)
+    done = n_found = 0
     while done < args.n:
         B = min(args.batch, args.n - done)
         _p, geo, img, lm, lm_in = make_batch(model, renderer, B, gen, args.max_yaw, args.lm_noise)
-        for name, image in (("lm only", None), ("lm + photo", img)):
+        dense = dense_w = None
+        if args.dense:  # FaceMesh on the 8-bit render, in the box of the noisy landmarks
+            dense, dense_w = torch.zeros(B, dense_map.n_points, 2), torch.zeros(B, 1)
+            for i in range(B):
+                px = (img[i] * 255).round().byte().numpy()
+                box = torch.cat([lm_in[i].amin(0), lm_in[i].amax(0)]).numpy()
+                mesh = facemesh.mesh_in_box(px, box)
+                if mesh is not None:
+                    dense[i], dense_w[i] = torch.from_numpy(mesh[: dense_map.n_points, :2]), 1.0
+            n_found += int(dense_w.sum())
+        for name, photo, use_dense in runs:
             t = time.perf_counter()
-            res = fitter.fit(FitTargets(lm68=lm_in, image=image))
+            f = dense_fitter if use_dense else fitter
+            res = f.fit(FitTargets(lm68=lm_in, image=img if photo else None,
+                                   dense=dense if use_dense else None, dense_weights=dense_w))
             times[name] += time.perf_counter() - t
             with torch.no_grad():
                 fit_geo = model(res.params)
@@ -142,7 +165,8 @@ def main(argv=None):
                 rows[name].append((float(err_al[i]), float(err_raw[i]), float(nme[i])))
         done += B
     print(f"faces: {args.n}, |yaw| <= {args.max_yaw:.2f} rad, landmark noise {args.lm_noise} px, "
-          f"threads {args.threads}, model {model.name} ({model.n_vertices} vertices)\n")
+          f"threads {args.threads}, model {model.name} ({model.n_vertices} vertices)"
+          + (f", FaceMesh found on {n_found}" if args.dense else "") + "\n")
     print("| fit | vertex err mm (sim-aligned) | vertex err mm (posed, raw) | landmark NME % | s / face |")
     print("|---|---|---|---|---|")
     for name, r in rows.items():

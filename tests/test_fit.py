@@ -266,7 +266,7 @@ def test_procrustes_init_recovers_pose_from_3d_points():
 def test_dense_trust_scales_the_term(synthetic):
     from facerecon.fit.dense import load_dense_map
 
-    m, _p, geo, lm = synthetic
+    m = synthetic[0]
     dm = load_dense_map("ict")
     fitter = Fitter(m, FitConfig(steps_photo=0), dense_map=dm)
     pred = torch.zeros(3, 68 + dm.n_points, 2)

@@ -81,12 +81,12 @@ class FitTargets:
 
     lm68: torch.Tensor
     lm_weights: torch.Tensor | None = None
-    dense: torch.Tensor | None = None
-    dense_weights: torch.Tensor | None = None
-    lm68_3d: torch.Tensor | None = None
     image: torch.Tensor | None = None
     mask: torch.Tensor | None = None
     init: FaceParams | None = None
+    dense: torch.Tensor | None = None
+    dense_weights: torch.Tensor | None = None
+    lm68_3d: torch.Tensor | None = None
 
 
 @dataclass(frozen=True)

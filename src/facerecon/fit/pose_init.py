@@ -28,11 +28,7 @@ def pos_init(lm2d: torch.Tensor, lm3d: torch.Tensor, camera: PerspectiveCamera,
         rotation (B, 3) Euler [pitch, yaw, roll] radians, translation (B, 3) mm, such that
         camera.project(R X + t) ≈ lm2d.
     """
-    B, N = lm2d.shape[:2]
-    dt = lm2d.dtype
-    X = lm3d.expand(B, N, 3).to(dt)
-    w = torch.ones(B, N, dtype=dt, device=lm2d.device) if weights is None else weights.to(dt).expand(B, N)
-    w = torch.where((w.sum(-1, keepdim=True) > 0), w, torch.ones_like(w))
+    X, w = _model_points_and_weights(lm2d, lm3d, weights)
     # Image → camera-oriented coordinates (y up) relative to the principal point.
     u = torch.stack([lm2d[..., 0] - camera.cx, camera.cy - lm2d[..., 1]], -1)
     A = torch.cat([X, torch.ones_like(X[..., :1])], -1)  # (B, N, 4)
@@ -47,12 +43,24 @@ def pos_init(lm2d: torch.Tensor, lm3d: torch.Tensor, camera: PerspectiveCamera,
     det = torch.linalg.det(R)
     U = torch.cat([U[..., :2], U[..., 2:] * det[:, None, None]], -1)
     R = U @ Vh
-    # Scale s = focal / depth of the model origin.
+    return matrix_to_euler(R), _translation(sol[:, 3], s, camera)
+
+
+def _model_points_and_weights(pts: torch.Tensor, lm3d: torch.Tensor, weights: torch.Tensor | None):
+    """(B, N, 3) model points in `pts`' dtype and (B, N) weights; a face whose weights are all 0
+    falls back to equal weights."""
+    B, N = pts.shape[:2]
+    dt = pts.dtype
+    w = torch.ones(B, N, dtype=dt, device=pts.device) if weights is None else weights.to(dt).expand(B, N)
+    return lm3d.expand(B, N, 3).to(dt), torch.where(w.sum(-1, keepdim=True) > 0, w, torch.ones_like(w))
+
+
+def _translation(origin_px: torch.Tensor, s: torch.Tensor, camera: PerspectiveCamera) -> torch.Tensor:
+    """(B, 3) mm from where the model origin lands, (B, 2) pixels from the principal point (y up),
+    and the scale s (pixels per mm) = focal / depth of the origin."""
     depth = camera.focal / s.clamp_min(1e-6)
-    tx = sol[:, 3, 0] * depth / camera.focal
-    ty = sol[:, 3, 1] * depth / camera.focal
-    t = torch.stack([tx, ty, camera.distance - depth], -1)
-    return matrix_to_euler(R), t
+    xy = origin_px * (depth / camera.focal)[:, None]
+    return torch.cat([xy, (camera.distance - depth)[:, None]], -1)
 
 
 def procrustes_init(pts3d: torch.Tensor, lm3d: torch.Tensor, camera: PerspectiveCamera,
@@ -69,11 +77,7 @@ def procrustes_init(pts3d: torch.Tensor, lm3d: torch.Tensor, camera: Perspective
     Returns rotation (B, 3) Euler radians and translation (B, 3) mm, like `pos_init`. Unlike POS
     it knows the points' depth, so a profile's turn is not left to the 2-D layout alone.
     """
-    B, N = pts3d.shape[:2]
-    dt = pts3d.dtype
-    X = lm3d.expand(B, N, 3).to(dt)
-    w = torch.ones(B, N, dtype=dt, device=pts3d.device) if weights is None else weights.to(dt).expand(B, N)
-    w = torch.where((w.sum(-1, keepdim=True) > 0), w, torch.ones_like(w))
+    X, w = _model_points_and_weights(pts3d, lm3d, weights)
     w = (w / w.sum(-1, keepdim=True))[..., None]
     # Image (y down) -> camera-oriented (y up) around the principal point: right-handed like the model.
     Y = torch.stack([pts3d[..., 0] - camera.cx, camera.cy - pts3d[..., 1], pts3d[..., 2]], -1)
@@ -86,6 +90,4 @@ def procrustes_init(pts3d: torch.Tensor, lm3d: torch.Tensor, camera: Perspective
     R = U @ D @ Vh
     s = (S * torch.diagonal(D, dim1=-2, dim2=-1)).sum(-1) / (w * Xc ** 2).sum((1, 2))
     t = my[:, 0] - s[:, None] * (R @ mx[:, 0, :, None])[..., 0]
-    depth = camera.focal / s.clamp_min(1e-6)
-    trans = torch.stack([t[:, 0] * depth / camera.focal, t[:, 1] * depth / camera.focal, camera.distance - depth], -1)
-    return matrix_to_euler(R), trans
+    return matrix_to_euler(R), _translation(t[:, :2], s, camera)
