@@ -132,6 +132,8 @@ def main(argv=None):
         facemesh, dense_map = MediaPipeLandmarker(), load_dense_map("ict")
         dense_fitter = Fitter(model, fitter.cfg, dense_map=dense_map)
         runs += [("lm + dense", False, True), ("lm + dense + photo", True, True)]
+    if args.photo_steps == 0:
+        runs = [r for r in runs if not r[1]]
     rows = {name: [] for name, _, _ in runs}
     times = dict.fromkeys(rows, 0.0)
     done = n_found = 0
