@@ -105,6 +105,11 @@ def test_image_set_shares_identity(reconstructor, astronaut_path):
     recs = reconstructor.reconstruct_set([img, shifted], photometric=False)
     assert len(recs) == 2
     assert torch.equal(recs[0].params.identity, recs[1].params.identity)
+    # With the photometric stages (the default): one identity and one albedo residual for the set.
+    recs = reconstructor.reconstruct_set([img, shifted])
+    assert torch.equal(recs[0].params.identity, recs[1].params.identity)
+    off = [r.params.albedo_offset for r in recs]
+    assert off[0] is not None and off[0].abs().max() > 0 and torch.equal(off[0], off[1])
 
 
 def test_fit_needs_68_landmarks_regressor_does_not(astronaut_path):

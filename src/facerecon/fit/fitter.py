@@ -266,7 +266,8 @@ class Fitter:
             candidates.append(procrustes_init(targets.lm68_3d.to(dt), self._lm_mean[:68], self.camera, w))
         rot.requires_grad_(True)
         trans.requires_grad_(True)
-        expand = (lambda x: x.expand(B, -1)) if cfg.share_identity else (lambda x: x)
+        # A shared identity (and albedo, albedo residual) is stored once and expanded to the batch.
+        expand = (lambda x: x.expand(B, *x.shape[1:])) if cfg.share_identity else (lambda x: x)
 
         def lm_objective(idv_, exp_, rot_, trans_):
             pred = self.project(self._lm3d(expand(idv_), exp_), rot_, trans_)
