@@ -5,9 +5,9 @@
    shape, mm, neutral expression, model space). Then fit the set as two disjoint halves with one
    shared identity each and measure the distance between the two half-set shapes (mm). A stable
    method gives a small half-to-half distance compared with the per-photo spread. (The set fit's
-   identity is the average of the independent fits' — see `Fitter._fit` — so its half-to-half
-   distance equals the independent-average column up to rounding; a jointly optimised shared
-   identity measured 0.85 mm here against 0.66 mm for the average.)
+   identity is the average of the independent landmark fits' — see `Fitter._fit` — so without
+   --photometric its half-to-half distance equals the independent-average column up to rounding;
+   with --photometric the independent fits also refine identity from shading, the set does not.)
 2. Video jitter on a static head: a still photo is turned into a T-frame clip by small random
    sub-pixel shifts (±1.5 px) and sensor noise (σ = 3/255). The head does not move except for the
    known shifts, so any remaining frame-to-frame motion of the fitted 68 landmarks (after removing

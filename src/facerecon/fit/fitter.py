@@ -320,7 +320,7 @@ class Fitter:
             t2 = time.perf_counter()
             torch.set_num_threads(self._threads)
             light, alb, offset, final = self._photometric(targets, lm, w, dense, dense_w, idv, exp, rot, trans,
-                                                          light, alb, expand)
+                                                          light, alb, expand, fit_identity=not fixed_identity)
             torch.set_num_threads(1)
             times["photo"] = time.perf_counter() - t2
 
@@ -369,7 +369,8 @@ class Fitter:
             g[..., 0] -= DEEP3D_INIT_LIT
             return g.reshape(B, 27)
 
-    def _photometric(self, targets, lm, w, dense, dense_w, idv, exp, rot, trans, light, alb, expand):
+    def _photometric(self, targets, lm, w, dense, dense_w, idv, exp, rot, trans, light, alb, expand,
+                     fit_identity=True):
         cfg, model = self.cfg, self.model
         image = targets.image.to(lm.dtype)
         mask = targets.mask.to(lm.dtype) if targets.mask is not None else None
@@ -380,7 +381,10 @@ class Fitter:
             light = self._init_light(image, mask, geo.albedo, geo.normals, geo.vertices_world)
         light.requires_grad_(True)
         alb.requires_grad_(True)
-        idv.requires_grad_(True)  # shading informs the shape, a set's fixed identity included
+        # Shading informs the identity of a single photo. An image set keeps the average of its
+        # photos' landmark fits: refined jointly from the shading, the shared identity was less
+        # stable (LFW half-set distance 1.46 mm vs 0.88; benchmarks/sets_video.py --photometric).
+        idv.requires_grad_(fit_identity)
         emb_target = aff = None
         if self.encoder is not None and cfg.w_identity > 0:
             from ..nets.mobilefacenet import similarity_to_template
