@@ -136,6 +136,28 @@ def test_evaluate_reports_failures_and_writes_outputs(tmp_path):
         assert paths["ced"].stat().st_size > 0
 
 
+def test_evaluate_scores_the_landmarks_a_method_started_from(tmp_path):
+    gt_pts = _make_dataset(tmp_path / "d")
+    data = bench.load_aflw2000(tmp_path / "d")
+    oracle = _oracle(gt_pts, fail=())
+
+    def refiner(image, box):  # returns the GT, "started" from the GT shifted by 2 px in x
+        out = oracle(image, box)
+        refiner.last_input = out + np.float32([2.0, 0.0])
+        return out
+
+    res = bench.evaluate(refiner, data, method_name="refiner")
+    inp = res.meta["input_summary"]
+    assert res.summary.mean == pytest.approx(0) and inp.mean > 0
+    # 2 px over each face's size sqrt(w·h), in %, averaged per bin: the closed form.
+    size = np.sqrt(np.prod(gt_pts.max(1) - gt_pts.min(1), axis=1))
+    assert inp.bins[0].nme == pytest.approx(200.0 / size[0], rel=1e-4)  # yaw 5°: image 0 alone
+    assert inp.bins[2].nme == pytest.approx(float(np.mean(200.0 / size[[2, 3]])), rel=1e-4)
+    assert "refiner started from" in bench.markdown_table(res)
+    assert "input_summary" not in bench.markdown_table(res)
+    assert "input_summary" not in bench.evaluate(_oracle(gt_pts, fail=()), data).meta
+
+
 def test_evaluate_rejects_bad_shapes(tmp_path):
     _make_dataset(tmp_path / "d")
     data = bench.load_aflw2000(tmp_path / "d")

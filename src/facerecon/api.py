@@ -295,6 +295,7 @@ def _eval_method(rec: FaceReconstructor, photometric: bool):
 
     def method(image: np.ndarray, box) -> np.ndarray | None:
         img = load_image(image)
+        method.last_input = None
         if box is None:
             faces = rec.detect(img)
             if not faces:
@@ -310,9 +311,11 @@ def _eval_method(rec: FaceReconstructor, photometric: bool):
                     else tddfa.landmarks(img.pixels, box, box_is_roi=True))
             if rec.method != "regress" and hasattr(rec.detector, "attach_dense"):
                 face = rec.detector.attach_dense(img.pixels, face, bbox_from_roi_box(box))
+        method.last_input = face.lm68  # scored beside the result by the evaluator
         return rec.reconstruct_faces([img], [face], photometric=photometric)[0].lm68
 
     method.reconstructor = rec
+    method.last_input = None
     return method
 
 

@@ -77,6 +77,9 @@ def run(args) -> int:
     paths = bench.write_reports(result, args.output, plot=not args.no_plot)
     print(f"AFLW2000-3D {len(data)} images, method={args.method}, gt={args.gt}, boxes={args.boxes}")
     print(bench.format_summary(result.summary))
+    if "input_summary" in result.meta:
+        print("landmarks the method started from (same images):")
+        print(bench.format_summary(result.meta["input_summary"]))
     print(f"latency per image: median {float(np.median(result.latency_ms)):.1f} ms "
           f"({torch.get_num_threads()} torch threads)")
     for kind, p in paths.items():
