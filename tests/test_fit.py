@@ -277,3 +277,16 @@ def test_dense_trust_scales_the_term(synthetic):
     torch.testing.assert_close(full, torch.full((3,), 8.0 * 144 / 152))  # w_dense 1 × 8 px², capped at 12 px
     torch.testing.assert_close(half, full / 2)
     assert float(none.abs().max()) == 0.0
+
+
+def test_fit_with_a_3d_landmark_start(synthetic):
+    m, p, geo, lm = synthetic
+    cam = PerspectiveCamera.deep3d()
+    with torch.no_grad():
+        w3 = m.landmarks(geo.vertices_world)
+        depth = cam.distance - p.translation[:, 2]
+        pts = torch.cat([lm, (w3[..., 2] * cam.focal / depth[:, None])[..., None]], -1)
+    cfg = FitConfig(steps_photo=0, pose_from_3d=True)
+    res = Fitter(m, cfg).fit(FitTargets(lm68=lm, lm68_3d=pts))
+    assert float((res.lm68 - lm).norm(dim=-1).mean()) < 1.0
+    assert (res.params.rotation[:, 1] - p.rotation[:, 1]).abs().max() < math.radians(5)

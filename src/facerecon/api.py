@@ -153,7 +153,7 @@ class FaceReconstructor:
             conf = torch.tensor(np.stack([f.lm68_conf for f in faces]), dtype=dt, device=self.device)
         dense, dense_w = self._dense_targets(crops, faces)
         lm3d = None
-        if all("lm68_3d" in f.extra for f in faces):  # 3DDFA_V2's 3-D landmarks: a second starting pose
+        if self.config.pose_from_3d and all("lm68_3d" in f.extra for f in faces):  # 3DDFA_V2's 3-D points
             pts = []
             for c, f in zip(crops, faces):
                 p = np.asarray(f.extra["lm68_3d"], np.float64)

@@ -28,13 +28,11 @@ from ..geometry.camera import PerspectiveCamera
 from ..models.morphable import LM5_FROM_68
 from .similarity import estimate_similarity, invert_affine, transform_points, warp_image
 
-# Deep3D's 5-point rule on iBUG-68 landmarks (0-based): eye centres as the mean of the two eye
-# corners, nose tip, mouth corners; order eye (image left), eye, nose, mouth (image left), mouth.
-
 
 def lm5_from_lm68_corners(lm68) -> np.ndarray:
-    """(68, D) -> (5, D) float64 by Deep3D's ``load_lm3d`` rule (eye centre = mean of its two
-    corners; `models.morphable.LM5_FROM_68`, the rule `MorphableModel.lm5_from_lm68` applies to
+    """(68, D) -> (5, D) float64 by Deep3D's ``load_lm3d`` rule: eye centres as the mean of the two
+    eye corners, nose tip, mouth corners; order eye (image left), eye, nose, mouth (image left),
+    mouth (`models.morphable.LM5_FROM_68`, the rule `MorphableModel.lm5_from_lm68` applies to
     torch tensors). Note `facerecon.detect.base.lm5_from_lm68` averages all six eye-contour points
     instead, the rule for *detected* 2-D points."""
     p = np.asarray(lm68, dtype=np.float64)

@@ -60,7 +60,8 @@ class DefaultPipeline:
                `mediapipe_weight_max` / 0.
     use_mediapipe: None = when installed; False = never; True = required (MissingExtraError).
     dense: attach FaceMesh's 468 points as `Face.dense` (when MediaPipe is available and 3DDFA's
-           |yaw| < 60°) for the fitter's dense correspondences; the 68 landmarks are unchanged.
+           |yaw| < 50°, `fit.dense.yaw_gate`) for the fitter's dense correspondences; the 68
+           landmarks are unchanged.
     tta: 3DDFA_V2 with test-time augmentation (`TDDFALandmarker.landmarks_tta`: image + mirror at
          two roi scales; 3.70 -> 3.51 NME on AFLW2000-3D dev with GT boxes) and per-point confidence.
     min_score: detector score threshold (0.9: on AFLW2000-3D profiles RetinaFace emits large
