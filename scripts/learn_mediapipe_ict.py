@@ -41,7 +41,7 @@ def face_size(pts: np.ndarray) -> np.ndarray:
 
 def ict_fits(data: Path, names: list[str], batch: int = 32) -> tuple[np.ndarray, np.ndarray]:
     """(N, V, 2) every ICT vertex projected into the crop, (N, 68, 2) the 3DDFA landmarks."""
-    pipe = DefaultPipeline()
+    pipe = DefaultPipeline(dense=False)  # landmark-only fits: the map must not depend on itself
     rec = FaceReconstructor(model="ict", detector=pipe)
     V, L = [], []
     t = time.time()
