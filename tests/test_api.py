@@ -55,7 +55,7 @@ def test_api_reconstructs_astronaut(reconstructor, astronaut_path):
     if r.face.dense is not None:
         dense, gate = reconstructor._dense_targets([r.crop], [r.face])
         assert dense.shape == (1, 468, 2) and float(gate) == 1.0
-        back = dense[0].double().numpy() @ r.crop.M_inv[:, :2].T + r.crop.M_inv[:, 2]
+        back = r.crop.crop_to_original(dense[0].double().numpy())
         np.testing.assert_allclose(back, r.face.dense[:468, :2], atol=1e-2)
         verts = r.geometry.vertices_world[:, torch.as_tensor(reconstructor.dense_map.vertex)]
         fitted = r.camera_crop.project(verts)[0, :, :2]

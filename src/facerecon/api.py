@@ -157,7 +157,7 @@ class FaceReconstructor:
             pts = []
             for c, f in zip(crops, faces):
                 p = np.asarray(f.extra["lm68_3d"], np.float64)
-                pts.append(np.concatenate([p[:, :2] @ c.M[:, :2].T + c.M[:, 2], p[:, 2:] * c.scale], 1))
+                pts.append(np.concatenate([c.original_to_crop(p[:, :2]), p[:, 2:] * c.scale], 1))
             lm3d = torch.tensor(np.stack(pts), dtype=dt, device=self.device)
         img = mask = None
         if photometric:
@@ -181,8 +181,7 @@ class FaceReconstructor:
         gate = np.zeros((len(faces), 1))
         for i, (c, f) in enumerate(zip(crops, faces)):
             if f.dense is not None and len(f.dense) >= N:
-                p = np.asarray(f.dense, np.float64)[:N, :2]
-                pts[i] = p @ c.M[:, :2].T + c.M[:, 2]
+                pts[i] = c.original_to_crop(np.asarray(f.dense)[:N, :2])
                 gate[i] = yaw_gate(float(f.extra.get("yaw", 0.0)))
         return (torch.tensor(pts, dtype=dt, device=self.device), torch.tensor(gate, dtype=dt, device=self.device))
 
