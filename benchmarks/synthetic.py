@@ -27,22 +27,15 @@ if "FACERECON_ASSETS" not in os.environ and shared.is_dir():
     os.environ["FACERECON_ASSETS"] = str(shared)
 
 from facerecon.fit import FitConfig, FitTargets, Fitter
+from facerecon.geometry.rotations import fit_similarity
 from facerecon.models import load_model
 from facerecon.render import MeshRenderer
 
 
 def similarity_align(src: torch.Tensor, dst: torch.Tensor) -> torch.Tensor:
     """Umeyama: the similarity transform of src (B,V,3) that best matches dst; returns aligned src."""
-    mu_s, mu_d = src.mean(1, keepdim=True), dst.mean(1, keepdim=True)
-    s0, d0 = src - mu_s, dst - mu_d
-    cov = d0.transpose(1, 2) @ s0 / src.shape[1]
-    U, S, Vh = torch.linalg.svd(cov)
-    D = torch.ones_like(S)
-    D[:, -1] = torch.sign(torch.linalg.det(U @ Vh))
-    R = U @ torch.diag_embed(D) @ Vh
-    var = (s0 ** 2).sum((1, 2)) / src.shape[1]
-    scale = (S * D).sum(-1) / var
-    return scale[:, None, None] * s0 @ R.transpose(1, 2) + mu_d
+    scale, R, t = fit_similarity(src, dst)
+    return scale[:, None, None] * src @ R.transpose(1, 2) + t[:, None]
 
 
 def make_batch(model, renderer, B, gen, max_yaw, lm_noise):

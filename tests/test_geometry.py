@@ -88,3 +88,24 @@ def test_scaled_camera_consistent():
     a, b = cam.project(pts), big.project(pts)
     assert torch.allclose((a[:, :2] + 0.5) * 2 - 0.5, b[:, :2], atol=1e-9)
     assert big == PerspectiveCamera.deep3d(448)
+
+
+def test_fit_similarity_recovers_transform_and_ignores_zero_weights():
+    from facerecon.geometry.rotations import fit_similarity
+
+    g = torch.Generator().manual_seed(0)
+    src = torch.randn(2, 30, 3, generator=g, dtype=torch.float64)
+    R = euler_to_matrix(torch.tensor([[0.3, -1.2, 0.4], [-0.2, 0.5, 2.0]], dtype=torch.float64))
+    s = torch.tensor([2.5, 0.7], dtype=torch.float64)
+    t = torch.tensor([[1.0, -2.0, 3.0], [0.0, 4.0, -1.0]], dtype=torch.float64)
+    dst = s[:, None, None] * src @ R.transpose(1, 2) + t[:, None]
+    w = torch.ones(2, 30, dtype=torch.float64)
+    dst[:, :5] += 50.0  # outliers, weighted out
+    w[:, :5] = 0
+    s1, R1, t1 = fit_similarity(src, dst, w)
+    torch.testing.assert_close(s1, s)
+    torch.testing.assert_close(R1, R)
+    torch.testing.assert_close(t1, t)
+    # A mirrored target still gets a proper rotation (det +1), not a reflection.
+    _, Rm, _ = fit_similarity(src, dst * torch.tensor([-1.0, 1.0, 1.0], dtype=torch.float64))
+    torch.testing.assert_close(torch.linalg.det(Rm), torch.ones(2, dtype=torch.float64))

@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 
 from ..geometry.camera import PerspectiveCamera
-from ..geometry.rotations import matrix_to_euler
+from ..geometry.rotations import fit_similarity, matrix_to_euler
 
 
 def pos_init(lm2d: torch.Tensor, lm3d: torch.Tensor, camera: PerspectiveCamera,
@@ -78,16 +78,7 @@ def procrustes_init(pts3d: torch.Tensor, lm3d: torch.Tensor, camera: Perspective
     it knows the points' depth, so a profile's turn is not left to the 2-D layout alone.
     """
     X, w = _model_points_and_weights(pts3d, lm3d, weights)
-    w = (w / w.sum(-1, keepdim=True))[..., None]
     # Image (y down) -> camera-oriented (y up) around the principal point: right-handed like the model.
     Y = torch.stack([pts3d[..., 0] - camera.cx, camera.cy - pts3d[..., 1], pts3d[..., 2]], -1)
-    mx, my = (w * X).sum(1, keepdim=True), (w * Y).sum(1, keepdim=True)
-    Xc, Yc = X - mx, Y - my
-    C = (w * Yc).transpose(1, 2) @ Xc  # (B, 3, 3) cross-covariance
-    U, S, Vh = torch.linalg.svd(C)
-    d = torch.sign(torch.linalg.det(U @ Vh))
-    D = torch.diag_embed(torch.stack([torch.ones_like(d), torch.ones_like(d), d], -1))
-    R = U @ D @ Vh
-    s = (S * torch.diagonal(D, dim1=-2, dim2=-1)).sum(-1) / (w * Xc ** 2).sum((1, 2))
-    t = my[:, 0] - s[:, None] * (R @ mx[:, 0, :, None])[..., 0]
+    s, R, t = fit_similarity(X, Y, w)
     return matrix_to_euler(R), _translation(t[:, :2], s, camera)

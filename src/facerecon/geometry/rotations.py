@@ -85,3 +85,22 @@ def matrix_to_axis_angle(R: torch.Tensor) -> torch.Tensor:
         sign = torch.where((n * w).sum(-1, keepdim=True) < 0, -1.0, 1.0).to(R.dtype)
         aa = torch.where(near_pi[..., None], n * sign * theta[..., None], aa)
     return aa
+
+
+def fit_similarity(src: torch.Tensor, dst: torch.Tensor, weights: torch.Tensor | None = None):
+    """Weighted least-squares similarity taking `src` onto `dst` in 3-D (Umeyama, no reflection).
+
+    src, dst: (B, N, 3); weights: (B, N) non-negative with a positive sum, or None (equal).
+    Returns scale (B,), R (B, 3, 3) proper rotation, t (B, 3) minimising Σ wᵢ |s R srcᵢ + t − dstᵢ|².
+    """
+    w = torch.ones_like(src[..., 0]) if weights is None else weights.to(src)
+    w = (w / w.sum(-1, keepdim=True))[..., None]
+    mu_s, mu_d = (w * src).sum(1, keepdim=True), (w * dst).sum(1, keepdim=True)
+    s0, d0 = src - mu_s, dst - mu_d
+    U, S, Vh = torch.linalg.svd((w * d0).transpose(1, 2) @ s0)  # weighted cross-covariance
+    D = torch.ones_like(S)
+    D[:, -1] = torch.sign(torch.linalg.det(U @ Vh))
+    R = U @ torch.diag_embed(D) @ Vh
+    scale = (S * D).sum(-1) / (w * s0 ** 2).sum((1, 2))
+    t = mu_d[:, 0] - scale[:, None] * (R @ mu_s[:, 0, :, None])[..., 0]
+    return scale, R, t
