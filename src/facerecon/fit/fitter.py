@@ -325,7 +325,7 @@ class Fitter:
             times["photo"] = time.perf_counter() - t2
 
         with torch.no_grad():
-            loss, pred = lm_objective(idv, exp, rot, trans)
+            pred = self.project(self._lm3d(expand(idv), exp)[:, :68], rot, trans)
             final["landmark_px2"] = float((L.landmark_loss(pred, lm, w, image_size=1.0,
                                                            robust=cfg.landmark_robust) / 68.0).mean())
             params = FaceParams(
