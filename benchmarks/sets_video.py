@@ -33,7 +33,6 @@ if "FACERECON_ASSETS" not in os.environ and (SHARED / "assets").is_dir():
     os.environ["FACERECON_ASSETS"] = str(SHARED / "assets")
 
 from facerecon.api import FaceReconstructor
-from facerecon.fit import FitConfig
 from facerecon.io.image import load_image
 
 
@@ -57,10 +56,9 @@ def identity_stability(rec, people, photometric):
         indep = rec.reconstruct_faces(list(ims), list(fs), photometric=photometric)
         S = neutral_shapes(rec, indep)
         spread = float((S - S.mean(0)).norm(dim=-1).mean())
-        cfg = FitConfig(**{**rec.config.__dict__, "share_identity": True})
         h = len(ims) // 2
-        a = rec.reconstruct_faces(list(ims[:h]), list(fs[:h]), photometric=photometric, config=cfg)
-        b = rec.reconstruct_faces(list(ims[h:]), list(fs[h:]), photometric=photometric, config=cfg)
+        a = rec.reconstruct_faces(list(ims[:h]), list(fs[:h]), photometric=photometric, shared_identity=True)
+        b = rec.reconstruct_faces(list(ims[h:]), list(fs[h:]), photometric=photometric, shared_identity=True)
         Sa, Sb = neutral_shapes(rec, a[:1]), neutral_shapes(rec, b[:1])
         half = float((Sa - Sb).norm(dim=-1).mean())
         # The same split for independent fits: mean shape of each half.
@@ -92,8 +90,7 @@ def video_jitter(rec, still_path, T, photometric, seed=0):
     det = np.stack([f.lm68 for f in faces]) - shifts[:, None, :]
     det_j = float(np.linalg.norm(np.diff(det, axis=0), axis=-1).mean())
     indep = rec.reconstruct_faces(ims, faces, photometric=photometric)
-    cfg = FitConfig(**{**rec.config.__dict__, "share_identity": True, "w_temporal": 1.0})
-    video = rec.reconstruct_faces(ims, faces, photometric=photometric, config=cfg)
+    video = rec.reconstruct_faces(ims, faces, photometric=photometric, shared_identity=True, temporal=1.0)
     return det_j, jitter(indep), jitter(video)
 
 

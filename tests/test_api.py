@@ -52,16 +52,19 @@ def test_api_reconstructs_astronaut(reconstructor, astronaut_path):
     assert all(0.0 <= v <= 1.0 for v in r.blendshapes.values())
     # FaceMesh's points (MediaPipe installed) reach the fitter in crop pixels, fully trusted on this
     # frontal face; the fit reproduces them within a few pixels.
+    from facerecon.fit.targets import dense_targets
+
+    dense_map, like = reconstructor.method.dense_map, reconstructor.model.mean_shape
     if r.face.dense is not None:
-        dense, gate = reconstructor._dense_targets([r.crop], [r.face])
+        dense, gate = dense_targets([r.crop], [r.face], dense_map, like)
         assert dense.shape == (1, 468, 2) and float(gate) == 1.0
         back = r.crop.crop_to_original(dense[0].double().numpy())
         np.testing.assert_allclose(back, r.face.dense[:468, :2], atol=1e-2)
-        verts = r.geometry.vertices_world[:, torch.as_tensor(reconstructor.dense_map.vertex)]
+        verts = r.geometry.vertices_world[:, torch.as_tensor(dense_map.vertex)]
         fitted = r.camera_crop.project(verts)[0, :, :2]
         assert (fitted - dense[0]).norm(dim=-1).median() < 4.0
         from dataclasses import replace as _replace
-        assert reconstructor._dense_targets([r.crop], [_replace(r.face, dense=None)]) == (None, None)
+        assert dense_targets([r.crop], [_replace(r.face, dense=None)], dense_map, like) == (None, None)
 
 
 def test_cli_reconstruct_writes_outputs_and_skips_bad_files(reconstructor, astronaut_path, tmp_path, capsys):
@@ -122,16 +125,20 @@ def test_fit_needs_68_landmarks_regressor_does_not(astronaut_path):
     need_asset("retinaface")
     from facerecon.api import FaceReconstructor
 
+    from facerecon.errors import FaceReconError
+
     rec = FaceReconstructor("ict", detector="retinaface")
-    with pytest.raises(ValueError, match="astronaut.png: the detector gave no 68 landmarks"):
+    with pytest.raises(FaceReconError, match="astronaut.png: the detector gave no 68 landmarks, which method 'fit'"):
         rec.reconstruct(astronaut_path)
-    # The regressor alone needs only the crop: its landmark targets are zero-weight placeholders.
+    # The regressor alone needs only the crop: fit targets for it are zero-weight placeholders.
+    from facerecon.fit import FitConfig
+    from facerecon.fit.targets import build_targets
     from facerecon.io.image import load_image
 
-    rec.method = "regress"
     im = load_image(astronaut_path)
     faces = rec.detect(im)
-    t = rec._targets([rec.crop(im, faces[0])], faces[:1], photometric=False)
+    t = build_targets([rec.crop(im, faces[0])], faces[:1], rec.model.mean_shape, FitConfig(), photometric=False,
+                      landmarks_required=False)
     assert t.lm68.shape == (1, 68, 2) and float(t.lm_weights.sum()) == 0
 
 

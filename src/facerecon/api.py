@@ -1,69 +1,51 @@
-"""The Python API: `FaceReconstructor(model="ict").reconstruct(image_or_path)`.
+"""The Python API: `FaceReconstructor(method="fit").reconstruct(image_or_path)`.
 
-Composes exactly the documented flow: load_image → detect → align (224² Deep3D crop) → fit →
-decode → (render / export on demand). Image sets share one identity; videos add temporal
-smoothing. The CLI is a thin shell over this module; the evaluator's methods come from the
-`make_*_method` factories at the end.
+Composes exactly the documented flow and nothing else:
+    load_image → detect (detect.registry) → align (224² Deep3D crop) → method (methods registry)
+    → `Reconstruction` (with `.save(dir)`, `.to_trimesh()`, numpy views).
+Image sets share one identity; videos add temporal smoothing. The CLI talks only to this module
+(plus the eval, assets, preprocess and train entry points), so everything it needs is here.
 """
 
 from __future__ import annotations
 
-import math
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
+from pathlib import Path
 
 import numpy as np
 import torch
 
-from .align import Crop, align_face, face_mask
+from .align import Crop, align_face
 from .detect.base import Face
-from .errors import NoFaceError
-from .fit import FitConfig, FitResult, FitTargets, Fitter
+from .errors import FaceReconError, NoFaceError
+from .fit import FitConfig
 from .geometry.camera import PerspectiveCamera
+from .io import export as _export
 from .io.image import Image, load_image
-from .models import FaceGeometry, FaceParams, MorphableModel, load_model
+from .io.paths import expand_inputs
+from .io.video import read_frames
+from .methods import (
+    Method,
+    MethodContext,
+    Reconstruction,
+    Request,
+    available_methods,
+    build_method,
+    camera_for_original,
+    register_method,
+)
+from .models import FaceParams, MorphableModel, load_model
 
 
-@dataclass(frozen=True)
-class Reconstruction:
-    """One reconstructed face.
-
-    params: FaceParams (batch 1) in the crop camera's frame (translation mm, Euler radians).
-    geometry: FaceGeometry (batch 1): model-space and posed vertices (mm), normals, albedo.
-    lm68: (68, 2) float32 model landmarks projected into the ORIGINAL image (pixels).
-    lm68_crop: (68, 2) the same in crop pixels.
-    pose_deg: {'yaw', 'pitch', 'roll'} degrees (yaw > 0: face turned towards image right).
-    camera_crop: PerspectiveCamera of the 224² crop; camera: the equivalent camera of the original
-        image (the crop is a similarity of it), so `camera.project(vertices_world)` lands on the photo.
-    face: the detection it came from; crop: the aligned crop.
-    blendshapes: {ARKit name: weight} for ICT models, else None.
-    times: seconds per step.
-    """
-
-    params: FaceParams
-    geometry: FaceGeometry
-    lm68: np.ndarray
-    lm68_crop: np.ndarray
-    pose_deg: dict
-    camera_crop: PerspectiveCamera
-    camera: PerspectiveCamera
-    face: Face
-    crop: Crop
-    model_name: str
-    blendshapes: dict | None = None
-    times: dict = field(default_factory=dict)
-    source: str = ""
+def set_threads(n: int) -> None:
+    """torch's CPU threads for this process."""
+    torch.set_num_threads(int(n))
 
 
-def camera_for_original(crop_camera: PerspectiveCamera, crop: Crop) -> PerspectiveCamera:
-    """The camera of the original image equivalent to `crop_camera` on a (rotation-free) crop."""
-    M = crop.M
-    s = float(M[0, 0])
-    if abs(M[0, 1]) > 1e-9 or abs(M[1, 0]) > 1e-9:
-        raise ValueError("crop has an in-plane rotation; no single pinhole camera matches it")
-    h, w = crop.original_shape
-    return PerspectiveCamera(crop_camera.focal / s, (crop_camera.cx - M[0, 2]) / s, (crop_camera.cy - M[1, 2]) / s,
-                             int(w), int(h), crop_camera.distance, crop_camera.near)
+def output_formats() -> dict[str, str]:
+    """name -> description of every output format `Reconstruction.save` can write."""
+    return _export.available_exporters()
 
 
 class FaceReconstructor:
@@ -72,139 +54,55 @@ class FaceReconstructor:
     Args:
         model: 'ict' (default), 'bfm', or a MorphableModel.
         detector: a detector name (see `facerecon.detect.registry`) or an object with
-            `detect(image) -> list[Face]`; "auto": "fast" (no landmark TTA) for method "regress",
-            "default" for the fitting methods.
-        fit_config: FitConfig (schedule, weights); `FitConfig()` by default.
-        device: torch device for fitting.
-        identity_loss: use the MobileFaceNet identity-perceptual loss when its asset is present.
-        mask: use the landmark/skin face mask in the photometric loss.
-        method: 'fit' (analysis-by-synthesis from the landmarks), 'regress' (the learned regressor
-            alone: milliseconds per face), or 'regress+refine' (regressor, then fitting from it).
-        regressor: path of regressor weights (default: the shipped ones) or a built regressor
-            (anything with `predict(crops) -> FaceParams`, e.g. `regress.onnx.OnnxRegressor`).
+            `detect(image) -> list[Face]`; "auto": the method's own choice (`Method.detector`:
+            "fast" for the regressor alone, "default" for the fitting methods).
+        method: a registered method name (`available_methods()`: 'fit', 'regress', 'regress+refine',
+            and any registered since) or a built `Method`.
+        device: torch device.
+        fit_config, identity_loss, mask, regressor, **method_options: options of the method's
+            factory (e.g. `FitConfig` for the fitting methods, regressor weights for the regressor);
+            only those given are passed on, and a method that takes no such option says so.
     """
 
-    METHODS = ("fit", "regress", "regress+refine")
-
-    def __init__(self, model: str | MorphableModel = "ict", detector="auto", fit_config: FitConfig | None = None,
-                 device: str | torch.device = "cpu", identity_loss: bool = False, mask: bool = True,
-                 method: str = "fit", regressor=None):
-        if method not in self.METHODS:
-            raise ValueError(f"unknown method '{method}'; choose from {self.METHODS}")
-        self.method = method
-        self._regressor_spec = regressor
-        self._regressor = None
+    def __init__(self, model: str | MorphableModel = "ict", detector="auto", fit_config=None,
+                 device: str | torch.device = "cpu", identity_loss: bool | None = None, mask: bool | None = None,
+                 method: str | Method = "fit", regressor=None, **method_options):
         self.device = torch.device(device)
         self.model = (load_model(model) if isinstance(model, str) else model).to(self.device)
+        self.camera = PerspectiveCamera.deep3d(224)
+        self.context = MethodContext(self.model, self.camera, self.device)
+        given = {"config": fit_config, "identity_loss": identity_loss, "mask": mask, "regressor": regressor}
+        options = {**{k: v for k, v in given.items() if v is not None}, **method_options}
+        if isinstance(method, str):
+            self.method = build_method(method, self.context, **options)
+        else:
+            self.method = method
+        self.method_name = self.method.name
         self._detector_spec = detector
         self._detector = None
-        self.config = fit_config or FitConfig()
-        self.camera = PerspectiveCamera.deep3d(self.config.render_size)
-        encoder = None
-        if identity_loss:
-            from .nets.mobilefacenet import IdentityEncoder
-            encoder = IdentityEncoder().to(self.device).eval()
-        from .fit.dense import load_dense_map
-
-        self.dense_map = load_dense_map(self.model.name)
-        self.fitter = Fitter(self.model, self.config, self.camera, identity_encoder=encoder, dense_map=self.dense_map)
-        self.use_mask = mask
         self._lm5_ref = self.model.mean_lm5().detach().cpu().double().numpy()
+        self.last_skipped: list[str] = []
 
     # -- detection -----------------------------------------------------------------------------
     @property
     def detector(self):
         if self._detector is None:
-            from .detect.registry import resolve_detector
+            from .detect.registry import get_detector
 
-            self._detector = resolve_detector(self._detector_spec, self.method)
+            spec = self._detector_spec
+            if isinstance(spec, str):
+                spec = get_detector(self.method.detector if spec.lower() == "auto" else spec)
+            self._detector = spec
         return self._detector
 
     def detect(self, image: Image) -> list[Face]:
         return self.detector.detect(image.pixels)
-
-    @property
-    def regressor(self):
-        if self._regressor is None:
-            from .regress.predict import load_regressor
-            spec = self._regressor_spec
-            # A built regressor (torch Regressor, OnnxRegressor: anything with `predict`) is used as is.
-            self._regressor = spec if hasattr(spec, "predict") else load_regressor(spec, device=self.device)
-        return self._regressor
 
     # -- core ----------------------------------------------------------------------------------
     def crop(self, image: Image, face: Face) -> Crop:
         """The 224² Deep3D crop of `face` (aligned on its 5 points to the model's own)."""
         return align_face(image.pixels, face.lm5, self._lm5_ref, camera=self.camera, lm68=face.lm68,
                           source=image.name)
-
-    def _targets(self, crops: list[Crop], faces: list[Face], photometric: bool) -> FitTargets:
-        dt = self.model.mean_shape.dtype
-        missing = [c.source or "image" for c in crops if c.lm68 is None]
-        if missing and self.method != "regress":
-            raise ValueError(f"{missing[0]}: the detector gave no 68 landmarks, which fitting needs; "
-                             "use a landmark detector (e.g. 'default') or method='regress'")
-        if missing:  # the regressor alone needs only the crop: landmark targets are unused
-            lm = torch.zeros(len(crops), 68, 2, dtype=dt, device=self.device)
-            return FitTargets(lm68=lm, lm_weights=torch.zeros(len(crops), 68, dtype=dt, device=self.device))
-        lm = torch.tensor(np.stack([c.lm68 for c in crops]), dtype=dt, device=self.device)
-        conf = None
-        if all(f.lm68_conf is not None for f in faces):
-            conf = torch.tensor(np.stack([f.lm68_conf for f in faces]), dtype=dt, device=self.device)
-        dense, dense_w = self._dense_targets(crops, faces)
-        lm3d = None
-        if self.config.pose_from_3d and all("lm68_3d" in f.extra for f in faces):  # 3DDFA_V2's 3-D points
-            pts = []
-            for c, f in zip(crops, faces):
-                p = np.asarray(f.extra["lm68_3d"], np.float64)
-                pts.append(np.concatenate([c.original_to_crop(p[:, :2]), p[:, 2:] * c.scale], 1))
-            lm3d = torch.tensor(np.stack(pts), dtype=dt, device=self.device)
-        img = mask = None
-        if photometric:
-            img = torch.tensor(np.stack([c.image for c in crops]), dtype=dt, device=self.device) / 255.0
-            if self.use_mask:
-                mask = torch.tensor(np.stack([face_mask(c.image, c.lm68) for c in crops]), dtype=dt,
-                                    device=self.device)
-        return FitTargets(lm68=lm, lm_weights=conf, image=img, mask=mask, dense=dense, dense_weights=dense_w,
-                          lm68_3d=lm3d)
-
-    def _dense_targets(self, crops: list[Crop], faces: list[Face]):
-        """FaceMesh points (B, N, 2) in crop pixels and their per-face trust (B, 1) from the head's
-        yaw, or (None, None) when no face has them or the model has no dense map."""
-        N = 0 if self.dense_map is None else self.dense_map.n_points
-        if not N or all(f.dense is None or len(f.dense) < N for f in faces):
-            return None, None
-        from .fit.dense import yaw_gate
-
-        dt = self.model.mean_shape.dtype
-        pts = np.zeros((len(faces), N, 2))
-        gate = np.zeros((len(faces), 1))
-        for i, (c, f) in enumerate(zip(crops, faces)):
-            if f.dense is not None and len(f.dense) >= N:
-                pts[i] = c.original_to_crop(np.asarray(f.dense)[:N, :2])
-                gate[i] = yaw_gate(float(f.extra.get("yaw", 0.0)))
-        return (torch.tensor(pts, dtype=dt, device=self.device), torch.tensor(gate, dtype=dt, device=self.device))
-
-    def _finish(self, res, crops, faces, images, times) -> list[Reconstruction]:
-        out = []
-        with torch.no_grad():
-            geo_all = self.model(res.params)
-        for i, (crop, face, image) in enumerate(zip(crops, faces, images)):
-            p = res.params[i]
-            geo = FaceGeometry(*(t[i:i + 1] for t in (geo_all.vertices, geo_all.vertices_world,
-                                                        geo_all.normals, geo_all.albedo)))
-            lm_crop = res.lm68[i].detach().cpu().double().numpy()
-            lm_orig = crop.crop_to_original(lm_crop).astype(np.float32)
-            pitch, yaw, roll = (math.degrees(float(a)) for a in p.rotation[0])
-            bs = None
-            if self.model.exp_prior == "unit_interval" and self.model.expression_names:
-                bs = {n: float(w) for n, w in zip(self.model.expression_names, p.expression[0])}
-            out.append(Reconstruction(
-                params=p, geometry=geo, lm68=lm_orig, lm68_crop=lm_crop.astype(np.float32),
-                pose_deg={"yaw": yaw, "pitch": pitch, "roll": roll}, camera_crop=self.camera,
-                camera=camera_for_original(self.camera, crop), face=face, crop=crop, model_name=self.model.name,
-                blendshapes=bs, times=dict(times), source=image.name))
-        return out
 
     def reconstruct(self, image, max_faces: int = 1, photometric: bool = True) -> list[Reconstruction]:
         """Reconstruct up to `max_faces` faces (largest first) of one image (path, array, PIL, bytes).
@@ -221,49 +119,30 @@ class FaceReconstructor:
                                       extra_times={"detect": t_det})
 
     def reconstruct_faces(self, images: list[Image], faces: list[Face], photometric: bool = True,
-                          config: FitConfig | None = None, extra_times: dict | None = None) -> list[Reconstruction]:
-        """Fit given detections (one per image, batched together)."""
+                          shared_identity: bool = False, temporal: float = 0.0,
+                          extra_times: dict | None = None) -> list[Reconstruction]:
+        """Reconstruct given detections (one per image, batched together)."""
         t0 = time.perf_counter()
         crops = [self.crop(im, f) for im, f in zip(images, faces)]
         t_align = time.perf_counter() - t0
-        cfg = config or self.config
-        targets = self._targets(crops, faces, photometric)
-        if self.method != "fit":
-            t1 = time.perf_counter()
-            init = self.regressor.predict(np.stack([c.image for c in crops]))
-            init = init.map(lambda t: t.to(device=self.device, dtype=self.model.mean_shape.dtype))
-            if cfg.share_identity:
-                from .regress.predict import aggregate_identity
-                init = aggregate_identity(init)
-            extra_times = {**(extra_times or {}), "regress": time.perf_counter() - t1}
-            if self.method == "regress":
-                # Keep the regressed parameters: no optimisation, only the landmark projection.
-                from .regress.predict import project_landmarks
-
-                with torch.no_grad():
-                    lm = project_landmarks(self.model, init, self.camera)
-                return self._finish(FitResult(init, lm), crops, faces, images,
-                                    {**extra_times, "align": t_align})
-            targets = replace(targets, init=init)
-            full = {"n_identity": self.model.layout.n_identity}  # keep every regressed identity mode
-            cfg = FitConfig(**{**cfg.__dict__, **full, "steps_shape": cfg.steps_shape // 2})
-        fitter = (self.fitter if cfg is self.config
-                  else Fitter(self.model, cfg, self.camera, self.fitter.encoder, dense_map=self.dense_map))
-        res = fitter.fit(targets)
-        times = {**(extra_times or {}), "align": t_align, **{f"fit_{k}": v for k, v in res.times.items()}}
-        return self._finish(res, crops, faces, images, times)
+        request = Request(photometric=photometric, shared_identity=shared_identity, temporal=temporal)
+        recs = self.method.reconstruct(crops, faces, request)
+        if len(recs) != len(crops):
+            raise FaceReconError(f"method '{self.method_name}' returned {len(recs)} results for {len(crops)} faces")
+        return [replace(r, image=im.pixels, source=im.name, times={**(extra_times or {}), "align": t_align, **r.times})
+                for r, im in zip(recs, images)]
 
     def reconstruct_set(self, images, photometric: bool = True) -> list[Reconstruction]:
         """Several photos of ONE person -> one shared identity (and albedo), per-photo expression,
         pose and light. Images without a face are skipped (reported in `self.last_skipped`)."""
-        return self._multi(images, photometric, share=True, temporal=0.0)
+        return self._multi(images, photometric, temporal=0.0)
 
     def reconstruct_video(self, frames, photometric: bool = False, smoothing: float = 1.0) -> list[Reconstruction]:
         """Frames (in order) of one person -> shared identity + temporally smoothed pose/expression.
         Frames where detection fails reuse the previous frame's detection."""
-        return self._multi(frames, photometric, share=True, temporal=smoothing, carry=True)
+        return self._multi(frames, photometric, temporal=smoothing, carry=True)
 
-    def _multi(self, items, photometric, share, temporal, carry=False):
+    def _multi(self, items, photometric, temporal, carry=False):
         imgs, faces, self.last_skipped = [], [], []
         prev = None
         for it in items:
@@ -279,61 +158,81 @@ class FaceReconstructor:
             faces.append(found[0])
         if not faces:
             raise NoFaceError("no face found in any input")
-        cfg = FitConfig(**{**self.config.__dict__, "share_identity": share, "w_temporal": temporal})
-        return self.reconstruct_faces(imgs, faces, photometric=photometric, config=cfg)
+        return self.reconstruct_faces(imgs, faces, photometric=photometric, shared_identity=True, temporal=temporal)
 
 
-def _eval_method(rec: FaceReconstructor, photometric: bool):
-    """method(image, box|None) -> (68, 2) for the AFLW2000-3D evaluator. A given box is the
-    protocol's 3DDFA roi box: 3DDFA_V2 runs on it directly as 3DDFA does, with test-time
-    augmentation when the method's own detector uses it (not for "fast")."""
-    from .detect.crop import bbox_from_roi_box
-    from .detect.tddfa import TDDFALandmarker
+# ----------------------------------------------------------------------------- decoding parameters
 
-    state = {}
 
-    def method(image: np.ndarray, box) -> np.ndarray | None:
-        img = load_image(image)
-        method.last_input = None
-        if box is None:
-            faces = rec.detect(img)
-            if not faces:
-                return None
-            face = faces[0]
+@dataclass(frozen=True)
+class DecodedFace:
+    """A face decoded from model parameters: vertices (V, 3) float32 model space mm, triangles
+    (F, 3) int64, colors (V, 3) float32 [0, 1] (albedo under a soft frontal light, for viewing)."""
+
+    vertices: np.ndarray
+    triangles: np.ndarray
+    colors: np.ndarray
+    model_name: str
+
+    def save(self, path) -> Path:
+        """Write an .obj or .ply (by suffix) atomically."""
+        from .io.mesh import write_obj, write_ply
+
+        path = Path(path)
+        if path.suffix.lower() == ".ply":
+            write_ply(path, self.vertices, self.triangles, self.colors)
         else:
-            if "tddfa" not in state:
-                pipe = rec.detector
-                state["tddfa"] = getattr(pipe, "tddfa", None) or TDDFALandmarker()
-                state["tta"] = getattr(pipe, "tta", True)
-            tddfa = state["tddfa"]
-            face = (tddfa.landmarks_tta(img.pixels, [box], box_is_roi=True)[0] if state["tta"]
-                    else tddfa.landmarks(img.pixels, box, box_is_roi=True))
-            if rec.method != "regress" and hasattr(rec.detector, "attach_dense"):
-                face = rec.detector.attach_dense(img.pixels, face, bbox_from_roi_box(box))
-        method.last_input = face.lm68  # scored beside the result by the evaluator
-        return rec.reconstruct_faces([img], [face], photometric=photometric)[0].lm68
-
-    method.reconstructor = rec
-    method.last_input = None
-    return method
+            write_obj(path, self.vertices, self.triangles, colors=self.colors)
+        return path
 
 
-def make_fit_method(photometric: bool = False, model: str = "ict", **fit_options):
-    """Evaluator factory: fitting (landmark stages; `photometric=True` adds the photo stage)."""
-    return _eval_method(FaceReconstructor(model, fit_config=FitConfig(**fit_options)), photometric)
+def read_coefficients(path) -> np.ndarray:
+    """A flat coefficient vector from a Deep3D-style .mat ('coeff'), an .npz ('coeff') or an .npy."""
+    from .io.arrays import read_mat
+
+    src = Path(path)
+    try:
+        if src.suffix == ".mat":
+            vec = read_mat(src)["coeff"]
+        elif src.suffix == ".npz":
+            with np.load(src) as z:
+                vec = z["coeff"]
+        else:
+            vec = np.load(src)
+    except (OSError, KeyError, ValueError) as e:
+        raise FaceReconError(f"{src}: cannot read a coefficient vector ({e})") from None
+    return np.asarray(vec, np.float32).reshape(1, -1)
 
 
-def make_regress_method(model: str = "ict", regressor=None, refine: bool = False):
-    """Evaluator factory: the learned regressor (`refine=True`: regressor, then fitting)."""
-    method = "regress+refine" if refine else "regress"
-    return _eval_method(FaceReconstructor(model, method=method, regressor=regressor), refine)
+def decode(model: str | MorphableModel = "ict", variant: str | None = None, coeffs=None, seed: int = 0,
+           identity_scale: float = 1.0, expression: dict[str, float] | None = None) -> DecodedFace:
+    """Decode model parameters into a mesh: `coeffs` (a flat vector in the model's layout, or a path
+    for `read_coefficients`) or a random identity (seeded) at a neutral expression; `expression`
+    ({'jawOpen': 0.6, ...}, ARKit names for ICT) is added on top."""
+    m = load_model(model, variant=variant) if isinstance(model, str) else model
+    if coeffs is not None:
+        vec = read_coefficients(coeffs) if isinstance(coeffs, (str, Path)) else np.asarray(coeffs, np.float32)
+        try:
+            params: FaceParams = m.layout.split(torch.as_tensor(vec).reshape(1, -1))
+        except ValueError as e:
+            raise FaceReconError(str(e)) from None
+    else:
+        g = torch.Generator().manual_seed(seed)
+        params = m.random_params(1, generator=g, id_scale=identity_scale, exp_scale=0.0)
+    if expression:
+        try:
+            params = params.replace(expression=params.expression + m.expression_vector(expression))
+        except KeyError as e:
+            raise FaceReconError(str(e)) from None
+    with torch.no_grad():
+        geo = m(params)
+    # Simple Lambert shading from the camera direction: a viewable vertex colour.
+    shade = geo.normals[0][:, 2].clamp(0, 1) * 0.7 + 0.3
+    colors = geo.albedo[0] * shade[:, None]
+    return DecodedFace(geo.vertices[0].numpy().astype(np.float32), m.faces.numpy().astype(np.int64),
+                       colors.numpy().astype(np.float32), m.name)
 
 
-def make_regress_refine_method(model: str = "ict", regressor=None):
-    """Evaluator factory: the regressor, then fitting (landmark + photometric) from it."""
-    return make_regress_method(model, regressor, refine=True)
-
-
-def make_fit_photo_method(model: str = "ict", **fit_options):
-    """Evaluator factory: the full fit, photometric stage included."""
-    return make_fit_method(True, model, **fit_options)
+__all__ = ["DecodedFace", "FaceReconstructor", "FitConfig", "set_threads", "Reconstruction", "available_methods", "camera_for_original",
+           "decode", "expand_inputs", "load_image", "output_formats", "read_coefficients", "read_frames",
+           "register_method"]

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 
 def add_parser(sub) -> None:
     p = sub.add_parser("decode", help="decode model parameters (random identity + expression) and export a mesh")
@@ -19,42 +17,14 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> int:
-    import numpy as np
-    import torch
+    from ..api import decode
 
-    from ..io import write_obj, write_ply
-    from ..models import load_model
-
-    model = load_model(args.model, variant=args.variant)
-    if args.coeffs:
-        from ..io.arrays import read_mat
-        src = Path(args.coeffs)
-        if src.suffix == ".mat":
-            vec = read_mat(src)["coeff"]
-        elif src.suffix == ".npz":
-            vec = np.load(src)["coeff"]
-        else:
-            vec = np.load(src)
-        params = model.layout.split(torch.as_tensor(np.asarray(vec, np.float32)).reshape(1, -1))
-    else:
-        g = torch.Generator().manual_seed(args.seed)
-        params = model.random_params(1, generator=g, id_scale=args.identity_scale, exp_scale=0.0)
-    if args.expression:
-        w = {}
-        for item in args.expression:
-            k, _, v = item.partition("=")
-            w[k] = float(v or 1.0)
-        params = params.replace(expression=params.expression + model.expression_vector(w))
-    with torch.no_grad():
-        geo = model(params)
-    out = Path(args.output)
-    v, f = geo.vertices[0], model.faces
-    # Simple Lambert shading from the camera direction for a viewable vertex colour.
-    shade = geo.normals[0][:, 2].clamp(0, 1) * 0.7 + 0.3
-    colors = geo.albedo[0] * shade[:, None]
-    if out.suffix.lower() == ".ply":
-        write_ply(out, v, f, colors)
-    else:
-        write_obj(out, v, f, colors=colors)
-    print(f"wrote {out} ({model.n_vertices} vertices, {model.n_faces} triangles, model {model.name})")
+    w = {}
+    for item in args.expression:
+        k, _, v = item.partition("=")
+        w[k] = float(v or 1.0)
+    face = decode(args.model, variant=args.variant, coeffs=args.coeffs, seed=args.seed,
+                  identity_scale=args.identity_scale, expression=w)
+    path = face.save(args.output)
+    print(f"wrote {path} ({len(face.vertices)} vertices, {len(face.triangles)} triangles, model {face.model_name})")
     return 0

@@ -25,34 +25,21 @@ def _example_image():
 
 
 def run(args) -> int:
-    import torch
+    from .. import api
 
-    from ..io import write_obj
-    from ..models import load_model
-
-    torch.set_num_threads(args.threads)
+    api.set_threads(args.threads)
     out = Path(args.output)
-    model = load_model("ict")
-    g = torch.Generator().manual_seed(7)
-    params = model.random_params(1, generator=g, exp_scale=0.0)
-    params = params.replace(expression=model.expression_vector({"jawOpen": 0.4, "mouthSmile_L": 0.6,
-                                                                 "mouthSmile_R": 0.6}))
-    with torch.no_grad():
-        geo = model(params)
-    shade = geo.normals[0][:, 2].clamp(0, 1) * 0.7 + 0.3
-    write_obj(out / "random_face.obj", geo.vertices[0], model.faces, colors=geo.albedo[0] * shade[:, None])
+    face = api.decode("ict", seed=7, identity_scale=1.0,
+                      expression={"jawOpen": 0.4, "mouthSmile_L": 0.6, "mouthSmile_R": 0.6})
+    face.save(out / "random_face.obj")
     print(f"decoded a random ICT identity, smiling, jaw 40% open -> {out / 'random_face.obj'}")
 
     image = _example_image()
     if image is None:
         print("scikit-image is not installed, so there is no embedded photo: pip install \"facerecon[demo]\"")
         return 0
-    from ..api import FaceReconstructor
-    from ..outputs import write_reconstruction
-
-    rec = FaceReconstructor(model)
-    r = rec.reconstruct(image, max_faces=1)[0]
-    files = write_reconstruction(r, rec.model, out, "astronaut", image=image)
+    r = api.FaceReconstructor("ict").reconstruct(image, max_faces=1)[0]
+    files = r.save(out, stem="astronaut")
     t = r.times
     print(f"reconstructed the astronaut photo: yaw {r.pose_deg['yaw']:.1f}°, pitch {r.pose_deg['pitch']:.1f}°, "
           f"roll {r.pose_deg['roll']:.1f}°; detection {t.get('detect', 0):.2f}s, fit {t.get('fit_total', 0):.2f}s")

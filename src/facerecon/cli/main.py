@@ -21,13 +21,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     for name in COMMANDS:
-        try:
-            mod = importlib.import_module(f"{__package__}.{name}")
-        except ModuleNotFoundError as e:
-            if e.name == f"{__package__}.{name}":
-                continue  # not built yet
-            raise
-        mod.add_parser(sub)
+        importlib.import_module(f"{__package__}.{name}").add_parser(sub)
     return p
 
 

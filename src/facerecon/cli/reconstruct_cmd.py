@@ -5,16 +5,17 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from ..io.paths import expand_inputs
-
 
 def add_parser(sub) -> None:
     p = sub.add_parser("reconstruct", help="reconstruct 3D faces from images, an image set or a video")
     p.add_argument("inputs", nargs="*", help="image files, folders or glob patterns")
     p.add_argument("-o", "--output", required=True, help="output folder")
     p.add_argument("--model", default="ict", choices=["ict", "bfm"])
-    p.add_argument("--method", default="fit", choices=["fit", "regress", "regress+refine"],
-                   help="fit (analysis-by-synthesis), regress (learned R-Net), or regress then fit")
+    p.add_argument("--method", default="fit",
+                   help="a registered reconstruction method: fit (analysis-by-synthesis, default), regress "
+                        "(learned R-Net), regress+refine (regress then fit), or any registered since "
+                        "(--list-methods)")
+    p.add_argument("--list-methods", action="store_true", help="print the registered methods and exit")
     p.add_argument("--refine", type=int, default=None, metavar="N",
                    help="photometric fitting steps (default 80); with --method regress: refine the "
                         "regressed face with N steps (= --method regress+refine)")
@@ -24,11 +25,12 @@ def add_parser(sub) -> None:
     p.add_argument("--max-frames", type=int, default=None, help="video: stop after N frames")
     p.add_argument("--max-faces", type=int, default=1, help="faces per image, largest first")
     p.add_argument("--detector", default="auto",
-                   help="detector backend; auto: 'fast' (no landmark TTA) for --method regress, else 'default'")
+                   help="detector backend; auto: the method's choice ('fast' for --method regress, else 'default')")
     p.add_argument("--no-photometric", action="store_true", help="landmark-only fit (fast)")
     p.add_argument("--identity-loss", action="store_true",
                    help="add the MobileFaceNet identity-perceptual loss (asset mobilefacenet; research use)")
-    p.add_argument("--outputs", default="all", help="comma list of mat,npz,obj,textured,ply,json,panel,overlay")
+    p.add_argument("--outputs", default="all", help="comma list of output formats (default all; --list-outputs)")
+    p.add_argument("--list-outputs", action="store_true", help="print the output formats and exit")
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     p.set_defaults(func=run)
@@ -46,42 +48,48 @@ def _stems(paths: list[Path]) -> list[str]:
 
 
 def run(args) -> int:
-    import torch
     from tqdm import tqdm
 
-    from ..api import FaceReconstructor
+    from .. import api
     from ..errors import FaceReconError
-    from ..fit import FitConfig
-    from ..io.image import load_image
-    from ..outputs import ALL, write_reconstruction
 
+    if args.list_methods:
+        for name, desc in api.available_methods().items():
+            print(f"{name:16s} {desc}")
+        return 0
+    formats = api.output_formats()
+    if args.list_outputs:
+        for name, desc in formats.items():
+            print(f"{name:10s} {desc}")
+        return 0
     if args.threads:
-        torch.set_num_threads(args.threads)
-    what = ALL if args.outputs == "all" else tuple(s.strip() for s in args.outputs.split(","))
-    bad = set(what) - set(ALL)
+        api.set_threads(args.threads)
+    what = tuple(formats) if args.outputs == "all" else tuple(s.strip() for s in args.outputs.split(","))
+    bad = set(what) - set(formats)
     if bad:
-        print(f"facerecon: unknown outputs {sorted(bad)}; choose from {','.join(ALL)}", file=sys.stderr)
+        print(f"facerecon: unknown outputs {sorted(bad)}; choose from {','.join(formats)}", file=sys.stderr)
         return 2
-    cfg = FitConfig() if args.refine is None else FitConfig(steps_photo=args.refine)
     method = "regress+refine" if args.method == "regress" and args.refine is not None else args.method
-    rec = FaceReconstructor(args.model, detector=args.detector, fit_config=cfg, device=args.device,
-                            method=method, identity_loss=args.identity_loss)
+    options = {}
+    if args.refine is not None:
+        options["fit_config"] = api.FitConfig(steps_photo=args.refine)
+    if args.identity_loss:
+        options["identity_loss"] = True
+    rec = api.FaceReconstructor(args.model, detector=args.detector, device=args.device, method=method, **options)
     out = Path(args.output)
     photometric = not args.no_photometric
     failures: list[str] = []
     n_faces = 0
 
     if args.video:
-        from ..io.video import read_frames
-
-        frames = list(read_frames(args.video, max_frames=args.max_frames, stride=args.stride))
+        frames = list(api.read_frames(args.video, max_frames=args.max_frames, stride=args.stride))
         recs = rec.reconstruct_video(frames, photometric=photometric)
         for i, r in enumerate(tqdm(recs, desc="writing", unit="frame")):
-            write_reconstruction(r, rec.model, out, f"frame{i:05d}", what, image=frames[i])
+            r.save(out, what, stem=f"frame{i:05d}")
         n_faces = len(recs)
         failures += [f"{s}: no face" for s in rec.last_skipped]
     else:
-        paths, problems = expand_inputs(args.inputs)
+        paths, problems = api.expand_inputs(args.inputs)
         failures += problems
         if not paths:
             for f in failures:
@@ -93,24 +101,21 @@ def run(args) -> int:
             images = []
             for p in paths:
                 try:
-                    images.append(load_image(p))
+                    images.append(api.load_image(p))
                 except FaceReconError as e:
                     failures.append(str(e))
             recs = rec.reconstruct_set(images, photometric=photometric)
-            by_name = {im.name: im for im in images}
             for r in tqdm(recs, desc="writing", unit="face"):
-                write_reconstruction(r, rec.model, out, stems[Path(r.source)], what, image=by_name[r.source].pixels)
+                r.save(out, what, stem=stems[Path(r.source)])
             n_faces = len(recs)
             failures += [f"{s}: no face" for s in rec.last_skipped]
         else:
             bar = tqdm(paths, desc="reconstructing", unit="image")
             for p in bar:
                 try:
-                    img = load_image(p)
-                    recs = rec.reconstruct(img, max_faces=args.max_faces, photometric=photometric)
+                    recs = rec.reconstruct(api.load_image(p), max_faces=args.max_faces, photometric=photometric)
                     for k, r in enumerate(recs):
-                        stem = stems[p] if k == 0 else f"{stems[p]}_face{k}"
-                        write_reconstruction(r, rec.model, out, stem, what, image=img.pixels)
+                        r.save(out, what, stem=stems[p] if k == 0 else f"{stems[p]}_face{k}")
                     n_faces += len(recs)
                 except FaceReconError as e:
                     failures.append(str(e))

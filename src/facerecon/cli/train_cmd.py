@@ -58,96 +58,27 @@ def add_parser(sub) -> None:
     p.set_defaults(func=run)
 
 
-class AflwValidator:
-    """68-point NME on AFLW2000-3D (GT roi boxes) of a regressor alone.
-
-    The crops depend only on the detector, so they are computed once (landmarks in the protocol box
-    → Deep3D crop) and cached in `cache` (npz); each call then only runs the regressor.
-    Returns {'nme': mean of the 3 |yaw| bins (%), 'nme_0_30', 'nme_30_60', 'nme_60_90', 'failed'}.
-    """
-
-    def __init__(self, root, cache: str | os.PathLike, model, limit: int | None = None, detector="default"):
-        from ..eval.aflw2000 import load_aflw2000
-
-        self.data = load_aflw2000(root)
-        if limit is not None:
-            self.data = self.data.subset(limit)
-        self.model = model
-        cache = Path(cache)
-        names = np.array(self.data.names)
-        if cache.is_file():
-            with np.load(cache) as z:
-                if list(z["names"]) == list(names):
-                    self.crops, self.M_inv = z["crops"], z["M_inv"]
-                    return
-        self.crops, self.M_inv = self._build(detector)
-        from ..io.atomic import atomic_path
-
-        with atomic_path(cache) as tmp, open(tmp, "wb") as f:
-            np.savez(f, names=names, crops=self.crops, M_inv=self.M_inv)
-
-    def _build(self, detector):
-        from ..api import FaceReconstructor
-        from ..io.image import load_image
-
-        rec = FaceReconstructor(self.model, detector=detector, method="regress")
-        n = len(self.data)
-        crops = np.zeros((n, 224, 224, 3), np.uint8)
-        M_inv = np.full((n, 2, 3), np.nan)
-        for i in range(n):
-            img = load_image(self.data.image_path(i))
-            face = rec.detector.landmarks(img.pixels, np.asarray(self.data.roi_boxes[i], np.float32))
-            if face is None or face.lm68 is None:
-                continue
-            c = rec.crop(img, face)
-            crops[i], M_inv[i] = c.image, c.M_inv
-        return crops, M_inv
-
-    def __call__(self, reg) -> dict:
-        from ..eval.aflw2000 import score
-        from ..regress.predict import project_landmarks
-
-        params = reg.predict(self.crops)
-        model = self.model.to(params.identity.device)
-        lm = project_landmarks(model, params).detach().cpu().double().numpy()
-        pred = np.einsum("nij,nkj->nki", self.M_inv[:, :, :2], lm) + self.M_inv[:, None, :, 2]
-        res = score(pred.astype(np.float32), self.data, method_name="regress")
-        s = res.summary
-        return {"nme": float(s.mean), "nme_0_30": float(s.bins[0].nme), "nme_30_60": float(s.bins[1].nme),
-                "nme_60_90": float(s.bins[2].nme), "failed": int(s.failed)}
-
-
 def run(args) -> int:
-    import torch
-
-    from ..regress.train import TrainConfig, train
+    from ..api import set_threads
+    from ..train import TrainConfig, default_val_root, train_regressor
 
     if args.threads:
-        torch.set_num_threads(args.threads)
+        set_threads(args.threads)
     cfg = TrainConfig(
         data=list(args.data), photo_weights=args.photo_weights, out=args.out, backbone=args.backbone,
         model=args.model, pretrained=not args.no_pretrained, steps=args.steps, batch=args.batch, lr=args.lr,
         lr_backbone=args.lr_backbone, pseudo_labels=args.pseudo_labels, w_photo=args.w_photo,
-        landmarks=args.landmarks, init=args.init,
-        w_landmark=args.w_landmark, landmark_robust=args.landmark_robust or None, w_identity=args.w_identity, render_size=args.render_size,
+        landmarks=args.landmarks, init=args.init, w_landmark=args.w_landmark,
+        landmark_robust=args.landmark_robust or None, w_identity=args.w_identity, render_size=args.render_size,
         augment=not args.no_augment, workers=args.workers, ckpt_every=args.ckpt_every,
         val_every=args.val_every, device=args.device)
-    validate = None
-    root = args.val_root or (os.path.join(os.environ["FACERECON_DATA"], "aflw2000-3d-dev")
-                             if os.environ.get("FACERECON_DATA") else None)
-    if cfg.val_every and root and int(os.environ.get("RANK", "0")) == 0:
-        from ..models import load_model
-
-        Path(cfg.out).mkdir(parents=True, exist_ok=True)
-        validate = AflwValidator(root, Path(cfg.out) / "val_crops.npz", load_model(cfg.model), args.val_limit)
-    elif cfg.val_every and not root:
+    root = args.val_root or default_val_root()
+    if cfg.val_every and not root:
         print("(no validation: give --val-root or set FACERECON_DATA)")
-    res = train(cfg, resume=args.resume, validate=validate,
-                max_seconds=None if args.max_minutes is None else args.max_minutes * 60)
+    res = train_regressor(cfg, resume=args.resume, val_root=root, val_limit=args.val_limit,
+                          max_minutes=args.max_minutes, export=args.export)
     print(f"stopped at step {res['step']}; best validation NME {res['best_nme']:.2f} %; run folder {res['out']}")
-    if args.export:
-        from ..regress.predict import export_checkpoint
-
-        src = Path(cfg.out) / ("best.pt" if (Path(cfg.out) / "best.pt").is_file() else "last.pt")
-        print(f"weights: {export_checkpoint(src, args.export)} (from {src.name})")
+    if res["exported"]:
+        path, name = res["exported"]
+        print(f"weights: {path} (from {name})")
     return 0

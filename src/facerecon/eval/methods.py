@@ -1,88 +1,63 @@
 """Landmark methods the evaluators can run, by name.
 
-A *method* is a callable ``method(image_rgb, box) -> (68, 2) array | None``:
+A *landmark method* is a callable ``method(image_rgb, box) -> (68, 2) array | None``:
   image_rgb: (H, W, 3) uint8 RGB; box: (4,) [x0, y0, x1, y1] pixels, or None when the method
   must find the face itself (``--boxes detect``). Under the AFLW2000-3D protocol (``--boxes gt``)
   the box is the protocol's 3DDFA roi box (a loose square crop around the face); a method may use it
   as its crop or as a face box. Returns 68 iBUG points in original-image pixels (pixel centres at
   integers), or None when it finds no face (counted as a failure, never dropped).
 
-A *factory* builds a method: ``factory(**options) -> method``. Register one with
-``register_method(name, factory)``, where factory is a callable or a lazy ``"package.module:attr"``
-string imported on first use. Other modules extend the table without editing this file, either by
-calling `register_method` at import time or by an entry point in the ``facerecon.eval_methods``
-group; `get_method` also accepts a ``"package.module:attr"`` string directly.
+`get_method(name, **options)` builds one:
+  - a name registered here (`register_method(name, factory)`, or an entry point in the
+    ``facerecon.eval_methods`` group): landmark-only methods ("3ddfa", "default") and the built-in
+    reconstruction variants ("fit" = landmark stages only, "fit-photo", "regress", "regress+refine");
+  - otherwise any reconstruction method of `facerecon.methods` (registered anywhere), wrapped by
+    `reconstruction_method`: it reconstructs from the protocol box and reports its projected landmarks;
+  - or a ``"package.module:factory"`` string.
 """
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Callable
+from functools import partial
 
 import numpy as np
 
 from ..errors import FaceReconError
+from ..registry import Registry, import_path
 
 Method = Callable[[np.ndarray, np.ndarray | None], np.ndarray | None]
 Factory = Callable[..., Method]
 
 ENTRY_POINT_GROUP = "facerecon.eval_methods"
-
-_REGISTRY: dict[str, tuple[str | Factory, str]] = {}
-
-
-def register_method(name: str, factory: str | Factory, description: str = "",
-                    overwrite: bool = False) -> None:
-    """Add a method factory under `name` (a callable, or a lazy "package.module:attr" string)."""
-    if not overwrite and name in _REGISTRY and _REGISTRY[name][0] is not factory:
-        raise ValueError(f"evaluation method '{name}' is already registered (pass overwrite=True to replace it)")
-    if isinstance(factory, str) and ":" not in factory:
-        raise ValueError(f"lazy factory path must look like 'package.module:attr', got '{factory}'")
-    _REGISTRY[name] = (factory, description)
+EVAL_METHODS = Registry("evaluation method", group=ENTRY_POINT_GROUP)
 
 
-def _import(path: str):
-    mod, _, attr = path.partition(":")
-    try:
-        obj = importlib.import_module(mod)
-        for part in attr.split("."):
-            obj = getattr(obj, part)
-    except (ImportError, AttributeError) as e:
-        raise FaceReconError(f"cannot import '{path}': {e}") from e
-    return obj
-
-
-def _entry_points() -> dict:
-    try:
-        from importlib.metadata import entry_points
-
-        return {ep.name: ep for ep in entry_points(group=ENTRY_POINT_GROUP)}
-    except Exception:  # noqa: BLE001 - broken metadata must not break the built-in methods
-        return {}
+def register_method(name: str, factory: str | Factory, description: str = "", overwrite: bool = False) -> None:
+    """Add a landmark-method factory under `name` (a callable, or a lazy "package.module:attr" string)."""
+    EVAL_METHODS.register(name, factory, description, overwrite)
 
 
 def available_methods() -> dict[str, str]:
-    """name -> description of every registered (or entry-point) method."""
-    out = {n: d for n, (_, d) in _REGISTRY.items()}
-    for n, ep in _entry_points().items():
-        out.setdefault(n, f"entry point {ep.value}")
-    return dict(sorted(out.items()))
+    """name -> description of every evaluable method: those registered here and every reconstruction method."""
+    from ..api import available_methods as reconstruction_methods
+
+    out = {n: f"reconstruction method: {d}" for n, d in reconstruction_methods().items()}
+    return dict(sorted({**out, **EVAL_METHODS.available()}.items()))
 
 
 def get_factory(name: str) -> Factory:
-    """The factory registered as `name`, or imported from a "package.module:attr" string."""
-    if name in _REGISTRY:
-        factory = _REGISTRY[name][0]
-        return _import(factory) if isinstance(factory, str) else factory
-    eps = _entry_points()
-    if name in eps:
-        return eps[name].load()
+    """The factory registered as `name`, a reconstruction method's adapter, or a "module:attr" import."""
+    if name in EVAL_METHODS:
+        return EVAL_METHODS.get(name)
+    from ..api import available_methods as reconstruction_methods
+
+    if name in reconstruction_methods():
+        return partial(reconstruction_method, name)
     if ":" in name:
-        return _import(name)
-    raise FaceReconError(
-        f"unknown evaluation method '{name}'; known: {', '.join(available_methods()) or 'none'} "
-        "(or give 'package.module:factory')"
-    )
+        return import_path(name)
+    raise FaceReconError(f"unknown evaluation method '{name}'; known: {', '.join(available_methods())} "
+                         "(or give 'package.module:factory')")
 
 
 def get_method(name: str, **options) -> Method:
@@ -102,7 +77,7 @@ def _resolve_detector(detector):
     path to a class / zero-argument factory that returns one of those."""
     if isinstance(detector, str):
         if ":" in detector:
-            detector = _import(detector)()
+            detector = import_path(detector)()
         else:
             from ..detect.registry import get_detector
 
@@ -140,13 +115,74 @@ def make_3ddfa(asset_dir=None, detector=None, device: str = "cpu") -> Method:
     return method
 
 
+def make_default(**options) -> Method:
+    """facerecon's default detection pipeline alone. A given box is the AFLW2000-3D protocol roi and
+    is turned back into a detector-style box; None runs the full pipeline and takes the first face."""
+    from ..detect.crop import bbox_from_roi_box
+    from ..detect.pipeline import DefaultPipeline
+
+    pl = DefaultPipeline(**options)
+
+    def method(image: np.ndarray, box) -> np.ndarray | None:
+        if box is not None:
+            return pl.landmarks(image, bbox_from_roi_box(box)).lm68
+        faces = pl.detect(image)
+        return faces[0].lm68 if faces else None
+
+    method.pipeline = pl
+    return method
+
+
+def reconstruction_method(name: str, photometric: bool = True, model: str = "ict", **options) -> Method:
+    """A reconstruction method (any name of `facerecon.methods`) as a landmark method: its model's 68
+    landmarks projected into the photo.
+
+    A given box is the protocol's 3DDFA roi box: 3DDFA_V2 runs on it directly, as 3DDFA does, with
+    test-time augmentation when the method's own detector uses it, and the detector's FaceMesh
+    points are attached when it has them. The landmarks the method started from are left in
+    `method.last_input`, which the evaluator scores in the same run. options: the method's options
+    (and `detector`), as for `FaceReconstructor`."""
+    from ..api import FaceReconstructor, load_image
+    from ..detect.crop import bbox_from_roi_box
+    from ..detect.tddfa import TDDFALandmarker
+
+    rec = FaceReconstructor(model, method=name, **options)
+    state = {}
+
+    def method(image: np.ndarray, box) -> np.ndarray | None:
+        img = load_image(image)
+        method.last_input = None
+        if box is None:
+            faces = rec.detect(img)
+            if not faces:
+                return None
+            face = faces[0]
+        else:
+            if "tddfa" not in state:
+                pipe = rec.detector
+                state["tddfa"] = getattr(pipe, "tddfa", None) or TDDFALandmarker()
+                state["tta"] = getattr(pipe, "tta", True)
+            tddfa = state["tddfa"]
+            face = (tddfa.landmarks_tta(img.pixels, [box], box_is_roi=True)[0] if state["tta"]
+                    else tddfa.landmarks(img.pixels, box, box_is_roi=True))
+            if hasattr(rec.detector, "attach_dense"):  # a no-op for pipelines without FaceMesh points
+                face = rec.detector.attach_dense(img.pixels, face, bbox_from_roi_box(box))
+        method.last_input = face.lm68
+        return rec.reconstruct_faces([img], [face], photometric=photometric)[0].lm68
+
+    method.reconstructor = rec
+    method.last_input = None
+    return method
+
+
 register_method("3ddfa", make_3ddfa, "3DDFA_V2 MobileNetV1x0.5 (our port); --boxes gt uses the roi box as-is")
-register_method("default", "facerecon.detect.pipeline:eval_method",
+register_method("default", make_default,
                 "facerecon's default detection pipeline (RetinaFace/FaceBoxes boxes + 3DDFA_V2 with TTA)")
-register_method("fit", "facerecon.api:make_fit_method",
+register_method("fit", partial(reconstruction_method, "fit", False),
                 "analysis-by-synthesis fit of the ICT model from the default pipeline's landmarks")
-register_method("regress", "facerecon.api:make_regress_method", "the learned coefficient regressor alone")
-register_method("regress+refine", "facerecon.api:make_regress_refine_method",
-                "the regressor, then fitting from it (landmark + photometric stages)")
-register_method("fit-photo", "facerecon.api:make_fit_photo_method",
+register_method("fit-photo", partial(reconstruction_method, "fit", True),
                 "the full fit: landmark stages + photometric stage through the renderer")
+register_method("regress", partial(reconstruction_method, "regress", False),
+                "the learned coefficient regressor alone")
+register_method("regress+refine", partial(reconstruction_method, "regress+refine", True),
+                "the regressor, then fitting from it (landmark + photometric stages)")

@@ -1,0 +1,77 @@
+"""Building a fit's targets (`FitTargets`) from aligned crops and their detections.
+
+Everything lands in crop pixels of the S×S crop: the 68 landmarks and their confidences, FaceMesh's
+dense points with a per-face trust from the head's yaw, 3DDFA_V2's 3-D landmarks (a second starting
+pose), and for the photometric stage the crop image and its face/skin mask.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from ..align import Crop, face_mask
+from ..detect.base import Face
+from ..geometry.landmarks import yaw_gate
+from . import FitConfig, FitTargets
+from .dense import DenseMap
+
+
+def _tensor(x, like: torch.Tensor) -> torch.Tensor:
+    return torch.tensor(np.asarray(x), dtype=like.dtype, device=like.device)
+
+
+def dense_targets(crops: list[Crop], faces: list[Face], dense_map: DenseMap | None, like: torch.Tensor):
+    """FaceMesh points (B, N, 2) in crop pixels and their per-face trust (B, 1) from the head's yaw,
+    or (None, None) when no face has them or there is no dense map. `like`: dtype/device source."""
+    N = 0 if dense_map is None else dense_map.n_points
+    if not N or all(f.dense is None or len(f.dense) < N for f in faces):
+        return None, None
+    pts = np.zeros((len(faces), N, 2))
+    gate = np.zeros((len(faces), 1))
+    for i, (c, f) in enumerate(zip(crops, faces)):
+        if f.dense is not None and len(f.dense) >= N:
+            pts[i] = c.original_to_crop(np.asarray(f.dense)[:N, :2])
+            gate[i] = yaw_gate(f.yaw)
+    return _tensor(pts, like), _tensor(gate, like)
+
+
+def build_targets(crops: list[Crop], faces: list[Face], like: torch.Tensor, config: FitConfig,
+                  dense_map: DenseMap | None = None, photometric: bool = True, mask: bool = True,
+                  landmarks_required: bool = True) -> FitTargets:
+    """FitTargets for B crops and their detections.
+
+    like: a tensor whose dtype/device the targets take (the model's `mean_shape`).
+    photometric: include the crop images (B, S, S, 3) in [0, 1]; mask: and the face/skin masks.
+    landmarks_required: False lets detections without 68 landmarks through with zero-weight
+    placeholder targets (a regressor alone needs only the crop).
+    """
+    missing = [c.source or "image" for c in crops if c.lm68 is None]
+    if missing and landmarks_required:
+        raise ValueError(f"{missing[0]}: the detector gave no 68 landmarks, which fitting needs")
+    B = len(crops)
+    if missing:
+        zeros = torch.zeros(B, 68, 2, dtype=like.dtype, device=like.device)
+        return FitTargets(lm68=zeros, lm_weights=torch.zeros(B, 68, dtype=like.dtype, device=like.device))
+    lm = _tensor(np.stack([c.lm68 for c in crops]), like)
+    conf = None
+    if all(f.lm68_conf is not None for f in faces):
+        conf = _tensor(np.stack([f.lm68_conf for f in faces]), like)
+    dense, dense_w = dense_targets(crops, faces, dense_map, like)
+    lm3d = None
+    if config.pose_from_3d and all(f.lm68_3d is not None for f in faces):
+        pts = []
+        for c, f in zip(crops, faces):
+            p = np.asarray(f.lm68_3d, np.float64)
+            pts.append(np.concatenate([c.original_to_crop(p[:, :2]), p[:, 2:] * c.scale], 1))
+        lm3d = _tensor(np.stack(pts), like)
+    img = msk = None
+    if photometric:
+        img = _tensor(np.stack([c.image for c in crops]), like) / 255.0
+        if mask:
+            msk = _tensor(np.stack([face_mask(c.image, c.lm68) for c in crops]), like)
+    return FitTargets(lm68=lm, lm_weights=conf, image=img, mask=msk, dense=dense, dense_weights=dense_w,
+                      lm68_3d=lm3d)
+
+
+__all__ = ["build_targets", "dense_targets"]

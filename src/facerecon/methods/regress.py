@@ -1,0 +1,103 @@
+"""Methods "regress" (the learned coefficient regressor alone: milliseconds per face) and
+"regress+refine" (the regressor, then fitting started from its parameters)."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import replace
+
+import torch
+
+from ..align import Crop
+from ..detect.base import Face
+from ..fit import FitConfig
+from .base import MethodContext, Request
+from .fit import FitMethod
+from .result import Reconstruction, from_params
+
+
+class RegressMethod:
+    """The regressor (Deep3D's R-Net, `facerecon.regress`) behind the method protocol.
+
+    regressor: a weights path (default: the shipped weights) or a built regressor (anything with
+    `predict(crops uint8 (B, 224, 224, 3)) -> FaceParams`, e.g. `regress.onnx.OnnxRegressor`).
+    """
+
+    name = "regress"
+    needs_landmarks = False
+    # One landmark pass is enough for a crop: test-time augmentation would be two thirds of the time.
+    detector = "fast"
+
+    def __init__(self, context: MethodContext, regressor=None):
+        self.context = context
+        self._spec = regressor
+        self._regressor = None
+
+    @property
+    def regressor(self):
+        if self._regressor is None:
+            from ..regress.predict import load_regressor
+
+            spec = self._spec
+            self._regressor = spec if hasattr(spec, "predict") else load_regressor(spec, device=self.context.device)
+        return self._regressor
+
+    def predict(self, crops: list[Crop], request: Request):
+        """FaceParams (B) for the crops; an image set's identity is their average."""
+        import numpy as np
+
+        model = self.context.model
+        params = self.regressor.predict(np.stack([c.image for c in crops]))
+        params = params.map(lambda t: t.to(device=self.context.device, dtype=model.mean_shape.dtype))
+        if request.shared_identity:
+            from ..regress.predict import aggregate_identity
+
+            params = aggregate_identity(params)
+        return params
+
+    def reconstruct(self, crops: list[Crop], faces: list[Face], request: Request = Request()) -> list[Reconstruction]:
+        t0 = time.perf_counter()
+        params = self.predict(crops, request)
+        t = {"regress": time.perf_counter() - t0}
+        model = self.context.model
+        with torch.no_grad():
+            lm = model.project_landmarks(params, self.context.camera)
+        return from_params(model, self.context.camera, params, lm, crops, faces, self.name, t)
+
+
+class RegressRefineMethod(FitMethod):
+    """The regressor's parameters as the fit's start: every regressed identity mode is kept and the
+    shape stage is halved (the start is already close); the photometric stage follows the request."""
+
+    name = "regress+refine"
+    needs_landmarks = True
+    detector = "default"
+
+    def __init__(self, context: MethodContext, regressor=None, config: FitConfig | None = None,
+                 identity_loss: bool = False, mask: bool = True, **overrides):
+        super().__init__(context, config, identity_loss, mask, **overrides)
+        self.regress = RegressMethod(context, regressor)
+
+    def reconstruct(self, crops: list[Crop], faces: list[Face], request: Request = Request()) -> list[Reconstruction]:
+        t0 = time.perf_counter()
+        init = self.regress.predict(crops, request)
+        t_reg = time.perf_counter() - t0
+        targets = replace(self.targets(crops, faces, request), init=init)
+        cfg = self.config_for(request)
+        cfg = FitConfig(**{**cfg.__dict__, "n_identity": self.context.model.layout.n_identity,
+                           "steps_shape": cfg.steps_shape // 2})
+        res = self.run(targets, cfg)
+        times = {"regress": t_reg, **{f"fit_{k}": v for k, v in res.times.items()}}
+        return from_params(self.context.model, self.context.camera, res.params, res.lm68, crops, faces, self.name,
+                           times)
+
+
+def make_regress(context: MethodContext, **options) -> RegressMethod:
+    return RegressMethod(context, **options)
+
+
+def make_regress_refine(context: MethodContext, **options) -> RegressRefineMethod:
+    return RegressRefineMethod(context, **options)
+
+
+__all__ = ["RegressMethod", "RegressRefineMethod", "make_regress", "make_regress_refine"]

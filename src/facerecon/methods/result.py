@@ -1,0 +1,232 @@
+"""`Reconstruction`: what every reconstruction method returns for one face, whatever it is.
+
+A method may be a morphable-model fit (parameters, mesh in the model's topology), a network that
+outputs a mesh directly (in the model's topology, or its own with a vertex correspondence), or a
+volume meshed afterwards. So the mesh, landmarks, pose and cameras are always there; `params` only
+when the method has model parameters. `save()` writes every output format through the exporter
+registry (`facerecon.io.export`), rendering the images those formats need with `facerecon.render`.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..align import Crop
+from ..detect.base import Face
+from ..geometry.camera import PerspectiveCamera
+from ..io import export as exporters
+from ..models import FaceGeometry, FaceParams, MorphableModel, ParamLayout
+from ..render import views
+
+
+@dataclass(frozen=True)
+class Topology:
+    """The triangles (and UV layout) of a reconstruction's mesh.
+
+    name: e.g. "ict-face"; triangles: (F, 3) int64, counter-clockwise seen from outside;
+    uv: (T, 2) float32 in [0, 1] (v up, as OBJ) and uv_faces (F, 3) int64 into it, or empty arrays.
+    """
+
+    name: str
+    triangles: torch.Tensor
+    uv: torch.Tensor
+    uv_faces: torch.Tensor
+
+    @staticmethod
+    def of_model(model: MorphableModel) -> Topology:
+        return Topology(model.name, model.faces, model.uv, model.uv_faces)
+
+
+def camera_for_original(crop_camera: PerspectiveCamera, crop: Crop) -> PerspectiveCamera:
+    """The camera of the original image equivalent to `crop_camera` on a (rotation-free) crop."""
+    M = crop.M
+    s = float(M[0, 0])
+    if abs(M[0, 1]) > 1e-9 or abs(M[1, 0]) > 1e-9:
+        raise ValueError("crop has an in-plane rotation; no single pinhole camera matches it")
+    h, w = crop.original_shape
+    return PerspectiveCamera(crop_camera.focal / s, (crop_camera.cx - M[0, 2]) / s, (crop_camera.cy - M[1, 2]) / s,
+                             int(w), int(h), crop_camera.distance, crop_camera.near)
+
+
+def _np(t: torch.Tensor) -> np.ndarray:
+    return t.detach().cpu().numpy()
+
+
+@dataclass(frozen=True)
+class Reconstruction:
+    """One reconstructed face.
+
+    geometry: FaceGeometry (batch 1): `vertices` (1, V, 3) model space (unposed; methods without a
+        model frame give the posed mesh here too), `vertices_world` (1, V, 3) posed in the crop
+        camera's frame, `normals` (1, V, 3) of the posed surface, `albedo` (1, V, 3) in [0, 1]. mm.
+    topology: its triangles and UV layout.
+    lm68: (68, 2) float32 landmarks projected into the ORIGINAL image (pixels, centres at integers).
+    lm68_crop: (68, 2) float32 the same in crop pixels.
+    pose_deg: {'yaw', 'pitch', 'roll'} degrees (yaw > 0: face turned towards image right);
+        the rotation is R = Rz(roll) Ry(yaw) Rx(pitch) (docs/coordinates.md).
+    translation_mm: (3,) float32, v_world = R v + t.
+    camera_crop: the crop's PerspectiveCamera; camera: the equivalent camera of the original image
+        (the crop is a similarity of it), so `camera.project(vertices_world)` lands on the photo.
+    face: the detection it came from; crop: the aligned crop.
+    method: the registered name of the method that made it; model_name: the morphable model's name.
+    params: FaceParams (batch 1) when the method has model parameters, else None; layout: their
+        ParamLayout (flat vector order, for `coeff`), else None.
+    correspondence: (V,) int64, the model vertex each of our vertices stands for when the mesh is
+        not in the model's topology; None when it is.
+    blendshapes: {ARKit name: weight} for ICT parameters, else None.
+    times: seconds per step. source: the image's name. image: the original photo (H, W, 3) uint8
+        when known (needed by the 'textured' and 'overlay' outputs).
+    """
+
+    geometry: FaceGeometry
+    topology: Topology
+    lm68: np.ndarray
+    lm68_crop: np.ndarray
+    pose_deg: dict
+    translation_mm: np.ndarray
+    camera_crop: PerspectiveCamera
+    camera: PerspectiveCamera
+    face: Face
+    crop: Crop
+    method: str
+    model_name: str
+    params: FaceParams | None = None
+    layout: ParamLayout | None = None
+    correspondence: np.ndarray | None = None
+    blendshapes: dict | None = None
+    times: dict = field(default_factory=dict)
+    source: str = ""
+    image: np.ndarray | None = field(default=None, repr=False, compare=False)
+
+    # -- numpy views, no batch dimension -------------------------------------------------------
+    @property
+    def vertices(self) -> np.ndarray:
+        """(V, 3) float32 posed vertices, mm, crop camera frame."""
+        return _np(self.geometry.vertices_world[0]).astype(np.float32)
+
+    @property
+    def vertices_model(self) -> np.ndarray:
+        """(V, 3) float32 unposed (model-space) vertices, mm."""
+        return _np(self.geometry.vertices[0]).astype(np.float32)
+
+    @property
+    def triangles(self) -> np.ndarray:
+        """(F, 3) int64 vertex indices."""
+        return _np(self.topology.triangles).astype(np.int64)
+
+    @property
+    def normals(self) -> np.ndarray:
+        """(V, 3) float32 unit normals of the posed surface."""
+        return _np(self.geometry.normals[0]).astype(np.float32)
+
+    @property
+    def albedo(self) -> np.ndarray:
+        """(V, 3) float32 reflectance in [0, 1]."""
+        return _np(self.geometry.albedo[0]).astype(np.float32)
+
+    @property
+    def light(self) -> torch.Tensor | None:
+        """(1, 27) SH lighting (facerecon.render.shading's layout), or None."""
+        return None if self.params is None else self.params.light
+
+    @property
+    def coeff(self) -> np.ndarray | None:
+        """(1, D) float32 flat parameter vector in `layout`'s order, or None."""
+        if self.params is None or self.layout is None:
+            return None
+        return _np(self.layout.join(self.params)).astype(np.float32)
+
+    def with_image(self, pixels: np.ndarray | None, source: str | None = None) -> Reconstruction:
+        return replace(self, image=pixels, source=self.source if source is None else source)
+
+    # -- conveniences ----------------------------------------------------------------------------
+    def to_trimesh(self, posed: bool = True):
+        """A `trimesh.Trimesh` of the mesh (posed in the crop camera's frame, or model space) with
+        shaded vertex colours."""
+        import trimesh
+
+        v = self.vertices if posed else self.vertices_model
+        rgba = np.concatenate([views.shaded_colors(self.geometry.albedo, self.geometry.normals, self.light),
+                               np.ones((len(v), 1), np.float32)], 1)
+        return trimesh.Trimesh(v, self.triangles, vertex_colors=np.clip(rgba * 255 + 0.5, 0, 255).astype(np.uint8),
+                               process=False)
+
+    def default_stem(self) -> str:
+        return Path(self.source).stem if self.source else "face"
+
+    def export_item(self, formats=None, texture_size: int = 512) -> exporters.ExportItem:
+        """The plain-numpy `ExportItem` for `formats` (None: all), with the images they need rendered."""
+        formats = exporters.resolve_formats(formats)
+        need = exporters.images_needed(formats)
+        g, topo = self.geometry, self.topology
+        images: dict[str, np.ndarray] = {}
+        with torch.no_grad():
+            if need & {"recon_crop", "geometry_crop"}:
+                images.update(views.crop_views(g.vertices_world, g.albedo, self.light, topo.triangles,
+                                               self.camera_crop, self.crop.image))
+            if "overlay" in need and self.image is not None:
+                images["overlay"] = views.photo_overlay(g.vertices_world, g.albedo, self.light, topo.triangles,
+                                                        self.camera, self.image)
+            if "texture" in need and self.image is not None and topo.uv.shape[0] > 0:
+                images["texture"] = views.uv_texture(g.vertices_world, topo.triangles, topo.uv, topo.uv_faces,
+                                                     self.camera, self.image, g.albedo, texture_size)
+            if "landmarks_crop" in need:
+                images["landmarks_crop"] = views.landmark_image(self.crop.image, self.lm68_crop, self.crop.lm68)
+            colors = views.shaded_colors(g.albedo, g.normals, self.light)
+        cam = self.camera
+        return exporters.ExportItem(
+            vertices=self.vertices_model, vertices_posed=self.vertices, faces=self.triangles,
+            colors=colors, albedo=self.albedo, uv=_np(topo.uv).astype(np.float32),
+            uv_faces=_np(topo.uv_faces).astype(np.int64), coeff=self.coeff, crop_image=self.crop.image,
+            lm68_crop=self.lm68_crop, lm5_crop=self.crop.lm5, lm68_image=self.lm68,
+            lm68_detected_crop=self.crop.lm68, pose_deg=self.pose_deg,
+            translation_mm=np.asarray(self.translation_mm, np.float32),
+            camera={"focal_px": cam.focal, "cx": cam.cx, "cy": cam.cy, "width": cam.width, "height": cam.height,
+                    "distance_mm": cam.distance},
+            box=np.asarray(self.face.box, np.float32), detector=self.face.source, blendshapes=self.blendshapes,
+            times=dict(self.times), source=self.source, model=self.model_name, images=images)
+
+    def save(self, out_dir, formats=None, stem: str | None = None, texture_size: int = 512) -> list[Path]:
+        """Write `formats` (names of `facerecon.io.export`'s registry; None: all) for this face into
+        `out_dir` as `stem`.* (default: the source image's stem); returns the paths written. Each
+        file is written atomically. 'textured' and 'overlay' need the original photo (`image`)."""
+        formats = exporters.resolve_formats(formats)
+        item = self.export_item(formats, texture_size)
+        return exporters.export(item, out_dir, stem or self.default_stem(), formats)
+
+
+def from_params(model: MorphableModel, camera: PerspectiveCamera, params: FaceParams, lm68_crop: torch.Tensor,
+                crops: list[Crop], faces: list[Face], method: str, times: dict | None = None) -> list[Reconstruction]:
+    """Reconstructions of a batch of B faces from model parameters.
+
+    params: FaceParams (B) in `camera`'s frame; lm68_crop: (B, 68, 2) the model's landmarks
+    projected into the crops; crops/faces: B each."""
+    out = []
+    with torch.no_grad():
+        geo_all = model(params)
+    topo = Topology.of_model(model)
+    ict_weights = model.exp_prior == "unit_interval" and bool(model.expression_names)
+    for i, (crop, face) in enumerate(zip(crops, faces)):
+        p = params[i]
+        geo = FaceGeometry(*(t[i:i + 1] for t in (geo_all.vertices, geo_all.vertices_world,
+                                                    geo_all.normals, geo_all.albedo)))
+        lm_crop = lm68_crop[i].detach().cpu().double().numpy()
+        pitch, yaw, roll = (math.degrees(float(a)) for a in p.rotation[0])
+        bs = None
+        if ict_weights:
+            bs = {n: float(w) for n, w in zip(model.expression_names, p.expression[0])}
+        out.append(Reconstruction(
+            geometry=geo, topology=topo, lm68=crop.crop_to_original(lm_crop).astype(np.float32),
+            lm68_crop=lm_crop.astype(np.float32), pose_deg={"yaw": yaw, "pitch": pitch, "roll": roll},
+            translation_mm=_np(p.translation[0]).astype(np.float32), camera_crop=camera,
+            camera=camera_for_original(camera, crop), face=face, crop=crop, method=method, model_name=model.name,
+            params=p, layout=model.layout, blendshapes=bs, times=dict(times or {}), source=crop.source))
+    return out
+
+
+__all__ = ["Reconstruction", "Topology", "camera_for_original", "from_params"]
