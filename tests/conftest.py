@@ -40,3 +40,15 @@ def ict_model():
     from facerecon.models import load_model
 
     return load_model("ict")
+
+
+@pytest.fixture(scope="session")
+def astronaut_path(tmp_path_factory):
+    """scikit-image's bundled astronaut photo (public domain) as a PNG file; skips without skimage."""
+    pytest.importorskip("skimage")
+    from PIL import Image
+    from skimage import data
+
+    p = tmp_path_factory.mktemp("img") / "astronaut.png"
+    Image.fromarray(data.astronaut()).save(p)
+    return p

@@ -14,16 +14,6 @@ pytest.importorskip("skimage")
 
 
 @pytest.fixture(scope="module")
-def astronaut_path(tmp_path_factory):
-    from PIL import Image
-    from skimage import data
-
-    p = tmp_path_factory.mktemp("img") / "astronaut.png"
-    Image.fromarray(data.astronaut()).save(p)
-    return p
-
-
-@pytest.fixture(scope="module")
 def reconstructor():
     for a in ("ict-facekit", "retinaface", "3ddfa-v2"):
         need_asset(a)

@@ -47,16 +47,6 @@ def meanface():
     METHODS.unregister("meanface")
 
 
-@pytest.fixture(scope="module")
-def astronaut_path(tmp_path_factory):
-    from PIL import Image
-    from skimage import data
-
-    p = tmp_path_factory.mktemp("img") / "astronaut.png"
-    Image.fromarray(data.astronaut()).save(p)
-    return p
-
-
 def test_api_reconstructs_with_a_registered_method(meanface, astronaut_path):
     from facerecon.api import FaceReconstructor, available_methods
 
