@@ -3,6 +3,7 @@ writer it replaces (`facerecon.outputs.write_reconstruction`)."""
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 from dataclasses import replace
@@ -236,8 +237,10 @@ def _reconstruction(model, photo_shape=(300, 400)):
 
     g = torch.Generator().manual_seed(3)
     p = model.random_params(1, generator=g)
-    p = p.replace(rotation=torch.tensor([[0.1, -0.3, 0.05]]), translation=torch.tensor([[2.0, -5.0, 30.0]]),
-                  light=torch.randn(1, 27, generator=g) * 0.2)
+    dt = model.mean_shape.dtype
+    p = p.replace(rotation=torch.tensor([[0.1, -0.3, 0.05]], dtype=dt),
+                  translation=torch.tensor([[2.0, -5.0, 30.0]], dtype=dt),
+                  light=torch.randn(1, 27, generator=g, dtype=dt) * 0.2)
     with torch.no_grad():
         geo = model(p)
     cam = PerspectiveCamera.deep3d(224)
@@ -286,20 +289,25 @@ def _item_from(rec, model, photo, formats):
 
 
 @pytest.mark.assets
-@pytest.mark.parametrize("photo_shape, formats", [((300, 400), ALL),
-                                                   ((1300, 900), ("overlay",))])  # downscaled for the overlay
-def test_same_files_as_write_reconstruction(tmp_path, ict_model, photo_shape, formats):
-    # Compares with the writer being replaced; when facerecon.outputs is deleted, keep the new half
-    # (or pin its files) — this test references outputs.py only for the comparison.
+@pytest.mark.parametrize("photo_shape, formats, dtype", [
+    ((300, 400), ALL, torch.float32),
+    ((1300, 900), ("overlay",), torch.float32),  # downscaled for the overlay
+    ((300, 400), ("mat", "obj", "textured", "json"), torch.float64),  # a float64 reconstruction
+])
+def test_same_files_as_write_reconstruction(tmp_path, ict_model, photo_shape, formats, dtype):
+    # Compares with the writer being replaced. NOTE for whoever deletes facerecon.outputs: this is
+    # the only test that references it; convert it then (keep the new half, or pin its files).
     from facerecon.outputs import write_reconstruction
 
     need_asset("ict-facekit")
-    rec, photo = _reconstruction(ict_model, photo_shape)
-    old = write_reconstruction(rec, ict_model, tmp_path / "old", "f", formats, image=photo)
-    new = export(_item_from(rec, ict_model, photo, formats), tmp_path / "new", "f", formats)
+    model = ict_model if dtype == torch.float32 else copy.deepcopy(ict_model).to(dtype)
+    rec, photo = _reconstruction(model, photo_shape)
+    assert rec.geometry.vertices.dtype == dtype
+    old = write_reconstruction(rec, model, tmp_path / "old", "f", formats, image=photo)
+    new = export(_item_from(rec, model, photo, formats), tmp_path / "new", "f", formats)
     # Same files; outputs.py returned 'ply' before 'textured', the registry follows ALL's order.
     assert sorted(p.name for p in old) == sorted(p.name for p in new)
-    assert len(new) == (10 if formats == ALL else len(formats))
+    assert len(new) == len(formats) + 2 * ("textured" in formats)  # textured: .obj, .mtl, .png
     assert sorted(p.name for p in (tmp_path / "old").iterdir()) == sorted(p.name for p in (tmp_path / "new").iterdir())
     for p in old:
         q = tmp_path / "new" / p.name
@@ -327,6 +335,6 @@ def test_same_files_as_write_reconstruction(tmp_path, ict_model, photo_shape, fo
         assert (sio.loadmat(tmp_path / "new" / "f.mat")["recon_img"][..., 3] > 0).mean() > 0.3
     if formats == ALL:  # without a photo both skip 'textured' and 'overlay'
         few = ("obj", "textured", "overlay")
-        old = write_reconstruction(rec, ict_model, tmp_path / "old2", "f", few)
-        new = export(_item_from(rec, ict_model, None, few), tmp_path / "new2", "f", few)
+        old = write_reconstruction(rec, model, tmp_path / "old2", "f", few)
+        new = export(_item_from(rec, model, None, few), tmp_path / "new2", "f", few)
         assert [p.name for p in old] == [p.name for p in new] == ["f.obj"]
