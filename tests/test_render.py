@@ -315,3 +315,124 @@ def test_uv_texture_round_trip():
     centre = gv[:, :2].abs().max(1).values < 10
     assert not vis_both[0, : gv.shape[0]][centre].any()
     assert vis_both[0, gv.shape[0]:].all()
+
+
+# --------------------------------------------------------------------------- views (images the exporters write)
+
+
+def test_key_light_is_the_old_hand_built_light():
+    from facerecon.render import key_light
+
+    for dt in (torch.float32, torch.float64):
+        old = torch.zeros(2, 27, dtype=dt)
+        for c in range(3):
+            old[:, c * 9 + 2] = 0.35
+            old[:, c * 9 + 1] = 0.1
+        new = key_light(2, dt)
+        assert new.dtype == dt and new.shape == (2, 27) and torch.equal(new, old)
+
+
+def _sphere_scene(dtype=torch.float32, size=48):
+    v, f = icosphere(3, radius=50.0, dtype=dtype)
+    albedo = torch.full_like(v, 0.6)[None]
+    light = torch.zeros(1, 27, dtype=dtype)
+    light[:, [0, 9, 18]] = 0.2
+    rng = np.random.default_rng(0)
+    crop = rng.integers(0, 255, (size, size, 3), dtype=np.uint8)
+    return v[None], f, albedo, light, PerspectiveCamera.deep3d(size), crop
+
+
+def test_crop_views_shapes_and_content():
+    from facerecon.render import crop_views, sh_shade, shaded_colors
+
+    v, f, albedo, light, cam, crop = _sphere_scene()
+    views = crop_views(v, albedo, light, f, cam, crop)
+    rc, geo = views["recon_crop"], views["geometry_crop"]
+    assert set(views) == {"recon_crop", "geometry_crop"}
+    assert rc.shape == (48, 48, 4) and geo.shape == (48, 48, 3) and rc.dtype == geo.dtype == np.uint8
+    # Centre: the sphere (opaque, shaded); corners: the crop (overlay) and white (geometry view).
+    assert rc[24, 24, 3] == 255 and rc[0, 0, 3] == 0 and np.array_equal(rc[0, 0, :3], crop[0, 0])
+    assert (geo[0, 0] == 255).all() and geo.min() < 200  # the sphere's rim is darker than the white
+    assert (geo == geo[..., :1]).all()  # grey: the same in every channel
+    # The overlay is the renderer's, rounded; the geometry view uses the key light, not `light`.
+    ref = MeshRenderer(cam, f, outputs=("overlay",), antialias=True)(
+        v, albedo, light, background=torch.tensor(crop, dtype=torch.float32)[None] / 255.0).overlay[0]
+    assert np.array_equal(rc, np.clip(ref.clamp(0, 1).numpy() * 255.0 + 0.5, 0, 255).astype(np.uint8))
+    assert np.array_equal(crop_views(v, albedo, light * 3, f, cam, crop)["geometry_crop"], geo)
+    # No light estimate: zeros (ambient only); float64 and unbatched inputs work alike.
+    dark = crop_views(v, albedo, None, f, cam, crop)
+    assert np.array_equal(dark["recon_crop"], crop_views(v, albedo, torch.zeros(1, 27), f, cam, crop)["recon_crop"])
+    v64, _, a64, l64, _, _ = _sphere_scene(torch.float64)
+    d64 = crop_views(v64[0], a64[0], l64, f, cam, crop)
+    assert np.abs(d64["recon_crop"].astype(int) - rc).max() <= 1
+    # Vertex colours: the shader's, clamped, in the inputs' dtype.
+    from facerecon.geometry.mesh import vertex_normals
+
+    n = vertex_normals(v, f)
+    c = shaded_colors(albedo, n, light * 10)
+    assert c.shape == (v.shape[1], 3) and c.dtype == np.float32 and c.max() == 1.0
+    assert np.array_equal(c, sh_shade(albedo, n, light * 10)[0].clamp(0, 1).numpy())
+    assert shaded_colors(a64, vertex_normals(v64, f), None).dtype == np.float64
+
+
+def test_photo_overlay_downscales_big_photos():
+    from facerecon.render import photo_overlay
+
+    v, f, albedo, light, _, _ = _sphere_scene()
+    cam = PerspectiveCamera.from_fov(20.0, 90, 60)
+    photo = np.full((60, 90, 3), 7, np.uint8)
+    ov = photo_overlay(v, albedo, light, f, cam, photo)
+    assert ov.shape == (60, 90, 3) and ov.dtype == np.uint8
+    assert (ov[0, 0] == 7).all() and (ov[30, 45] != 7).any()
+    small = photo_overlay(v, albedo, light, f, cam, photo, max_side=45)
+    assert small.shape == (30, 45, 3) and (small[0, 0] == 7).all() and (small[15, 22] != 7).any()
+
+
+def test_uv_texture_fills_hidden_texels_with_mean_albedo():
+    from facerecon.render import uv_texture
+
+    cam = PerspectiveCamera.from_fov(12.0, 64, 64)
+    gv, gf, uv = grid_mesh(4, 4, width=100.0, height=100.0)
+    photo = np.full((64, 64, 3), (200, 100, 50), np.uint8)
+    albedo = torch.rand(gv.shape[0], 3, generator=torch.Generator().manual_seed(0))
+    tex = uv_texture(gv, gf, uv, None, cam, photo, albedo, size=16)
+    assert tex.shape == (16, 16, 3) and tex.dtype == np.uint8
+    assert (np.abs(tex[8, 8].astype(int) - (200, 100, 50)) <= 1).all()
+    back = gv * torch.tensor([-1.0, 1.0, -1.0])  # turned away: every texel takes the mean albedo
+    fill = np.clip(albedo.mean(0).numpy() * 255.0 + 0.5, 0, 255).astype(np.uint8)
+    assert (uv_texture(back, gf, uv, gf, cam, photo, albedo, size=16) == fill).all()
+
+
+def test_landmark_image_and_render_images():
+    from facerecon.io.export import images_needed
+    from facerecon.render import landmark_image, render_images
+
+    v, f, albedo, light, cam, crop = _sphere_scene()
+    fitted = np.array([[10.0, 10.0]] * 68)
+    detected = np.array([[30.0, 20.0]] * 68)
+    lm = landmark_image(crop, fitted, detected)
+    assert lm.shape == crop.shape and lm.dtype == np.uint8
+    assert tuple(lm[10, 10]) == (0, 255, 80) and tuple(lm[20, 30]) == (255, 200, 0)
+    assert tuple(landmark_image(crop, fitted)[20, 30]) == tuple(crop[20, 30])
+    kw = {"vertices_world": v, "albedo": albedo, "light": light, "faces": f, "camera_crop": cam,
+          "crop_image": crop, "lm68_crop": fitted, "lm68_detected_crop": detected}
+    # Without a photo: no overlay, no texture (their formats are then skipped); unknown names ignored.
+    imgs = render_images(images_needed() | {"depth"}, **kw)
+    assert set(imgs) == {"recon_crop", "geometry_crop", "landmarks_crop"}
+    assert np.array_equal(imgs["landmarks_crop"], lm)
+    assert np.array_equal(imgs["recon_crop"], crop_views_ref(kw)["recon_crop"])
+    assert set(render_images({"geometry_crop"}, **kw)) == {"geometry_crop"}
+    photo = np.zeros((40, 40, 3), np.uint8)
+    pcam = PerspectiveCamera.from_fov(20.0, 40, 40)
+    both = render_images({"overlay", "texture"}, **kw, camera_photo=pcam, photo=photo,
+                         uv=torch.rand(v.shape[1], 2), texture_size=8)
+    assert both["overlay"].shape == (40, 40, 3) and both["texture"].shape == (8, 8, 3)
+    no_uv = render_images({"overlay", "texture"}, **kw, camera_photo=pcam, photo=photo, uv=torch.zeros(0, 2))
+    assert set(no_uv) == {"overlay"}
+
+
+def crop_views_ref(kw):
+    from facerecon.render import crop_views
+
+    return crop_views(kw["vertices_world"], kw["albedo"], kw["light"], kw["faces"], kw["camera_crop"],
+                      kw["crop_image"])

@@ -96,3 +96,25 @@ def sh_shade(albedo: torch.Tensor, normals: torch.Tensor, gamma: torch.Tensor,
     # matmul broadcasts a batch-1 normal set over B light vectors (and vice versa).
     irr = torch.matmul(Y.reshape(Y.shape[0], -1, 9), coef.transpose(1, 2))  # (B, P, 3)
     return albedo * irr.reshape(irr.shape[0], *lead, 3)
+
+
+def key_light(batch: int, dtype: torch.dtype = torch.float32, device: torch.device | str | None = None, *,
+              front: float = 0.35, vertical: float = 0.1) -> torch.Tensor:
+    """A soft frontal key light, the same white light for every face (shows geometry only).
+
+    Sets, in every colour channel, coefficient 2 (the ``n_z`` term: light from the camera's side)
+    to `front` and coefficient 1 (the ``-n_y`` term) to `vertical`; all other coefficients are 0
+    (the shader still adds its ambient `init_lit`).
+
+    Args:
+        batch: B, number of light vectors.
+        dtype, device: of the result.
+        front, vertical: the two coefficients (0.35 and 0.1: the grey geometry view of the outputs).
+
+    Returns:
+        (B, 27) SH coefficients, channel-major (see module doc).
+    """
+    light = torch.zeros(batch, 3, 9, dtype=dtype, device=device)
+    light[:, :, 2] = front
+    light[:, :, 1] = vertical
+    return light.reshape(batch, 27)

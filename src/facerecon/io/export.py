@@ -1,0 +1,304 @@
+"""Writing one reconstructed face to disk through a registry of exporters (trimesh's pattern).
+
+Per face, with stem S in the output folder (the format name in brackets):
+  S.mat / S.npz   [mat, npz] Deep3D's fields: cropped_img (224,224,3) uint8, recon_img (224,224,4) uint8
+                  overlay RGBA, coeff (1, dim) in the model's layout, face_shape (V,3) model space mm,
+                  face_shape_posed (V,3) world mm, face_texture (V,3) albedo 0..255, face_color (V,3)
+                  shaded 0..255, lm_68p (68,2) crop px, lm_5p (5,2) crop px, plus lm_68p_image (68,2)
+                  original-image px, pose_deg (3,) yaw/pitch/roll, trans_mm (3,). (No coeff for a
+                  method without model parameters.)
+  S.obj           [obj] mesh (model space, mm) with shaded vertex colours
+  S_textured.obj  [textured] + S_textured.mtl + S_textured.png: UV texture sampled from the photo
+                  (visible texels)
+  S.ply           [ply] binary PLY with vertex colours
+  S.json          [json] pose (degrees), translation (mm), camera, ARKit blendshape weights (ICT), timings
+  S_panel.png     [panel] input crop | overlay | shaded geometry | landmarks
+  S_overlay.png   [overlay] the reconstruction rendered over the whole original photo
+Every file is written atomically (a temp file beside it, renamed into place; deleted on error).
+
+Exporters read an `ExportItem`: plain numpy arrays, plus the images rendered beforehand by the
+caller. `images_needed(formats)` names the images a set of formats needs (render them with
+`facerecon.render.views.render_images`); a format whose image is absent is skipped (no photo: no
+"overlay", "textured"; no UV layout: no "textured"). This module imports no torch and no renderer.
+
+    >>> from facerecon.io.export import export, images_needed
+    >>> export(item, "out", "face0", ("obj", "json"))   # -> [Path('out/face0.obj'), Path('out/face0.json')]
+
+New formats: `register_exporter("name", func, needs=(...), description=...)` with
+``func(item, out_dir: Path, stem: str) -> list[Path]`` (return [] to decline for an item).
+"""
+
+from __future__ import annotations
+
+import io as _io
+import json
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from PIL import Image as PILImage
+
+from ..errors import FaceReconError
+from .arrays import write_mat, write_npz
+from .atomic import write_bytes, write_text
+from .mesh import write_obj, write_ply
+
+#: The built-in formats, in the order `export` writes them.
+ALL = ("mat", "npz", "obj", "textured", "ply", "json", "panel", "overlay")
+
+
+@dataclass(frozen=True, eq=False, kw_only=True)
+class ExportItem:
+    """Everything an exporter may write for ONE face: numpy arrays without a batch dimension.
+
+    Float arrays are float32 (a float64 reconstruction may pass float64: every writer casts at
+    the point today's files were cast, so the files are the same either way).
+
+    vertices:        (V, 3) model space (identity + expression, no pose), mm — S.obj, S.ply, face_shape.
+    vertices_posed:  (V, 3) posed in the crop camera's world frame, mm — face_shape_posed.
+    faces:           (F, 3) int64 vertex indices, counter-clockwise seen from outside.
+    colors:          (V, 3) shaded vertex colours in [0, 1] (SH-shaded albedo, clamped).
+    albedo:          (V, 3) reflectance in [0, 1].
+    crop_image:      (S, S, 3) uint8 aligned crop (Deep3D's cropped_img).
+    lm68_crop:       (68, 2) float32 fitted landmarks, crop px.
+    lm5_crop:        (5, 2) the crop's 5 alignment points, crop px (or None: no lm_5p field).
+    lm68_image:      (68, 2) float32 fitted landmarks, original-image px.
+    pose_deg:        {"yaw", "pitch", "roll"} degrees (floats).
+    translation_mm:  (3,) translation, mm.
+    camera:          the original photo's camera as the JSON holds it: {"focal_px", "cx", "cy",
+                     "width", "height", "distance_mm"} (`camera_json` makes it from a camera).
+    box:             (4,) detection box [x0, y0, x1, y1], original px.
+    uv:              (T, 2) float32 UVs in [0, 1], v up; empty (0, 2) for a model without UVs.
+    uv_faces:        (F, 3) int64 indices into `uv`; empty: `uv` is per vertex (indexed by `faces`).
+    coeff:           (1, D) float32 flat coefficient vector in the model's layout, or None for a
+                     method without model parameters (then the .mat/.npz lack 'coeff').
+    lm68_detected_crop: (68, 2) the detector's landmarks in crop px, or None (drawn in the panel's
+                     landmarks image, which the caller renders).
+    detector:        name of the detector backend(s).
+    blendshapes:     {ARKit name: weight} (ICT), or None.
+    times:           {step: seconds}.
+    source:          name of the input image; model: the model's name.
+    images:          {name: uint8 image} rendered by the caller (`images_needed`):
+                     "recon_crop" (S,S,4) RGBA, "geometry_crop" (S,S,3), "landmarks_crop" (S,S,3),
+                     "overlay" (h,w,3), "texture" (T,T,3); see `facerecon.render.views`.
+    """
+
+    vertices: np.ndarray
+    vertices_posed: np.ndarray
+    faces: np.ndarray
+    colors: np.ndarray
+    albedo: np.ndarray
+    crop_image: np.ndarray
+    lm68_crop: np.ndarray
+    lm5_crop: np.ndarray | None
+    lm68_image: np.ndarray
+    pose_deg: dict
+    translation_mm: np.ndarray
+    camera: dict
+    box: np.ndarray
+    uv: np.ndarray = field(default_factory=lambda: np.zeros((0, 2), np.float32))
+    uv_faces: np.ndarray = field(default_factory=lambda: np.zeros((0, 3), np.int64))
+    coeff: np.ndarray | None = None
+    lm68_detected_crop: np.ndarray | None = None
+    detector: str = ""
+    blendshapes: dict | None = None
+    times: dict = field(default_factory=dict)
+    source: str = ""
+    model: str = ""
+    images: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        v = np.shape(self.vertices)
+        if len(v) != 2 or v[1] != 3:
+            raise ValueError(f"ExportItem.vertices must be (V, 3), got {v}")
+        for name in ("vertices_posed", "colors", "albedo"):
+            if np.shape(getattr(self, name)) != v:
+                raise ValueError(f"ExportItem.{name} must be {v} like vertices, got {np.shape(getattr(self, name))}")
+        f = np.shape(self.faces)
+        if len(f) != 2 or f[1] != 3:
+            raise ValueError(f"ExportItem.faces must be (F, 3), got {f}")
+        bad = {k: getattr(a, "dtype", type(a)) for k, a in self.images.items()
+               if not isinstance(a, np.ndarray) or a.dtype != np.uint8}
+        if bad:
+            raise ValueError(f"ExportItem.images must be uint8 numpy arrays; got {bad}")
+
+
+def camera_json(camera) -> dict:
+    """The JSON's camera dict from a camera (anything with focal, cx, cy, width, height, distance)."""
+    return {"focal_px": camera.focal, "cx": camera.cx, "cy": camera.cy, "width": camera.width,
+            "height": camera.height, "distance_mm": camera.distance}
+
+
+# -- the registry ------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Exporter:
+    """One output format: ``func(item, out_dir, stem) -> [paths written]``; `needs`: the
+    `ExportItem.images` entries it reads (absent ones skip the format)."""
+
+    name: str
+    func: Callable[[ExportItem, Path, str], list[Path]]
+    needs: tuple[str, ...] = ()
+    description: str = ""
+
+
+#: name -> Exporter, in the order `export` writes them (built-ins first, in `ALL` order).
+EXPORTERS: dict[str, Exporter] = {}
+
+
+def register_exporter(name: str, func: Callable[[ExportItem, Path, str], list[Path]],
+                      needs: Iterable[str] = (), description: str = "", overwrite: bool = False) -> Exporter:
+    """Add an output format. A new name is written after the existing ones; replacing one
+    (``overwrite=True``) keeps its place. Raises FaceReconError for a taken name."""
+    if not isinstance(name, str) or not name:
+        raise FaceReconError(f"an exporter name must be a non-empty string, got {name!r}")
+    if name in EXPORTERS and not overwrite:
+        raise FaceReconError(f"an exporter '{name}' is already registered (pass overwrite=True to replace it)")
+    ex = Exporter(name, func, tuple(needs), description)
+    EXPORTERS[name] = ex
+    return ex
+
+
+def available_exporters() -> dict[str, str]:
+    """{format name: description}, in writing order."""
+    return {k: e.description for k, e in EXPORTERS.items()}
+
+
+def exporter(name: str) -> Exporter:
+    """The exporter of a format; FaceReconError listing the valid names for an unknown one."""
+    try:
+        return EXPORTERS[name]
+    except (KeyError, TypeError):
+        raise FaceReconError(f"unknown output format {name!r}; choose from {', '.join(EXPORTERS)}") from None
+
+
+def _select(formats) -> list[Exporter]:
+    """Validated exporters of `formats` (a name or names), in registry order, each once."""
+    wanted = [formats] if isinstance(formats, str) else list(formats)
+    bad = [f for f in wanted if f not in EXPORTERS]
+    if bad:
+        raise FaceReconError(f"unknown output format(s) {', '.join(map(repr, bad))}; "
+                             f"choose from {', '.join(EXPORTERS)}")
+    return [e for k, e in EXPORTERS.items() if k in wanted]
+
+
+def images_needed(formats=ALL) -> set[str]:
+    """The `ExportItem.images` names the given formats read (render these, each once)."""
+    return {n for e in _select(formats) for n in e.needs}
+
+
+def export(item: ExportItem, out_dir, stem: str, formats=ALL) -> list[Path]:
+    """Write the selected formats (a name or names; all built-ins by default) of one face into
+    `out_dir` (created), in registry order; returns the paths written.
+
+    Unknown names raise FaceReconError (before anything is written). A format whose needed image
+    is not in `item.images` is skipped, as is "textured" for an item without UVs.
+    """
+    chosen = _select(formats)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    written: list[Path] = []
+    for e in chosen:
+        if all(n in item.images for n in e.needs):
+            written += [Path(p) for p in e.func(item, out, stem)]
+    return written
+
+
+# -- the built-in formats -----------------------------------------------------------------------
+
+def write_png(path, image: np.ndarray) -> None:
+    """(H, W, 3|4) uint8 -> PNG (PIL's default settings), atomically."""
+    buf = _io.BytesIO()
+    PILImage.fromarray(image).save(buf, format="PNG")
+    write_bytes(path, buf.getvalue())
+
+
+def deep3d_fields(item: ExportItem) -> dict:
+    """The .mat/.npz fields (see the module doc), in Deep3D's order; needs images["recon_crop"].
+    A None value (coeff, lm_5p) is left out of the files."""
+    pose = np.array([item.pose_deg["yaw"], item.pose_deg["pitch"], item.pose_deg["roll"]], np.float32)
+    return {
+        "cropped_img": item.crop_image, "recon_img": item.images["recon_crop"],
+        "coeff": None if item.coeff is None else np.asarray(item.coeff).astype(np.float32),
+        "face_shape": np.asarray(item.vertices).astype(np.float32),
+        "face_shape_posed": np.asarray(item.vertices_posed).astype(np.float32),
+        "face_texture": (np.asarray(item.albedo) * 255.0).astype(np.float32),
+        "face_color": (np.asarray(item.colors) * 255.0).astype(np.float32),
+        "lm_68p": item.lm68_crop, "lm_5p": item.lm5_crop, "lm_68p_image": item.lm68_image,
+        "pose_deg": pose, "trans_mm": np.asarray(item.translation_mm).astype(np.float32),
+    }
+
+
+def export_mat(item: ExportItem, out: Path, stem: str) -> list[Path]:
+    path = out / f"{stem}.mat"
+    write_mat(path, deep3d_fields(item))
+    return [path]
+
+
+def export_npz(item: ExportItem, out: Path, stem: str) -> list[Path]:
+    path = out / f"{stem}.npz"
+    write_npz(path, deep3d_fields(item))
+    return [path]
+
+
+def export_obj(item: ExportItem, out: Path, stem: str) -> list[Path]:
+    path = out / f"{stem}.obj"
+    write_obj(path, item.vertices, item.faces, colors=item.colors)
+    return [path]
+
+
+def export_textured(item: ExportItem, out: Path, stem: str) -> list[Path]:
+    if len(item.uv) == 0:
+        return []
+    path = out / f"{stem}_textured.obj"
+    write_obj(path, item.vertices, item.faces, uv=item.uv, uv_faces=item.uv_faces if len(item.uv_faces) else None,
+              texture=item.images["texture"])
+    return [out / f"{stem}_textured.{e}" for e in ("obj", "mtl", "png")]
+
+
+def export_ply(item: ExportItem, out: Path, stem: str) -> list[Path]:
+    path = out / f"{stem}.ply"
+    write_ply(path, item.vertices, item.faces, colors=item.colors)
+    return [path]
+
+
+def export_json(item: ExportItem, out: Path, stem: str) -> list[Path]:
+    info = {
+        "source": item.source, "model": item.model, "pose_deg": item.pose_deg,
+        "translation_mm": [float(x) for x in item.translation_mm],
+        "camera": item.camera,
+        "box": [float(x) for x in item.box], "detector": item.detector,
+        "blendshapes": item.blendshapes, "times_s": {k: round(v, 4) for k, v in item.times.items()},
+    }
+    path = out / f"{stem}.json"
+    write_text(path, json.dumps(info, indent=1))
+    return [path]
+
+
+def export_panel(item: ExportItem, out: Path, stem: str) -> list[Path]:
+    im = item.images
+    panel = np.concatenate([item.crop_image, im["recon_crop"][..., :3], im["geometry_crop"], im["landmarks_crop"]],
+                           axis=1)
+    path = out / f"{stem}_panel.png"
+    write_png(path, panel)
+    return [path]
+
+
+def export_overlay(item: ExportItem, out: Path, stem: str) -> list[Path]:
+    path = out / f"{stem}_overlay.png"
+    write_png(path, item.images["overlay"])
+    return [path]
+
+
+register_exporter("mat", export_mat, ("recon_crop",), "S.mat: Deep3D's fields (MATLAB v5)")
+register_exporter("npz", export_npz, ("recon_crop",), "S.npz: the .mat's fields as a compressed .npz")
+register_exporter("obj", export_obj, (), "S.obj: model-space mesh (mm) with shaded vertex colours")
+register_exporter("textured", export_textured, ("texture",),
+                  "S_textured.obj/.mtl/.png: mesh with the photo's UV texture (needs the photo and UVs)")
+register_exporter("ply", export_ply, (), "S.ply: binary PLY with vertex colours")
+register_exporter("json", export_json, (), "S.json: pose, translation, camera, blendshapes, timings")
+register_exporter("panel", export_panel, ("recon_crop", "geometry_crop", "landmarks_crop"),
+                  "S_panel.png: crop | overlay | shaded geometry | landmarks")
+register_exporter("overlay", export_overlay, ("overlay",),
+                  "S_overlay.png: the reconstruction over the whole photo (needs the photo)")
