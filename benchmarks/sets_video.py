@@ -74,7 +74,7 @@ def video_jitter(rec, still_path, T, photometric, seed=0):
     H, W = img.shape[:2]
     frames = []
     _yy, _xx = np.mgrid[0:H, 0:W].astype(np.float32)
-    from facerecon.align.similarity import warp_image
+    from facerecon.geometry.transforms2d import warp_image
     for dx, dy in shifts:
         M = np.array([[1.0, 0, dx], [0, 1.0, dy]])
         f = warp_image(img.astype(np.uint8), M, (H, W)).astype(np.float32)

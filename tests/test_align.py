@@ -10,19 +10,15 @@ import pytest
 import torch
 
 from facerecon import assets
-from facerecon.align import (
-    Crop,
-    align_face,
+from facerecon.align import Crop, align_face, deep3d_lm3d_ref, face_mask, reference_points_2d
+from facerecon.geometry.camera import PerspectiveCamera
+from facerecon.geometry.transforms2d import (
     compose,
-    deep3d_lm3d_ref,
     estimate_similarity,
-    face_mask,
     invert_affine,
-    reference_points_2d,
     transform_points,
     warp_image,
 )
-from facerecon.geometry.camera import PerspectiveCamera
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 AFLW = SHARED / "data" / "aflw2000-3d-dev" / "AFLW2000"

@@ -15,8 +15,8 @@ import pytest
 import torch
 
 from facerecon.detect import nms as boxutil
-from facerecon.detect.base import lm5_from_lm68
 from facerecon.errors import MissingExtraError
+from facerecon.geometry.landmarks import lm5_from_lm68_contour
 from facerecon.nets import faceboxes as fbnet
 from facerecon.nets import retinaface as rfnet
 
@@ -171,7 +171,7 @@ def test_retinaface_finds_face(retinaface, dev_face):
     assert boxutil.box_iou(f.box[None], _gt_box(gt)[None])[0, 0] > 0.6
     # 5 points within 5 % of the face size of the GT-derived ones (eye centres, nose tip, mouth corners),
     # in image-left/right order.
-    err = np.linalg.norm(f.lm5 - lm5_from_lm68(gt), axis=1) / np.sqrt(np.prod(gt.max(0) - gt.min(0)))
+    err = np.linalg.norm(f.lm5 - lm5_from_lm68_contour(gt), axis=1) / np.sqrt(np.prod(gt.max(0) - gt.min(0)))
     assert err.max() < 0.05, err
     assert f.lm5[0, 0] < f.lm5[1, 0] and f.lm5[3, 0] < f.lm5[4, 0]
 
@@ -207,7 +207,7 @@ def test_faceboxes_finds_face(dev_face):
     faces = FaceBoxesDetector().detect(img)
     assert len(faces) >= 1
     assert boxutil.box_iou(faces[0].box[None], _gt_box(gt)[None])[0, 0] > 0.6
-    assert faces[0].extra["lm5_from_box"] and faces[0].lm5.shape == (5, 2)
+    assert faces[0].lm5_from_box and faces[0].lm5.shape == (5, 2)
 
 
 # ----------------------------------------------------------------------------- mapping + extras
@@ -329,7 +329,9 @@ def test_default_pipeline_on_dev_image(dev_face):
     assert len(faces) == 1
     f = faces[0]
     assert f.lm68.shape == (68, 2) and _nme(f.lm68, gt) < 0.04
-    assert f.source.startswith("retinaface+") and "yaw" in f.extra
+    assert f.source.startswith("retinaface+") and f.pose is not None and f.yaw == f.pose.yaw
+    assert f.tddfa is not None and f.lm68_3d.shape == (68, 3) and f.mediapipe_weight is not None
+    assert f.detector_lm5 is not None and f.detector_lm5.shape == (5, 2)
     # FaceMesh's points ride along for the fitter (when MediaPipe is installed), around the face.
     if pl.mediapipe is not None:
         assert f.dense is not None and f.dense.shape[0] >= 468

@@ -202,7 +202,8 @@ def test_photometric_stage_recovers_shape_beyond_landmarks(ict_model, monkeypatc
 
 
 def test_dense_map_shipped_for_ict_only(ict_model):
-    from facerecon.fit.dense import load_dense_map, yaw_gate
+    from facerecon.fit.dense import load_dense_map
+    from facerecon.geometry.landmarks import yaw_gate
 
     dm = load_dense_map("ict")
     assert dm.n_points == 468 and dm.vertex.max() < ict_model.n_vertices and (dm.sigma > 0).all()

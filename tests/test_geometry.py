@@ -1,5 +1,6 @@
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -109,3 +110,148 @@ def test_fit_similarity_recovers_transform_and_ignores_zero_weights():
     # A mirrored target still gets a proper rotation (det +1), not a reflection.
     _, Rm, _ = fit_similarity(src, dst * torch.tensor([-1.0, 1.0, 1.0], dtype=torch.float64))
     torch.testing.assert_close(torch.linalg.det(Rm), torch.ones(2, dtype=torch.float64))
+
+
+def test_nearest_rotation_is_proper_and_fixes_rotations():
+    from facerecon.geometry.rotations import nearest_rotation
+
+    R = euler_to_matrix(torch.tensor([0.3, -0.7, 1.1], dtype=torch.float64)).numpy()
+    np.testing.assert_allclose(nearest_rotation(R), R, atol=1e-12)
+    noisy = 1.7 * R + 0.05 * np.random.default_rng(0).standard_normal((3, 3))
+    Q = nearest_rotation(noisy)
+    np.testing.assert_allclose(Q @ Q.T, np.eye(3), atol=1e-12)
+    assert np.linalg.det(Q) == pytest.approx(1.0) and np.abs(Q - R).max() < 0.1
+    # A reflection is turned into the nearest proper rotation (det +1), not kept.
+    assert np.linalg.det(nearest_rotation(np.diag([1.0, 1.0, -1.0]))) == pytest.approx(1.0)
+
+
+# ----------------------------------------------------------------------------- 2-D transforms
+
+
+def test_estimate_similarity_torch_matches_numpy_and_batches():
+    from facerecon.geometry.transforms2d import (
+        estimate_similarity,
+        estimate_similarity_torch,
+        transform_points,
+    )
+
+    rng = np.random.default_rng(1)
+    src = rng.uniform(0, 200, (2, 7, 2))
+    c, s = math.cos(0.4), math.sin(0.4)
+    M = np.array([[1.3 * c, -1.3 * s, 5.0], [1.3 * s, 1.3 * c, -7.0]])
+    dst = transform_points(M, src) + rng.normal(0, 0.5, src.shape)
+    got = estimate_similarity_torch(torch.tensor(src), torch.tensor(dst))
+    assert got.shape == (2, 2, 3) and got.dtype == torch.float64
+    for b in range(2):
+        np.testing.assert_allclose(got[b].numpy(), estimate_similarity(src[b], dst[b]), atol=1e-10)
+    single = estimate_similarity_torch(torch.tensor(src[0]), torch.tensor(dst[0]))
+    assert single.shape == (2, 3)
+    torch.testing.assert_close(single, got[0])
+
+
+# ----------------------------------------------------------------------------- landmark conventions
+
+
+def _synthetic_lm68():
+    # Random quarter-pixel points: exact in float32, so mirroring twice is exactly the identity.
+    rng = np.random.default_rng(2)
+    return (np.round(rng.uniform(0, 100, (68, 2)) * 4) / 4).astype(np.float32)
+
+
+def test_lm5_rules_on_synthetic_68_points():
+    from facerecon.geometry.landmarks import LM5_FROM_68, lm5_from_lm68_contour, lm5_from_lm68_corners
+
+    lm = _synthetic_lm68()
+    contour = lm5_from_lm68_contour(lm)
+    assert contour.dtype == np.float32 and contour.shape == (5, 2)
+    np.testing.assert_allclose(contour[0], lm[36:42].mean(0), rtol=1e-6)
+    np.testing.assert_allclose(contour[1], lm[42:48].mean(0), rtol=1e-6)
+    np.testing.assert_array_equal(contour[2:], lm[[30, 48, 54]])
+    corners = lm5_from_lm68_corners(lm)
+    assert corners.dtype == np.float64 and corners.shape == (5, 2)
+    lm64 = lm.astype(np.float64)
+    np.testing.assert_allclose(corners[0], (lm64[36] + lm64[39]) / 2, rtol=1e-12)
+    np.testing.assert_allclose(corners[1], (lm64[42] + lm64[45]) / 2, rtol=1e-12)
+    np.testing.assert_array_equal(corners[2:], lm64[[30, 48, 54]])
+    assert [len(ix) for ix in LM5_FROM_68] == [2, 2, 1, 1, 1]
+    # torch: batched, any D, differentiable; same numbers as numpy
+    t = torch.tensor(np.stack([lm64, lm64[::-1].copy()]), requires_grad=True)
+    out = lm5_from_lm68_corners(t)
+    assert out.shape == (2, 5, 2)
+    np.testing.assert_array_equal(out[0].detach().numpy(), corners)
+    out.sum().backward()
+    assert float(t.grad.sum()) == pytest.approx(2 * 5 * 2)
+    with pytest.raises(ValueError):
+        lm5_from_lm68_corners(np.zeros((5, 2)))
+
+
+def test_morphable_model_lm5_uses_the_corner_rule():
+    from facerecon.geometry.landmarks import lm5_from_lm68_corners
+    from facerecon.models.morphable import MorphableModel
+
+    t = torch.tensor(_synthetic_lm68(), dtype=torch.float64)
+    torch.testing.assert_close(MorphableModel.lm5_from_lm68(t), lm5_from_lm68_corners(t), rtol=0, atol=0)
+
+
+def test_flip_landmarks_and_box_are_involutions():
+    from facerecon.geometry.landmarks import IBUG68_MIRROR, flip_box, flip_landmarks
+
+    assert sorted(IBUG68_MIRROR.tolist()) == list(range(68))
+    np.testing.assert_array_equal(IBUG68_MIRROR[IBUG68_MIRROR], np.arange(68))
+    lm = _synthetic_lm68()
+    flipped = flip_landmarks(lm, 120)
+    assert flipped.dtype == lm.dtype and flipped.shape == lm.shape
+    np.testing.assert_array_equal(flip_landmarks(flipped, 120), lm)
+    # Mirror x about the image's centre line (pixel centres at integers) and swap left/right points.
+    assert flipped[36, 0] == 119 - lm[45, 0] and flipped[36, 1] == lm[45, 1]
+    np.testing.assert_array_equal(flipped[30], [119 - lm[30, 0], lm[30, 1]])  # nose tip stays itself
+    batch = np.stack([lm, lm + 1])
+    np.testing.assert_array_equal(flip_landmarks(batch, 120)[1], flip_landmarks(lm + 1, 120))
+    box = [10.0, 20.0, 50.0, 70.0, 0.9]
+    np.testing.assert_array_equal(flip_box(box, 100), [49.0, 20.0, 89.0, 70.0])
+    np.testing.assert_array_equal(flip_box(flip_box(box, 100), 100), box[:4])
+
+
+def test_yaw_gate_closed_form():
+    from facerecon.geometry.landmarks import yaw_gate
+
+    assert yaw_gate(0.0) == 1.0 and yaw_gate(30.0) == 1.0 and yaw_gate(-30.0) == 1.0
+    assert yaw_gate(50.0) == 0.0 and yaw_gate(-90.0) == 0.0
+    assert yaw_gate(40.0) == pytest.approx(0.5) and yaw_gate(-45.0) == pytest.approx(0.25)
+    assert yaw_gate(25.0, full=20.0, zero=30.0) == pytest.approx(0.5)
+    assert isinstance(yaw_gate(np.float32(35.0)), float)
+
+
+# ----------------------------------------------------------------------------- mesh topology
+
+
+def test_mesh_edges_tetrahedron_and_matches_edge_topology():
+    from facerecon.geometry.mesh import edge_topology, icosphere, mesh_edges
+
+    tet = torch.tensor([[0, 1, 2], [0, 3, 1], [0, 2, 3], [1, 3, 2]])
+    e = mesh_edges(tet)
+    assert e.dtype == torch.int64
+    assert e.tolist() == [[0, 1], [0, 2], [0, 3], [1, 2], [1, 3], [2, 3]]
+    assert mesh_edges(tet.int()).dtype == torch.int64
+    _, f = icosphere(2)
+    torch.testing.assert_close(mesh_edges(f), edge_topology(f).edge_vertices, rtol=0, atol=0)
+    assert len(mesh_edges(f)) == 3 * len(f) // 2  # closed surface: each edge in two faces
+
+
+def test_jit_fallback_without_numba(monkeypatch):
+    """facerecon.jit without numba: HAVE_NUMBA False, prange = range, njit a no-op in both forms."""
+    import importlib.util
+    import sys
+
+    from facerecon import jit
+
+    monkeypatch.setitem(sys.modules, "numba", None)  # makes `import numba` raise ImportError
+    spec = importlib.util.spec_from_file_location("_facerecon_jit_without_numba", jit.__file__)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    assert not mod.HAVE_NUMBA and mod.prange is range
+
+    def f(x):
+        return x + 1
+
+    assert mod.njit(f) is f and mod.njit(cache=True, parallel=True)(f) is f

@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from facerecon import assets
+from facerecon.geometry.transforms2d import warp_affine
 from facerecon.nets.heads import CoefficientHead, CoefficientNet, build_backbone
 from facerecon.nets.mobilefacenet import (
     IdentityEncoder,
@@ -17,7 +18,6 @@ from facerecon.nets.mobilefacenet import (
     TEMPLATE_112x96,
     load_mobilefacenet,
     similarity_to_template,
-    warp_affine,
 )
 from facerecon.nets.mobilenet_v3 import MobileNetV3
 from facerecon.nets.resnet import load_torchvision_state_dict, resnet

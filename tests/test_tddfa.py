@@ -111,14 +111,17 @@ def test_landmarker_face_and_camera_are_consistent():
     img = np.random.default_rng(1).integers(0, 256, (200, 180, 3), dtype=np.uint8)
     face = lm.landmarks(img, [40, 50, 140, 160])
     assert face.lm68.shape == (68, 2) and face.lm5.shape == (5, 2) and face.source == "3ddfa"
-    e = face.extra
-    assert e["params"].shape == (62,) and e["P"].shape == (3, 4) and e["alpha_shp"].shape == (40,)
-    np.testing.assert_allclose(e["roi_box"], roi_box_from_bbox([40, 50, 140, 160]), atol=1e-4)
-    X = lm.bases.shape(e["alpha_shp"][None], e["alpha_exp"][None])[0]
-    np.testing.assert_allclose(np.c_[X, np.ones(68)] @ e["camera"].T, face.lm68, atol=1e-3)
-    np.testing.assert_allclose(np.linalg.norm(e["R"][:2], axis=1), 1, atol=1e-6)
-    np.testing.assert_allclose(e["R_ortho"] @ e["R_ortho"].T, np.eye(3), atol=1e-6)
-    assert np.linalg.det(e["R_ortho"]) > 0
+    e = face.tddfa
+    assert e.params.shape == (62,) and e.P.shape == (3, 4) and e.alpha_shp.shape == (40,)
+    np.testing.assert_allclose(e.roi_box, roi_box_from_bbox([40, 50, 140, 160]), atol=1e-4)
+    X = lm.bases.shape(e.alpha_shp[None], e.alpha_exp[None])[0]
+    np.testing.assert_allclose(np.c_[X, np.ones(68)] @ e.camera.T, face.lm68, atol=1e-3)
+    np.testing.assert_allclose(np.linalg.norm(e.R[:2], axis=1), 1, atol=1e-6)
+    np.testing.assert_allclose(e.R_ortho @ e.R_ortho.T, np.eye(3), atol=1e-6)
+    assert np.linalg.det(e.R_ortho) > 0
+    assert face.lm68_3d.shape == (68, 3) and face.lm68_3d.dtype == np.float32
+    np.testing.assert_array_equal(face.lm68_3d[:, :2], face.lm68)
+    assert face.yaw == face.pose.yaw and not face.lm5_from_box
     batch = lm.landmarks_batch(img, [[40, 50, 140, 160], [10, 10, 90, 100]])
     np.testing.assert_allclose(batch[0].lm68, face.lm68, atol=1e-3)
 
@@ -142,7 +145,7 @@ def test_port_reproduces_original_3ddfa_v2_on_aflw2000_dev():
     got = res.summary.row()
     assert np.allclose(got, REFERENCE, atol=0.02), f"ours {np.round(got, 3)} vs original {REFERENCE}"
     # Yaw follows AFLW2000-3D's sign (3DDFA_V2's calc_pose convention).
-    yaw = np.array([f.extra["yaw"] for f in faces])
+    yaw = np.array([f.yaw for f in faces])
     big = np.abs(data.yaw) > 30
     assert (np.sign(yaw[big]) == np.sign(data.yaw[big])).mean() > 0.95
 

@@ -165,17 +165,17 @@ class Preprocessor:
         crop = align_face(img.pixels, face.lm5, self.lm5_ref, camera=self.camera, lm68=face.lm68,
                           source=img.name)
         mask = face_mask(crop.image, crop.lm68, skin=self.mask_skin)
-        ex = face.extra or {}
+        pose = face.pose
         arrays = {
             "crop": crop.image, "mask": np.clip(mask * 255.0 + 0.5, 0, 255).astype(np.uint8),
             "lm68": crop.lm68.astype(np.float32), "lm5": crop.lm5.astype(np.float32),
             "M": crop.M.astype(np.float64),
-            "pose": np.array([ex.get("yaw", np.nan), ex.get("pitch", np.nan), ex.get("roll", np.nan)], np.float32),
+            "pose": np.array([np.nan] * 3 if pose is None else [pose.yaw, pose.pitch, pose.roll], np.float32),
         }
         if face.lm68_conf is not None:
             arrays["lm68_conf"] = np.asarray(face.lm68_conf, np.float32)
         entry = ManifestEntry(name="", source="", status="ok", lm_source=face.source, box=box_kind,
-                              yaw=None if "yaw" not in ex else float(ex["yaw"]), n_faces=len(faces))
+                              yaw=None if pose is None else float(pose.yaw), n_faces=len(faces))
         return arrays, entry
 
 

@@ -25,28 +25,23 @@ import numpy as np
 import torch
 
 from ..geometry.camera import PerspectiveCamera
-from ..models.morphable import LM5_FROM_68
-from .similarity import estimate_similarity, invert_affine, transform_points, warp_image
-
-
-def lm5_from_lm68_corners(lm68) -> np.ndarray:
-    """(68, D) -> (5, D) float64 by Deep3D's ``load_lm3d`` rule: eye centres as the mean of the two
-    eye corners, nose tip, mouth corners; order eye (image left), eye, nose, mouth (image left),
-    mouth (`models.morphable.LM5_FROM_68`, the rule `MorphableModel.lm5_from_lm68` applies to
-    torch tensors). Note `facerecon.detect.base.lm5_from_lm68` averages all six eye-contour points
-    instead, the rule for *detected* 2-D points."""
-    p = np.asarray(lm68, dtype=np.float64)
-    if p.shape[0] != 68:
-        raise ValueError(f"expected 68 landmarks, got {p.shape}")
-    return np.stack([p[list(ix)].mean(0) for ix in LM5_FROM_68])
+from ..geometry.landmarks import lm5_from_lm68_corners
+from ..geometry.transforms2d import (
+    estimate_similarity,
+    invert_affine,
+    transform_points,
+    transform_scale,
+    warp_image,
+)
 
 
 def deep3d_lm3d_ref(path: str | os.PathLike | None = None) -> np.ndarray:
     """Deep3D's five 3-D alignment points of the BFM mean face, (5, 3) float64 in **mm**.
 
     Read from ``similarity_Lm3D_all.mat`` (``lm``: 68×3 in decimetres; asset ``bfm-metadata``, or
-    the given file path) and converted ×100. Model space: x to the face's left = image right when
-    frontal, y up, z towards the camera.
+    the given file path), reduced to 5 points by `geometry.landmarks.lm5_from_lm68_corners` and
+    converted ×100. Model space: x to the face's left = image right when frontal, y up, z towards
+    the camera.
     """
     from scipy.io import loadmat
 
@@ -94,7 +89,7 @@ class Crop:
     @property
     def scale(self) -> float:
         """Crop pixels per original pixel."""
-        return float(np.sqrt(abs(np.linalg.det(self.M[:, :2]))))
+        return transform_scale(self.M)
 
     def crop_to_original(self, points):
         """(..., 2) crop pixels -> original pixels (numpy float64, or torch kept differentiable)."""

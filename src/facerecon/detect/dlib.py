@@ -15,7 +15,8 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import MissingExtraError
-from .base import Face, lm5_from_lm68, sort_by_size
+from ..geometry.landmarks import lm5_from_lm68_contour
+from .base import Face, sort_by_size
 from .retinaface import as_pixels
 
 
@@ -80,7 +81,7 @@ class DlibLandmarker:
         shape = self._sp(pixels, self._dlib.rectangle(x0, y0, x1, y1))
         lm68 = np.array([(p.x, p.y) for p in shape.parts()], dtype=np.float32)
         return Face(
-            box=np.asarray(box, dtype=np.float32)[:4], score=float(score), lm5=lm5_from_lm68(lm68),
+            box=np.asarray(box, dtype=np.float32)[:4], score=float(score), lm5=lm5_from_lm68_contour(lm68),
             lm68=lm68, source=self.name,
         )
 

@@ -1,7 +1,7 @@
 """FaceBoxes detector backend (3DDFA_V2's detector): boxes and scores only.
 
 FaceBoxes predicts no landmarks; `Face.lm5` is filled with a mean-face template placed in the box
-(`extra["lm5_from_box"] = True`) so downstream code always gets 5 points — refine them with a
+(`Face.lm5_from_box` = True) so downstream code always gets 5 points — refine them with a
 landmarker (3DDFA, MediaPipe) before relying on them.
 """
 
@@ -74,5 +74,5 @@ class FaceBoxesDetector:
         for b, s in zip(boxes, scores):
             box = _unscale(b.reshape(2, 2), scale).reshape(4).astype(np.float32)
             faces.append(Face(box=box, score=float(s), lm5=lm5_in_box(box), source=self.name,
-                              extra={"lm5_from_box": True}))
+                              lm5_from_box=True))
         return sort_by_size(faces)

@@ -21,7 +21,8 @@ import numpy as np
 from PIL import Image as PILImage
 
 from ..errors import MissingExtraError
-from .base import Face, lm5_from_lm68, sort_by_size
+from ..geometry.landmarks import lm5_from_lm68_contour
+from .base import Face, sort_by_size
 from .retinaface import as_pixels
 
 MAPPING_FILE = "mediapipe_468_to_68.json"
@@ -194,11 +195,10 @@ class MediaPipeLandmarker:
         return Face(
             box=np.asarray(box, dtype=np.float32)[:4],
             score=float(score),
-            lm5=lm5_from_lm68(lm68),
+            lm5=lm5_from_lm68_contour(lm68),
             lm68=lm68,
             dense=mesh.astype(np.float32),
             source=self.name,
-            extra={"mesh_yaw": mesh_yaw(mesh), "mapping": self.mapping.name},
         )
 
     def landmarks(self, image, box, score: float = 1.0) -> Face | None:

@@ -16,7 +16,8 @@ from dataclasses import replace
 import numpy as np
 
 from ..errors import MissingExtraError
-from .base import Face, lm5_from_lm68, sort_by_size
+from ..geometry.landmarks import lm5_from_lm68_contour, yaw_gate
+from .base import Face, sort_by_size
 from .crop import bbox_from_roi_box
 from .nms import box_area, box_intersection
 from .retinaface import as_pixels
@@ -49,8 +50,9 @@ def _shift_faces(faces: list[Face], dx: float, dy: float, scale: float = 1.0) ->
 
 
 class DefaultPipeline:
-    """detect(image) -> list[Face] (largest first) with box, score, lm5, lm68 and 3DDFA pose in
-    `extra` (yaw/pitch/roll degrees, params); landmarks(image, box) -> Face for a given box.
+    """detect(image) -> list[Face] (largest first) with box, score, lm5, lm68 and 3DDFA_V2's
+    `pose`, `lm68_3d` and `tddfa`, plus `mediapipe_weight` and the box detector's `detector_lm5`;
+    landmarks(image, box) -> Face for a given box.
 
     strategy: "3ddfa" (default: 3DDFA_V2 with TTA; on AFLW2000-3D dev with GT boxes 3.51, while
               blending FaceMesh in gives 3.57 — the blend only helped the plain 3DDFA, 3.70 -> 3.69),
@@ -60,7 +62,7 @@ class DefaultPipeline:
                `mediapipe_weight_max` / 0.
     use_mediapipe: None = when installed; False = never; True = required (MissingExtraError).
     dense: attach FaceMesh's 468 points as `Face.dense` (when MediaPipe is available and 3DDFA's
-           |yaw| < 50°, `fit.dense.yaw_gate`) for the fitter's dense correspondences; the 68
+           |yaw| < 50°, `geometry.landmarks.yaw_gate`) for the fitter's dense correspondences; the 68
            landmarks are unchanged.
     tta: 3DDFA_V2 with test-time augmentation (`TDDFALandmarker.landmarks_tta`: image + mirror at
          two roi scales; 3.70 -> 3.51 NME on AFLW2000-3D dev with GT boxes) and per-point confidence.
@@ -154,8 +156,6 @@ class DefaultPipeline:
     def _mesh(self, pixels: np.ndarray, box, yaw: float) -> np.ndarray | None:
         """FaceMesh's points (N, 3) for the face in a detector-like `box`, or None (no MediaPipe,
         a profile the fitter would ignore them on, or FaceMesh found nothing)."""
-        from ..fit.dense import yaw_gate
-
         if self.mediapipe is None or yaw_gate(yaw) <= 0:
             return None
         m = self.mediapipe.mesh_in_box(pixels, box)
@@ -167,7 +167,7 @@ class DefaultPipeline:
         if not self.dense:
             return face
         b = face.box if box is None else box
-        return replace(face, dense=self._mesh(as_pixels(image), b, float(face.extra.get("yaw", 0.0))))
+        return replace(face, dense=self._mesh(as_pixels(image), b, face.yaw))
 
     def landmarks(self, image, box, score: float = 1.0, detector_face: Face | None = None) -> Face:
         """68 landmarks for the face in `box` ([x0, y0, x1, y1] pixels, a detector-style box)."""
@@ -177,7 +177,7 @@ class DefaultPipeline:
             face = self.tddfa.landmarks_tta(pixels, [b], scores=[score])[0]
         else:
             face = self.tddfa.landmarks(pixels, b, score=score)
-        w = self.mediapipe_weight(float(face.extra.get("yaw", 0.0)))
+        w = self.mediapipe_weight(face.yaw)
         lm68, source, dense = face.lm68, "3ddfa", None
         if w > 0:
             mp = self.mediapipe.landmarks(pixels, box, score)
@@ -186,14 +186,12 @@ class DefaultPipeline:
                 source = "mediapipe" if w == 1 else "3ddfa+mediapipe"
                 dense = mp.dense
         if dense is None and self.dense:
-            dense = self._mesh(pixels, box, float(face.extra.get("yaw", 0.0)))
+            dense = self._mesh(pixels, box, face.yaw)
         det = detector_face.source if detector_face is not None else ""
-        extra = dict(face.extra, mediapipe_weight=w)
-        if detector_face is not None:
-            extra["detector_lm5"] = detector_face.lm5
+        det_lm5 = detector_face.lm5 if detector_face is not None else face.detector_lm5
         return replace(face, box=np.asarray(box, np.float32)[:4], score=float(score), lm68=lm68,
-                       lm5=lm5_from_lm68(lm68), dense=dense, source=f"{det}+{source}" if det else source,
-                       extra=extra)
+                       lm5=lm5_from_lm68_contour(lm68), dense=dense,
+                       source=f"{det}+{source}" if det else source, mediapipe_weight=w, detector_lm5=det_lm5)
 
     def detect(self, image) -> list[Face]:
         """Faces, largest first, where "largest" is weighted by how face-like each detection is:

@@ -24,7 +24,9 @@ import torch
 
 from .. import assets
 from ..errors import AssetError
-from .base import Face, flip_box, flip_landmarks, lm5_from_lm68, sort_by_size
+from ..geometry.landmarks import flip_box, flip_landmarks, lm5_from_lm68_contour
+from ..geometry.rotations import nearest_rotation
+from .base import Face, HeadPose, TDDFAFit, sort_by_size
 from .crop import crop_resize, roi_box_from_bbox
 
 ASSET = "3ddfa-v2"
@@ -118,14 +120,6 @@ def pose_from_matrix(P: np.ndarray) -> tuple[float, np.ndarray, tuple[float, flo
     return float(s), R, (math.degrees(yaw), math.degrees(pitch), math.degrees(roll))
 
 
-def nearest_rotation(M: np.ndarray) -> np.ndarray:
-    """(3, 3) -> the closest proper rotation (Frobenius), U·diag(1, 1, det)·Vᵀ of the SVD; the
-    regressed [sR] is only roughly orthogonal, a fitter wants a true rotation to start from."""
-    U, _, Vt = np.linalg.svd(np.asarray(M, np.float64))
-    D = np.diag([1.0, 1.0, np.sign(np.linalg.det(U @ Vt)) or 1.0])
-    return U @ D @ Vt
-
-
 def image_camera(P: np.ndarray, roi_box, size: int = INPUT_SIZE) -> np.ndarray:
     """The affine camera from model frame to original-image pixels: (3, 4) P, roi -> (2, 4) A with
     ``[x, y] = A @ [X, Y, Z, 1]`` (x right, y down, pixel centres at integers).
@@ -172,13 +166,10 @@ class TDDFALandmarker:
     ``box_is_roi=False`` (default) `box` is a face-detector box, enlarged by `roi_box_from_bbox`;
     with ``box_is_roi=True`` it is used as the crop box as-is (the AFLW2000-3D protocol boxes).
 
-    Face.extra holds: ``params`` (62,) de-whitened, ``P`` (3, 4) [sR | t] in the 120² crop frame
-    (y up, 1-based), ``camera`` (2, 4) model frame → image pixels (`image_camera`), ``scale``,
-    ``R`` (3, 3) as 3DDFA_V2's ``calc_pose`` builds it, ``R_ortho`` (3, 3) nearest rotation to
-    P[:, :3], ``yaw``/``pitch``/``roll`` degrees (``calc_pose`` convention: yaw has the sign of
-    AFLW2000-3D's Pose_Para yaw; pitch and roll the opposite sign of its pitch and roll),
-    ``alpha_shp`` (40,), ``alpha_exp`` (10,), ``roi_box`` (4,), ``lm68_3d`` (68, 3).
-    `bases` gives the 68-landmark model so that a fitter can start from this pose and shape.
+    Each Face also carries ``tddfa`` (`TDDFAFit`: params, P, camera, scale, R, R_ortho, alpha_shp,
+    alpha_exp, roi_box), ``pose`` (`HeadPose`, degrees, ``calc_pose`` convention) and ``lm68_3d``
+    (68, 3) (`project_landmarks`). `bases` gives the 68-landmark model so that a fitter can start
+    from this pose and shape.
 
     detector: optional backend (object with .detect, or callable image -> [Face]) used by `detect`.
     """
@@ -245,7 +236,7 @@ class TDDFALandmarker:
         from 3.70 to 3.51. lm68_conf = exp(-(spread / (conf_px · roi size))²) per point, where
         spread is the RMS distance of the passes from their mean: points the passes disagree on
         (occluded contour, profile jaw) get low confidence for the fitter.
-        Face.extra is that of the plain (unflipped, scale 1) pass."""
+        lm68_3d, pose and tddfa are those of the plain (unflipped, scale 1) pass."""
         boxes = [np.asarray(b, np.float64).reshape(-1)[:4] for b in boxes]
         n = len(boxes)
         if isinstance(images, np.ndarray) and images.ndim == 3:
@@ -271,8 +262,8 @@ class TDDFALandmarker:
         out = []
         for k, f in enumerate(base):
             lm = mean[k].astype(np.float32)
-            out.append(replace(f, box=np.asarray(boxes[k], np.float32), lm68=lm, lm5=lm5_from_lm68(lm),
-                               lm68_conf=conf[k], source="3ddfa-tta"))
+            out.append(replace(f, box=np.asarray(boxes[k], np.float32), lm68=lm,
+                               lm5=lm5_from_lm68_contour(lm), lm68_conf=conf[k], source="3ddfa-tta"))
         return out
 
     def detect(self, image: np.ndarray) -> list[Face]:
@@ -290,22 +281,11 @@ class TDDFALandmarker:
         P = params[:12].astype(np.float64).reshape(3, 4)
         s, R, (yaw, pitch, roll) = pose_from_matrix(P)
         lm68 = pts[:, :2].astype(np.float32)
-        extra = {
-            "params": params.copy(),
-            "P": P,
-            "camera": image_camera(P, roi, self.size),
-            "scale": s,
-            "R": R,
-            "R_ortho": nearest_rotation(P[:, :3]),
-            "yaw": yaw,
-            "pitch": pitch,
-            "roll": roll,
-            "alpha_shp": params[12:52].copy(),
-            "alpha_exp": params[52:62].copy(),
-            "roi_box": np.asarray(roi, np.float32),
-            "lm68_3d": pts.astype(np.float32),
-        }
-        return Face(np.asarray(box, np.float32), float(score), lm5_from_lm68(lm68), lm68, source="3ddfa", extra=extra)
+        fit = TDDFAFit(params=params.copy(), P=P, camera=image_camera(P, roi, self.size), scale=s, R=R,
+                       R_ortho=nearest_rotation(P[:, :3]), alpha_shp=params[12:52].copy(),
+                       alpha_exp=params[52:62].copy(), roi_box=np.asarray(roi, np.float32))
+        return Face(np.asarray(box, np.float32), float(score), lm5_from_lm68_contour(lm68), lm68,
+                    source="3ddfa", lm68_3d=pts.astype(np.float32), pose=HeadPose(yaw, pitch, roll), tddfa=fit)
 
 
 def _scale_box(b, s: float) -> np.ndarray:

@@ -15,6 +15,8 @@ from importlib.resources import files
 import numpy as np
 import torch
 
+from ..geometry.landmarks import yaw_gate  # noqa: F401  (moved; api.py still imports it from here)
+
 _FILES = {"ict": "ict_mediapipe468.json"}
 
 
@@ -49,12 +51,4 @@ def load_dense_map(model_name: str) -> DenseMap | None:
     return DenseMap(np.asarray(d["vertex"], np.int64), np.asarray(d["sigma"], np.float64))
 
 
-def yaw_gate(yaw_deg: float, full: float = 30.0, zero: float = 50.0) -> float:
-    """Trust in FaceMesh for a head yaw (degrees, 3DDFA's estimate): 1 up to `full`, 0 from `zero`,
-    linear between; it scales the dense term. FaceMesh's points were mapped on faces up to 45° and
-    degrade on turned faces (AFLW2000-3D dev, GT boxes, w_dense 1, mean NME for (full, zero):
-    (20, 45) 3.471, (30, 50) 3.452, (40, 55) 3.457)."""
-    return float(np.clip((zero - abs(yaw_deg)) / max(zero - full, 1e-6), 0.0, 1.0))
-
-
-__all__ = ["DenseMap", "load_dense_map", "yaw_gate"]
+__all__ = ["DenseMap", "load_dense_map"]

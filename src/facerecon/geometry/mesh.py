@@ -1,4 +1,4 @@
-"""Triangle-mesh helpers: face and vertex normals, edge topology, test meshes.
+"""Triangle-mesh helpers: face and vertex normals, edges and edge topology, test meshes.
 
 Winding convention: a face (i, j, k) is counter-clockwise when seen from outside the surface, so
 ``cross(v_j - v_i, v_k - v_i)`` points outwards (right-hand rule). Every function is batched,
@@ -13,19 +13,10 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from ..jit import HAVE_NUMBA, njit, prange
+
 # numba kernels for area-weighted vertex normals (forward and backward), parallel over the batch;
 # faces are walked sequentially inside a mesh since scatter-adds into shared vertices would race.
-try:
-    from numba import njit, prange
-
-    _HAVE_NUMBA = True
-except ImportError:  # pragma: no cover
-    _HAVE_NUMBA = False
-
-    def njit(*args, **kwargs):
-        return args[0] if args and callable(args[0]) else (lambda f: f)
-
-    prange = range
 
 
 @njit(cache=True, parallel=True)
@@ -121,7 +112,7 @@ def vertex_normals(vertices: torch.Tensor, faces: torch.Tensor, eps: float = 1e-
     """
     squeeze = vertices.dim() == 2
     v = vertices.unsqueeze(0) if squeeze else vertices
-    if _HAVE_NUMBA and v.device.type == "cpu" and v.dtype in (torch.float32, torch.float64):
+    if HAVE_NUMBA and v.device.type == "cpu" and v.dtype in (torch.float32, torch.float64):
         n = _VertexNormals.apply(v, faces, eps)
     else:
         n = _vertex_normals_torch(v, faces, eps)
@@ -198,6 +189,21 @@ class EdgeTopology:
     edge_count: torch.Tensor
     edge_vertices: torch.Tensor
     edge_opposite: torch.Tensor
+
+
+def mesh_edges(faces: torch.Tensor) -> torch.Tensor:
+    """Unique undirected edges of a triangle mesh.
+
+    Args:
+        faces: (F, 3) integer vertex indices.
+
+    Returns:
+        (E, 2) int64 vertex pairs, each sorted (i < j), rows in lexicographic order; the same
+        pairs as `edge_topology(faces).edge_vertices`, without the adjacency.
+    """
+    faces = faces.long()
+    e = torch.cat([faces[:, [0, 1]], faces[:, [1, 2]], faces[:, [2, 0]]], 0)
+    return torch.unique(torch.sort(e, dim=1).values, dim=0)
 
 
 def edge_topology(faces: torch.Tensor) -> EdgeTopology:

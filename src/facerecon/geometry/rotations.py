@@ -1,4 +1,6 @@
-"""Rotations, batched and dtype/device agnostic.
+"""Rotations: Euler angles, axis-angle, nearest rotation, 3-D similarity (Umeyama) fits.
+
+The torch functions are batched and dtype/device agnostic; `nearest_rotation` is numpy.
 
 Convention (Deep3D's): Euler angles (pitch, yaw, roll) = rotations about the model's x, y, z axes,
 in radians, composed as ``R = Rz(roll) @ Ry(yaw) @ Rx(pitch)`` and applied to column vectors:
@@ -9,6 +11,7 @@ docs/coordinates.md for the sign conventions checked by the tests.
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 
@@ -85,6 +88,16 @@ def matrix_to_axis_angle(R: torch.Tensor) -> torch.Tensor:
         sign = torch.where((n * w).sum(-1, keepdim=True) < 0, -1.0, 1.0).to(R.dtype)
         aa = torch.where(near_pi[..., None], n * sign * theta[..., None], aa)
     return aa
+
+
+def nearest_rotation(M) -> np.ndarray:
+    """(3, 3) array-like -> (3, 3) float64, the closest proper rotation in the Frobenius norm:
+    U·diag(1, 1, det(U Vᵀ))·Vᵀ from the SVD M = U S Vᵀ (the orthogonal Procrustes / Umeyama rotation
+    step, numpy; `fit_similarity` is the batched torch fit). E.g. 3DDFA_V2's regressed [sR] is only
+    roughly orthogonal, and a fitter wants a true rotation to start from."""
+    U, _, Vt = np.linalg.svd(np.asarray(M, np.float64))
+    D = np.diag([1.0, 1.0, np.sign(np.linalg.det(U @ Vt)) or 1.0])
+    return U @ D @ Vt
 
 
 def fit_similarity(src: torch.Tensor, dst: torch.Tensor, weights: torch.Tensor | None = None):

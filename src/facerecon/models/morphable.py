@@ -15,13 +15,10 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..geometry.landmarks import lm5_from_lm68_corners
 from ..geometry.mesh import vertex_normals
 from ..geometry.rotations import euler_to_matrix
 from .layout import FaceParams, ParamLayout
-
-# Deep3D's 5 alignment points from the 68 iBUG landmarks (0-based): eye centres as the mean of the
-# two corners of each eye, nose tip, mouth corners. Order: image-left eye (subject's right) first.
-LM5_FROM_68 = ((36, 39), (42, 45), (30,), (48,), (54,))
 
 
 @dataclass
@@ -223,8 +220,8 @@ class MorphableModel(nn.Module):
 
     @staticmethod
     def lm5_from_lm68(lm68: torch.Tensor) -> torch.Tensor:
-        """(..., 68, D) -> (..., 5, D) Deep3D's 5 points: eye centres, nose tip, mouth corners."""
-        return torch.stack([lm68[..., list(ix), :].mean(-2) for ix in LM5_FROM_68], dim=-2)
+        """(..., 68, D) -> (..., 5, D) Deep3D's 5 points (`geometry.landmarks.lm5_from_lm68_corners`)."""
+        return lm5_from_lm68_corners(lm68)
 
     def mean_lm5(self) -> torch.Tensor:
         """(5, 3) mm: the mean face's 5 alignment points in model space."""

@@ -6,8 +6,8 @@ RGB faces aligned SphereFace-style to 112 (h) × 96 (w) pixels, normalised ``(x 
 with x in 0..255, and returns a 128-d embedding compared by cosine similarity.
 
 `IdentityEncoder` wraps it for use inside losses: [0, 1] float images in, optional differentiable
-warp to the 112×96 template (``grid_sample``), L2-normalised embeddings out; weights frozen and
-BatchNorm always in inference mode.
+warp to the 112×96 template (`geometry.transforms2d.warp_affine`), L2-normalised embeddings out;
+weights frozen and BatchNorm always in inference mode.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from ..geometry.transforms2d import estimate_similarity_torch, warp_affine
 from .checkpoint import load_strict
 
 # SphereFace's 5-point template for 112×96 crops (eye, eye, nose tip, mouth corner, mouth corner;
@@ -106,50 +107,14 @@ def load_mobilefacenet(weights: str | os.PathLike | None = None, verify: bool = 
 
 def similarity_to_template(lm5: torch.Tensor, template=TEMPLATE_112x96) -> torch.Tensor:
     """Least-squares similarity (rotation, uniform scale, shift; no reflection) taking image
-    landmarks to the template, as SphereFace's ``cp2tform(..., 'similarity')`` does.
+    landmarks to the template, as SphereFace's ``cp2tform(..., 'similarity')`` does
+    (`geometry.transforms2d.estimate_similarity_torch`).
 
     lm5: (B, 5, 2) or (5, 2) pixels (x, y), pixel centres at integers. Returns (B, 2, 3) or (2, 3)
-    mapping image pixels -> template pixels. Differentiable in `lm5` (closed form: in complex
-    numbers the fit is dst = a·src + b with a = Σ conj(s̃)·d̃ / Σ|s̃|²).
+    mapping image pixels -> template pixels; differentiable in `lm5`.
     """
-    squeeze = lm5.dim() == 2
-    src = lm5[None] if squeeze else lm5
-    dst = torch.as_tensor(template, dtype=src.dtype, device=src.device).expand_as(src)
-    sc, dc = src - src.mean(1, keepdim=True), dst - dst.mean(1, keepdim=True)
-    den = (sc ** 2).sum((1, 2))
-    a_re = (sc * dc).sum((1, 2)) / den
-    a_im = (sc[..., 0] * dc[..., 1] - sc[..., 1] * dc[..., 0]).sum(1) / den
-    lin = torch.stack([torch.stack([a_re, -a_im], -1), torch.stack([a_im, a_re], -1)], -2)  # (B,2,2)
-    t = dst.mean(1) - (lin @ src.mean(1)[..., None])[..., 0]
-    m = torch.cat([lin, t[..., None]], -1)
-    return m[0] if squeeze else m
-
-
-def warp_affine(images: torch.Tensor, affine: torch.Tensor, size: tuple[int, int],
-                padding_mode: str = "zeros") -> torch.Tensor:
-    """Differentiable bilinear warp.
-
-    images: (B, C, H, W). affine: (B, 2, 3) or (2, 3) mapping *source* pixels -> *output* pixels
-    (pixel centres at integers). size: output (height, width). Returns (B, C, h, w); outside the
-    source: zeros (or "border"/"reflection").
-    """
-    b, _, h_in, w_in = images.shape
-    h, w = size
-    a = affine.to(images.dtype)
-    if a.dim() == 2:
-        a = a.expand(b, 2, 3)
-    lin, t = a[..., :2], a[..., 2:]
-    inv_lin = torch.linalg.inv(lin)
-    inv = torch.cat([inv_lin, -inv_lin @ t], -1)  # output px -> source px
-    # Output pixel grid -> source pixels -> grid_sample's [-1, 1] with align_corners=True
-    # (−1 and +1 are the centres of the first and last pixel: our integer-centre convention).
-    ys, xs = torch.meshgrid(torch.arange(h, dtype=a.dtype, device=a.device),
-                            torch.arange(w, dtype=a.dtype, device=a.device), indexing="ij")
-    pts = torch.stack([xs, ys, torch.ones_like(xs)], -1).reshape(1, -1, 3)
-    src = pts @ inv.transpose(1, 2)  # (B, h*w, 2)
-    scale = torch.tensor([2.0 / max(w_in - 1, 1), 2.0 / max(h_in - 1, 1)], dtype=a.dtype, device=a.device)
-    grid = (src * scale - 1.0).reshape(b, h, w, 2)
-    return F.grid_sample(images, grid, mode="bilinear", padding_mode=padding_mode, align_corners=True)
+    dst = torch.as_tensor(template, dtype=lm5.dtype, device=lm5.device).expand_as(lm5)
+    return estimate_similarity_torch(lm5, dst)
 
 
 class IdentityEncoder(nn.Module):

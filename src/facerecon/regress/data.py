@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-from ..detect.base import IBUG68_MIRROR
+from ..geometry.landmarks import IBUG68_MIRROR
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from facerecon.render._kernels import HAVE_NUMBA, njit, prange
+from facerecon.jit import HAVE_NUMBA, njit, prange
 
 
 @njit(cache=True, parallel=True)

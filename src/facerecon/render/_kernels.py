@@ -16,18 +16,7 @@ import math
 
 import numpy as np
 
-try:
-    from numba import njit, prange
-
-    HAVE_NUMBA = True
-except ImportError:  # pragma: no cover - exercised only without numba
-    HAVE_NUMBA = False
-    prange = range
-
-    def njit(*args, **kwargs):
-        if args and callable(args[0]):
-            return args[0]
-        return lambda f: f
+from facerecon.jit import njit, prange
 
 
 @njit(cache=True, inline="always")

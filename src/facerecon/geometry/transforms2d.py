@@ -1,8 +1,10 @@
-"""2-D similarity transforms and image warping (no OpenCV).
+"""2-D affine/similarity transforms and image warping (no OpenCV): the one home for 2-D geometry.
 
 A transform is a (2, 3) float64 matrix ``M`` acting on pixel coordinates (x right, y down, pixel
 centres at integers): ``p' = M[:, :2] @ p + M[:, 2]``. `warp_image(image, M, size)` produces the
 image whose pixel p' shows the source at ``M⁻¹ p'``, so landmarks move with `transform_points(M, ·)`.
+numpy functions work in float64; the torch ones (`estimate_similarity_torch`, `warp_affine`, and
+`transform_points`/`warp_image` on tensors) are batched and differentiable.
 """
 
 from __future__ import annotations
@@ -11,9 +13,9 @@ import math
 
 import numpy as np
 import torch
+from torch.nn import functional as F
 
-from ..nets.mobilefacenet import warp_affine as _warp_torch
-from ..render._kernels import njit
+from ..jit import njit
 
 
 def estimate_similarity(src, dst, weights=None, rotation: bool = True) -> np.ndarray:
@@ -46,6 +48,26 @@ def estimate_similarity(src, dst, weights=None, rotation: bool = True) -> np.nda
     a_im = float(w @ (s[:, 0] * d[:, 1] - s[:, 1] * d[:, 0])) / den if rotation else 0.0
     lin = np.array([[a_re, -a_im], [a_im, a_re]])
     return np.concatenate([lin, (mu_d - lin @ mu_s)[:, None]], 1)
+
+
+def estimate_similarity_torch(src: torch.Tensor, dst: torch.Tensor) -> torch.Tensor:
+    """Least-squares similarity (rotation, uniform scale, shift; no reflection) taking `src` onto
+    `dst`, equal weights: the torch, batched, differentiable counterpart of `estimate_similarity`.
+
+    src, dst: (B, N, 2) or (N, 2) pixels (same shape). Returns (B, 2, 3) or (2, 3) in src's dtype.
+    Closed form as `estimate_similarity`: with centroids removed, d = a·s in complex numbers,
+    a = Σ conj(s)·d / Σ|s|². No validation (used inside losses; degenerate src gives inf/NaN).
+    """
+    squeeze = src.dim() == 2
+    s, d = (src[None], dst[None]) if squeeze else (src, dst)
+    sc, dc = s - s.mean(1, keepdim=True), d - d.mean(1, keepdim=True)
+    den = (sc ** 2).sum((1, 2))
+    a_re = (sc * dc).sum((1, 2)) / den
+    a_im = (sc[..., 0] * dc[..., 1] - sc[..., 1] * dc[..., 0]).sum(1) / den
+    lin = torch.stack([torch.stack([a_re, -a_im], -1), torch.stack([a_im, a_re], -1)], -2)  # (B,2,2)
+    t = d.mean(1) - (lin @ s.mean(1)[..., None])[..., 0]
+    m = torch.cat([lin, t[..., None]], -1)
+    return m[0] if squeeze else m
 
 
 def invert_affine(M) -> np.ndarray:
@@ -110,6 +132,33 @@ def _bilinear_kernel(img, x, y, fill, out):  # pragma: no cover - compiled
                 out[i, j, c] = acc
 
 
+def warp_affine(images: torch.Tensor, affine: torch.Tensor, size: tuple[int, int],
+                padding_mode: str = "zeros") -> torch.Tensor:
+    """Differentiable bilinear warp.
+
+    images: (B, C, H, W). affine: (B, 2, 3) or (2, 3) mapping *source* pixels -> *output* pixels
+    (pixel centres at integers). size: output (height, width). Returns (B, C, h, w); outside the
+    source: zeros (or "border"/"reflection").
+    """
+    b, _, h_in, w_in = images.shape
+    h, w = size
+    a = affine.to(images.dtype)
+    if a.dim() == 2:
+        a = a.expand(b, 2, 3)
+    lin, t = a[..., :2], a[..., 2:]
+    inv_lin = torch.linalg.inv(lin)
+    inv = torch.cat([inv_lin, -inv_lin @ t], -1)  # output px -> source px
+    # Output pixel grid -> source pixels -> grid_sample's [-1, 1] with align_corners=True
+    # (−1 and +1 are the centres of the first and last pixel: our integer-centre convention).
+    ys, xs = torch.meshgrid(torch.arange(h, dtype=a.dtype, device=a.device),
+                            torch.arange(w, dtype=a.dtype, device=a.device), indexing="ij")
+    pts = torch.stack([xs, ys, torch.ones_like(xs)], -1).reshape(1, -1, 3)
+    src = pts @ inv.transpose(1, 2)  # (B, h*w, 2)
+    scale = torch.tensor([2.0 / max(w_in - 1, 1), 2.0 / max(h_in - 1, 1)], dtype=a.dtype, device=a.device)
+    grid = (src * scale - 1.0).reshape(b, h, w, 2)
+    return F.grid_sample(images, grid, mode="bilinear", padding_mode=padding_mode, align_corners=True)
+
+
 def warp_image(image, M, size, fill: float = 0.0, antialias: bool = True):
     """Warp `image` by the (2, 3) source→output pixel transform `M` (bilinear).
 
@@ -126,7 +175,7 @@ def warp_image(image, M, size, fill: float = 0.0, antialias: bool = True):
         batched = image.dim() == 4
         x = image if batched else image[None]
         m = torch.as_tensor(M, dtype=x.dtype, device=x.device)
-        out = _warp_torch(x, m, (h, w))
+        out = warp_affine(x, m, (h, w))
         return out if batched else out[0]
 
     img = np.asarray(image)
