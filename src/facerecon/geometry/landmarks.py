@@ -5,12 +5,13 @@ i.e. the subject's right eye), eye (image right), nose tip, mouth corner (image 
 (image right): the order RetinaFace, MTCNN and Deep3D use.
 
 Two rules turn 68 points into 5; they differ only in the eye centres:
-  * `lm5_from_lm68_corners`: mean of the two eye *corners* (Deep3D's ``load_lm3d``). Used on
-    model-space points: the alignment reference (`align.crop.deep3d_lm3d_ref`,
-    `MorphableModel.mean_lm5`) and the identity-loss template fit (`MorphableModel.lm5_from_lm68`).
+  * `lm5_from_lm68_corners`: mean of the two eye *corners* (Deep3D's ``load_lm3d``). Used for the
+    alignment reference points in model space (`align.crop.deep3d_lm3d_ref`,
+    `MorphableModel.mean_lm5`) and, via `MorphableModel.lm5_from_lm68`, for the identity loss's
+    warp to MobileFaceNet's template (target landmarks in the fitter and the regressor's training).
   * `lm5_from_lm68_contour`: mean of all six eye-*contour* points. Used on *detected* 2-D
-    landmarks (`facerecon.detect` backends fill `Face.lm5` with it): averaging six noisy points is
-    steadier than two.
+    landmarks: the `facerecon.detect` landmarkers fill `Face.lm5` with it, and `align_face` crops
+    from that `Face.lm5`.
 """
 
 from __future__ import annotations

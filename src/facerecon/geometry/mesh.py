@@ -15,10 +15,9 @@ import torch
 
 from ..jit import HAVE_NUMBA, njit, prange
 
+
 # numba kernels for area-weighted vertex normals (forward and backward), parallel over the batch;
 # faces are walked sequentially inside a mesh since scatter-adds into shared vertices would race.
-
-
 @njit(cache=True, parallel=True)
 def _accumulate_normals(v, faces, acc):
     """acc[b, i] += cross(v1 - v0, v2 - v0) for every face touching vertex i. v, acc: (B, V, 3)."""

@@ -1,4 +1,4 @@
-"""2-D affine/similarity transforms and image warping (no OpenCV): the one home for 2-D geometry.
+"""2-D affine/similarity transforms and image warping (no OpenCV).
 
 A transform is a (2, 3) float64 matrix ``M`` acting on pixel coordinates (x right, y down, pixel
 centres at integers): ``p' = M[:, :2] @ p + M[:, 2]``. `warp_image(image, M, size)` produces the
