@@ -114,7 +114,6 @@ def test_fit_needs_68_landmarks_regressor_does_not(astronaut_path):
     need_asset("ict-facekit")
     need_asset("retinaface")
     from facerecon.api import FaceReconstructor
-
     from facerecon.errors import FaceReconError
 
     rec = FaceReconstructor("ict", detector="retinaface")

@@ -352,13 +352,14 @@ def test_auto_detector_follows_method(dev_face):
     fitting keeps the default's test-time augmentation."""
     need_asset("retinaface")
     need_asset("3ddfa-v2")
+    need_asset("ict-facekit")
+    from facerecon.api import FaceReconstructor
     from facerecon.detect.pipeline import DefaultPipeline, FastPipeline
-    from facerecon.detect.registry import resolve_detector
 
-    fast = resolve_detector("auto", "regress")
+    fast = FaceReconstructor(method="regress").detector
     assert isinstance(fast, FastPipeline) and not fast.tta
     for method in ("fit", "regress+refine"):
-        d = resolve_detector("auto", method)
+        d = FaceReconstructor(method=method).detector
         assert type(d) is DefaultPipeline and d.tta
     img, gt = dev_face
     f = fast.detect(img)[0]

@@ -1,5 +1,5 @@
 """The exporter registry (`facerecon.io.export`) and, with the ICT asset, its equivalence with the
-writer it replaces (`facerecon.outputs.write_reconstruction`)."""
+writer it replaced (`facerecon.outputs.write_reconstruction`, deleted)."""
 
 from __future__ import annotations
 
@@ -225,15 +225,15 @@ def test_item_checks_shapes_and_images():
         _item(images={"overlay": np.zeros((4, 4, 3), np.float32)})
 
 
-# --------------------------------------------------------------------------- equivalence with outputs.py
+# --------------------------------------------------------------------------- Reconstruction.save
 
 def _reconstruction(model, photo_shape=(300, 400)):
     """A random ICT face in front of the Deep3D crop camera, packed as an `api.Reconstruction`
     (the attributes write_reconstruction reads) with a synthetic crop of a synthetic photo."""
     from facerecon.align import Crop
-    from facerecon.api import Reconstruction, camera_for_original
     from facerecon.detect.base import Face
     from facerecon.geometry.camera import PerspectiveCamera
+    from facerecon.methods import Reconstruction, Topology, camera_for_original
 
     g = torch.Generator().manual_seed(3)
     p = model.random_params(1, generator=g)
@@ -260,10 +260,13 @@ def _reconstruction(model, photo_shape=(300, 400)):
     face = Face(box=np.float32([10, 20, 200, 220]), score=0.9, lm5=np.zeros((5, 2), np.float32), source="synthetic")
     pitch, yaw, roll = (math.degrees(float(a)) for a in p.rotation[0])
     bs = {n: float(w) for n, w in zip(model.expression_names, p.expression[0])}
-    rec = Reconstruction(params=p, geometry=geo, lm68=crop.crop_to_original(lm_crop).astype(np.float32),
-                         lm68_crop=lm_crop, pose_deg={"yaw": yaw, "pitch": pitch, "roll": roll}, camera_crop=cam,
-                         camera=camera_for_original(cam, crop), face=face, crop=crop, model_name=model.name,
-                         blendshapes=bs, times={"detect": 0.123456, "fit_total": 1.5}, source="photo.jpg")
+    rec = Reconstruction(params=p, layout=model.layout, geometry=geo, topology=Topology.of_model(model),
+                         lm68=crop.crop_to_original(lm_crop).astype(np.float32), lm68_crop=lm_crop,
+                         pose_deg={"yaw": yaw, "pitch": pitch, "roll": roll},
+                         translation_mm=p.translation[0].numpy(), camera_crop=cam,
+                         camera=camera_for_original(cam, crop), face=face, crop=crop, method="test",
+                         model_name=model.name, blendshapes=bs, times={"detect": 0.123456, "fit_total": 1.5},
+                         source="photo.jpg", image=photo)
     return rec, photo
 
 
@@ -294,18 +297,17 @@ def _item_from(rec, model, photo, formats):
     ((1300, 900), ("overlay",), torch.float32),  # downscaled for the overlay
     ((300, 400), ("mat", "obj", "textured", "json"), torch.float64),  # a float64 reconstruction
 ])
-def test_same_files_as_write_reconstruction(tmp_path, ict_model, photo_shape, formats, dtype):
-    # Compares with the writer being replaced. NOTE for whoever deletes facerecon.outputs: this is
-    # the only test that references it; convert it then (keep the new half, or pin its files).
-    from facerecon.outputs import write_reconstruction
-
+def test_reconstruction_save_writes_the_exporters_files(tmp_path, ict_model, photo_shape, formats, dtype):
+    """`Reconstruction.save` writes what the exporters write from the glue below, which was checked
+    byte for byte (mat/npz: array for array) against the writer it replaced (outputs.py) before
+    that was deleted."""
     need_asset("ict-facekit")
     model = ict_model if dtype == torch.float32 else copy.deepcopy(ict_model).to(dtype)
     rec, photo = _reconstruction(model, photo_shape)
     assert rec.geometry.vertices.dtype == dtype
-    old = write_reconstruction(rec, model, tmp_path / "old", "f", formats, image=photo)
-    new = export(_item_from(rec, model, photo, formats), tmp_path / "new", "f", formats)
-    # Same files; outputs.py returned 'ply' before 'textured', the registry follows ALL's order.
+    old = export(_item_from(rec, model, photo, formats), tmp_path / "old", "f", formats)
+    new = rec.save(tmp_path / "new", formats, stem="f")
+    assert [p.name for p in old] == [p.name for p in new]
     assert sorted(p.name for p in old) == sorted(p.name for p in new)
     assert len(new) == len(formats) + 2 * ("textured" in formats)  # textured: .obj, .mtl, .png
     assert sorted(p.name for p in (tmp_path / "old").iterdir()) == sorted(p.name for p in (tmp_path / "new").iterdir())
@@ -335,6 +337,6 @@ def test_same_files_as_write_reconstruction(tmp_path, ict_model, photo_shape, fo
         assert (sio.loadmat(tmp_path / "new" / "f.mat")["recon_img"][..., 3] > 0).mean() > 0.3
     if formats == ALL:  # without a photo both skip 'textured' and 'overlay'
         few = ("obj", "textured", "overlay")
-        old = write_reconstruction(rec, model, tmp_path / "old2", "f", few)
-        new = export(_item_from(rec, model, None, few), tmp_path / "new2", "f", few)
+        old = export(_item_from(rec, model, None, few), tmp_path / "old2", "f", few)
+        new = rec.with_image(None).save(tmp_path / "new2", few, stem="f")
         assert [p.name for p in old] == [p.name for p in new] == ["f.obj"]

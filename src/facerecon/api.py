@@ -87,12 +87,11 @@ class FaceReconstructor:
     @property
     def detector(self):
         if self._detector is None:
-            from .detect.registry import get_detector
+            from .detect.registry import resolve_detector
 
             spec = self._detector_spec
-            if isinstance(spec, str):
-                spec = get_detector(self.method.detector if spec.lower() == "auto" else spec)
-            self._detector = spec
+            auto = isinstance(spec, str) and spec.lower() == "auto"
+            self._detector = resolve_detector(self.method.detector if auto else spec)
         return self._detector
 
     def detect(self, image: Image) -> list[Face]:
@@ -233,6 +232,19 @@ def decode(model: str | MorphableModel = "ict", variant: str | None = None, coef
                        colors.numpy().astype(np.float32), m.name)
 
 
-__all__ = ["DecodedFace", "FaceReconstructor", "FitConfig", "set_threads", "Reconstruction", "available_methods", "camera_for_original",
-           "decode", "expand_inputs", "load_image", "output_formats", "read_coefficients", "read_frames",
-           "register_method"]
+__all__ = [
+    "DecodedFace",
+    "FaceReconstructor",
+    "FitConfig",
+    "Reconstruction",
+    "available_methods",
+    "camera_for_original",
+    "decode",
+    "expand_inputs",
+    "load_image",
+    "output_formats",
+    "read_coefficients",
+    "read_frames",
+    "register_method",
+    "set_threads",
+]

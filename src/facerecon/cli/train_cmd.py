@@ -3,11 +3,6 @@ folders, with checkpoints, --resume and AFLW2000-3D dev validation (68-point NME
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
-
-import numpy as np
-
 
 def add_parser(sub) -> None:
     from ..regress.train import TrainConfig

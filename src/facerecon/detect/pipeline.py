@@ -18,7 +18,6 @@ import numpy as np
 from ..errors import MissingExtraError
 from ..geometry.landmarks import lm5_from_lm68_contour, yaw_gate
 from .base import Face, sort_by_size
-from .crop import bbox_from_roi_box
 from .nms import box_area, box_intersection
 from .retinaface import as_pixels
 
@@ -216,19 +215,3 @@ class FastPipeline(DefaultPipeline):
 def _faceness(f: Face) -> float:
     conf = float(np.mean(f.lm68_conf)) if f.lm68_conf is not None else 1.0
     return f.size * f.score * conf
-
-
-def eval_method(**options):
-    """Factory for `facerecon.eval` (``get_method("facerecon.detect.pipeline:eval_method")``):
-    method(image, box|None) -> (68, 2) | None. A given box is the AFLW2000-3D protocol roi and is
-    turned back into a detector-style box; None runs the full pipeline and takes the largest face."""
-    pl = DefaultPipeline(**options)
-
-    def method(image: np.ndarray, box) -> np.ndarray | None:
-        if box is not None:
-            return pl.landmarks(image, bbox_from_roi_box(box)).lm68
-        faces = pl.detect(image)
-        return faces[0].lm68 if faces else None
-
-    method.pipeline = pl
-    return method

@@ -36,11 +36,7 @@ def get_detector(name: str = "default", **kw):
     return getattr(import_module(f"{__package__}.{module}"), cls)(**kw)
 
 
-def resolve_detector(spec, method: str = "fit"):
+def resolve_detector(spec):
     """A backend name (built with `get_detector`) or an already-built detector object, as given.
-
-    "auto" picks by reconstruction method: "fast" for the regressor alone (it only needs a crop;
-    test-time augmentation would be two thirds of its end-to-end time), "default" otherwise."""
-    if isinstance(spec, str) and spec.lower() == "auto":
-        spec = "fast" if method == "regress" else "default"
+    ("auto", the method's own choice, is resolved by the API, which knows the method.)"""
     return get_detector(spec) if isinstance(spec, str) else spec

@@ -15,8 +15,6 @@ from importlib.resources import files
 import numpy as np
 import torch
 
-from ..geometry.landmarks import yaw_gate  # noqa: F401  (moved; api.py still imports it from here)
-
 _FILES = {"ict": "ict_mediapipe468.json"}
 
 

@@ -11,7 +11,7 @@ from dataclasses import replace
 
 from ..align import Crop
 from ..detect.base import Face
-from ..fit import FitConfig, Fitter, FitTargets
+from ..fit import FitConfig, FitTargets, Fitter
 from ..fit.dense import load_dense_map
 from ..fit.targets import build_targets
 from .base import MethodContext, Request, check_landmarks
@@ -62,7 +62,8 @@ class FitMethod:
             self.context.model, config, self.context.camera, self.fitter.encoder, dense_map=self.dense_map)
         return fitter.fit(targets)
 
-    def reconstruct(self, crops: list[Crop], faces: list[Face], request: Request = Request()) -> list[Reconstruction]:
+    def reconstruct(self, crops: list[Crop], faces: list[Face], request: Request | None = None) -> list[Reconstruction]:
+        request = request or Request()
         check_landmarks(self, crops)
         res = self.run(self.targets(crops, faces, request), self.config_for(request))
         return from_params(self.context.model, self.context.camera, res.params, res.lm68, crops, faces, self.name,

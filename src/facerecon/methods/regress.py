@@ -55,7 +55,8 @@ class RegressMethod:
             params = aggregate_identity(params)
         return params
 
-    def reconstruct(self, crops: list[Crop], faces: list[Face], request: Request = Request()) -> list[Reconstruction]:
+    def reconstruct(self, crops: list[Crop], faces: list[Face], request: Request | None = None) -> list[Reconstruction]:
+        request = request or Request()
         t0 = time.perf_counter()
         params = self.predict(crops, request)
         t = {"regress": time.perf_counter() - t0}
@@ -78,7 +79,8 @@ class RegressRefineMethod(FitMethod):
         super().__init__(context, config, identity_loss, mask, **overrides)
         self.regress = RegressMethod(context, regressor)
 
-    def reconstruct(self, crops: list[Crop], faces: list[Face], request: Request = Request()) -> list[Reconstruction]:
+    def reconstruct(self, crops: list[Crop], faces: list[Face], request: Request | None = None) -> list[Reconstruction]:
+        request = request or Request()
         t0 = time.perf_counter()
         init = self.regress.predict(crops, request)
         t_reg = time.perf_counter() - t0

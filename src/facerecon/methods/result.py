@@ -69,7 +69,7 @@ class Reconstruction:
     lm68_crop: (68, 2) float32 the same in crop pixels.
     pose_deg: {'yaw', 'pitch', 'roll'} degrees (yaw > 0: face turned towards image right);
         the rotation is R = Rz(roll) Ry(yaw) Rx(pitch) (docs/coordinates.md).
-    translation_mm: (3,) float32, v_world = R v + t.
+    translation_mm: (3,) mm (the model's float dtype), v_world = R v + t.
     camera_crop: the crop's PerspectiveCamera; camera: the equivalent camera of the original image
         (the crop is a similarity of it), so `camera.project(vertices_world)` lands on the photo.
     face: the detection it came from; crop: the aligned crop.
@@ -160,44 +160,38 @@ class Reconstruction:
         return Path(self.source).stem if self.source else "face"
 
     def export_item(self, formats=None, texture_size: int = 512) -> exporters.ExportItem:
-        """The plain-numpy `ExportItem` for `formats` (None: all), with the images they need rendered."""
-        formats = exporters.resolve_formats(formats)
-        need = exporters.images_needed(formats)
+        """The plain-numpy `ExportItem` for `formats` (None: every registered format), with the
+        images they need rendered (`facerecon.render.views`)."""
         g, topo = self.geometry, self.topology
-        images: dict[str, np.ndarray] = {}
+        names = exporters.images_needed(_formats(formats))
         with torch.no_grad():
-            if need & {"recon_crop", "geometry_crop"}:
-                images.update(views.crop_views(g.vertices_world, g.albedo, self.light, topo.triangles,
-                                               self.camera_crop, self.crop.image))
-            if "overlay" in need and self.image is not None:
-                images["overlay"] = views.photo_overlay(g.vertices_world, g.albedo, self.light, topo.triangles,
-                                                        self.camera, self.image)
-            if "texture" in need and self.image is not None and topo.uv.shape[0] > 0:
-                images["texture"] = views.uv_texture(g.vertices_world, topo.triangles, topo.uv, topo.uv_faces,
-                                                     self.camera, self.image, g.albedo, texture_size)
-            if "landmarks_crop" in need:
-                images["landmarks_crop"] = views.landmark_image(self.crop.image, self.lm68_crop, self.crop.lm68)
+            images = views.render_images(
+                names, vertices_world=g.vertices_world, albedo=g.albedo, light=self.light, faces=topo.triangles,
+                camera_crop=self.camera_crop, crop_image=self.crop.image, lm68_crop=self.lm68_crop,
+                lm68_detected_crop=self.crop.lm68, camera_photo=self.camera, photo=self.image, uv=topo.uv,
+                uv_faces=topo.uv_faces, texture_size=texture_size)
             colors = views.shaded_colors(g.albedo, g.normals, self.light)
-        cam = self.camera
         return exporters.ExportItem(
-            vertices=self.vertices_model, vertices_posed=self.vertices, faces=self.triangles,
-            colors=colors, albedo=self.albedo, uv=_np(topo.uv).astype(np.float32),
-            uv_faces=_np(topo.uv_faces).astype(np.int64), coeff=self.coeff, crop_image=self.crop.image,
-            lm68_crop=self.lm68_crop, lm5_crop=self.crop.lm5, lm68_image=self.lm68,
-            lm68_detected_crop=self.crop.lm68, pose_deg=self.pose_deg,
-            translation_mm=np.asarray(self.translation_mm, np.float32),
-            camera={"focal_px": cam.focal, "cx": cam.cx, "cy": cam.cy, "width": cam.width, "height": cam.height,
-                    "distance_mm": cam.distance},
-            box=np.asarray(self.face.box, np.float32), detector=self.face.source, blendshapes=self.blendshapes,
-            times=dict(self.times), source=self.source, model=self.model_name, images=images)
+            vertices=_np(g.vertices[0]), vertices_posed=_np(g.vertices_world[0]), faces=self.triangles,
+            colors=colors, albedo=_np(g.albedo[0]), uv=_np(topo.uv), uv_faces=_np(topo.uv_faces), coeff=self.coeff,
+            crop_image=self.crop.image, lm68_crop=self.lm68_crop, lm5_crop=self.crop.lm5, lm68_image=self.lm68,
+            lm68_detected_crop=self.crop.lm68, pose_deg=self.pose_deg, translation_mm=self.translation_mm,
+            camera=exporters.camera_json(self.camera), box=self.face.box, detector=self.face.source,
+            blendshapes=self.blendshapes, times=self.times, source=self.source, model=self.model_name, images=images)
 
     def save(self, out_dir, formats=None, stem: str | None = None, texture_size: int = 512) -> list[Path]:
-        """Write `formats` (names of `facerecon.io.export`'s registry; None: all) for this face into
-        `out_dir` as `stem`.* (default: the source image's stem); returns the paths written. Each
-        file is written atomically. 'textured' and 'overlay' need the original photo (`image`)."""
-        formats = exporters.resolve_formats(formats)
-        item = self.export_item(formats, texture_size)
-        return exporters.export(item, out_dir, stem or self.default_stem(), formats)
+        """Write `formats` (names of `facerecon.io.export`'s registry; None: every registered format)
+        for this face into `out_dir` as `stem`.* (default: the source image's stem); returns the
+        paths written, each written atomically. 'textured' and 'overlay' need the original photo
+        (`image`, attached by the API) and are skipped without it."""
+        formats = _formats(formats)
+        return exporters.export(self.export_item(formats, texture_size), out_dir, stem or self.default_stem(), formats)
+
+
+def _formats(formats) -> tuple[str, ...]:
+    if formats is None:
+        return tuple(exporters.available_exporters())
+    return (formats,) if isinstance(formats, str) else tuple(formats)
 
 
 def from_params(model: MorphableModel, camera: PerspectiveCamera, params: FaceParams, lm68_crop: torch.Tensor,
@@ -223,7 +217,7 @@ def from_params(model: MorphableModel, camera: PerspectiveCamera, params: FacePa
         out.append(Reconstruction(
             geometry=geo, topology=topo, lm68=crop.crop_to_original(lm_crop).astype(np.float32),
             lm68_crop=lm_crop.astype(np.float32), pose_deg={"yaw": yaw, "pitch": pitch, "roll": roll},
-            translation_mm=_np(p.translation[0]).astype(np.float32), camera_crop=camera,
+            translation_mm=_np(p.translation[0]), camera_crop=camera,
             camera=camera_for_original(camera, crop), face=face, crop=crop, method=method, model_name=model.name,
             params=p, layout=model.layout, blendshapes=bs, times=dict(times or {}), source=crop.source))
     return out
