@@ -5,7 +5,7 @@ from __future__ import annotations
 
 
 def add_parser(sub) -> None:
-    from ..regress.train import TrainConfig
+    from ..train import TrainConfig
 
     d = TrainConfig()
     p = sub.add_parser("train", help="train the coefficient regressor on preprocessed folders",
