@@ -30,8 +30,6 @@ from .morphable import ModelData
 
 N_BFM09 = 53490
 N_TRIM = 53215
-N_FRONT = 35709
-N_TRI = 70789
 DIMS = (80, 64, 80)
 
 

@@ -46,9 +46,6 @@ LANDMARKS68 = [
     4269, 3360, 1507, 1542, 1537, 1528, 1518, 1511, 3742, 3751, 3756, 3721, 3725, 3732, 5708, 5695, 2081,
     0, 4275, 6200, 6213, 6346, 6461, 5518, 5957, 5841, 5702, 5711, 5533, 6216, 6207, 6470, 5517, 5966,
 ]
-# Jawline substitutes for profile views (README): replace iBUG 0-7 / 9-16 when that side turns away.
-JAW_RIGHT = [1278, 1272, 12, 1834, 243, 781, 2199, 1447]
-JAW_LEFT = [3661, 4390, 3022, 2484, 4036, 2253, 3490, 3496]
 # Geometry parts (README "Face Model Topology"), inclusive vertex ranges.
 PARTS = {
     "face": (0, 9408), "narrow_face": (0, 6705), "head_neck": (9409, 11247), "mouth_socket": (11248, 13293),
