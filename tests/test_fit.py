@@ -5,10 +5,10 @@ import pytest
 import torch
 
 from facerecon.fit import FitConfig, FitTargets, Fitter
-from facerecon.fit import losses as L
 from facerecon.fit.pose_init import pos_init
 from facerecon.geometry.camera import PerspectiveCamera
 from facerecon.geometry.rotations import euler_to_matrix
+from facerecon.objective import terms as L
 
 
 def test_landmark_loss_closed_form():
@@ -94,7 +94,7 @@ def test_shared_identity_for_image_sets(synthetic):
     assert torch.equal(ident[0], ident[1]) and torch.equal(ident[1], ident[2])
     assert not torch.equal(res.params.rotation[0], res.params.rotation[1])
     # The set's identity is the average of the independent fits' (more stable than a joint
-    # optimum, see Fitter._fit); expression and pose are then re-fitted to it.
+    # optimum, see fit/sets.py); expression and pose are then re-fitted to it.
     solo = Fitter(m, FitConfig(steps_photo=0)).fit(FitTargets(lm68=lm))
     torch.testing.assert_close(ident[0], solo.params.identity.mean(0), rtol=0, atol=1e-4)
     assert not torch.allclose(res.params.expression, solo.params.expression)
@@ -183,7 +183,7 @@ def test_photometric_stage_recovers_shape_beyond_landmarks(ict_model, monkeypatc
     # The albedo phase optimises only the per-vertex residual and the light. (Two runs cannot be
     # compared bitwise: the BLAS rounds differently with buffer alignment and the rasterizer
     # amplifies it, so the optimisers are checked instead.)
-    import facerecon.fit.fitter as fitter_mod
+    import facerecon.fit.stages as stages_mod
 
     made = []
 
@@ -192,7 +192,7 @@ def test_photometric_stage_recovers_shape_beyond_landmarks(ict_model, monkeypatc
             super().__init__(params, *a, **k)
             made.append([p for g in self.param_groups for p in g["params"]])
 
-    monkeypatch.setattr(fitter_mod.torch.optim, "Adam", SpyAdam)
+    monkeypatch.setattr(stages_mod.torch.optim, "Adam", SpyAdam)
     with_albedo = Fitter(m, replace(cfg, steps_photo=5, steps_albedo=5)).fit(FitTargets(lm68=lm[:1], image=img[:1]))
     monkeypatch.undo()
     assert sorted(tuple(t.shape) for t in made[-1]) == [(1, 27), (1, m.n_vertices, 3)]
@@ -266,15 +266,19 @@ def test_procrustes_init_recovers_pose_from_3d_points():
 
 def test_dense_trust_scales_the_term(synthetic):
     from facerecon.fit.dense import load_dense_map
+    from facerecon.objective import point_term
 
     m = synthetic[0]
     dm = load_dense_map("ict")
     fitter = Fitter(m, FitConfig(steps_photo=0), dense_map=dm)
     pred = torch.zeros(3, 68 + dm.n_points, 2)
     dense = torch.full((3, dm.n_points, 2), 2.0)  # every dense point 2√2 px off, landmarks exact
-    full = fitter._point_loss(pred, pred[:, :68], None, dense, torch.ones(3, 1))
-    half = fitter._point_loss(pred, pred[:, :68], None, dense, torch.full((3, 1), 0.5))
-    none = fitter._point_loss(pred, pred[:, :68], None, dense, torch.zeros(3, 1))
+
+    def term(trust):
+        return point_term(pred, pred[:, :68], None, fitter.cfg.landmark_robust, dense, fitter.dense_weights,
+                          trust, fitter.cfg.w_dense)
+
+    full, half, none = term(torch.ones(3, 1)), term(torch.full((3, 1), 0.5)), term(torch.zeros(3, 1))
     torch.testing.assert_close(full, torch.full((3,), 8.0 * 144 / 152))  # w_dense 1 × 8 px², capped at 12 px
     torch.testing.assert_close(half, full / 2)
     assert float(none.abs().max()) == 0.0
@@ -291,3 +295,73 @@ def test_fit_with_a_3d_landmark_start(synthetic):
     res = Fitter(m, cfg).fit(FitTargets(lm68=lm, lm68_3d=pts))
     assert float((res.lm68 - lm).norm(dim=-1).mean()) < 1.0
     assert (res.params.rotation[:, 1] - p.rotation[:, 1]).abs().max() < math.radians(5)
+
+
+def test_point_term_equals_per_point_sum():
+    """The shared point term, written out point by point: robust squared errors, weighted means of the
+    68 landmarks and of the dense points, the latter scaled by w_dense and the trust's share."""
+    from facerecon.objective import point_term
+
+    g = torch.Generator().manual_seed(0)
+    B, N, r = 2, 7, 3.0
+    pred = torch.randn(B, 68 + N, 2, generator=g, dtype=torch.float64) * 4
+    lm = torch.randn(B, 68, 2, generator=g, dtype=torch.float64) * 4
+    dense = torch.randn(B, N, 2, generator=g, dtype=torch.float64) * 4
+    w = torch.rand(B, 68, generator=g, dtype=torch.float64)
+    dw = torch.rand(N, generator=g, dtype=torch.float64) + 0.5
+    trust = torch.tensor([[1.0], [0.3]], dtype=torch.float64)
+    got = point_term(pred, lm, w, r, dense, dw, trust, w_dense=2.0)
+
+    def capped(e2):
+        return e2 * r * r / (e2 + r * r)
+
+    for b in range(B):
+        lm_term = sum(w[b, i] * capped(((pred[b, i] - lm[b, i]) ** 2).sum()) for i in range(68)) / w[b].sum()
+        wd = [dw[k] * trust[b, 0] for k in range(N)]
+        d_term = sum(wd[k] * capped(((pred[b, 68 + k] - dense[b, k]) ** 2).sum()) for k in range(N)) / sum(wd)
+        want = lm_term + 2.0 * d_term * sum(wd) / dw.sum()
+        assert float(got[b]) == pytest.approx(float(want), rel=1e-12)
+    # Landmarks alone: the dense points are ignored.
+    assert torch.equal(point_term(pred, lm, w, r), point_term(pred[:, :68], lm, w, r))
+
+
+def test_objective_terms_gradcheck():
+    from facerecon.objective import point_term, temporal_term
+
+    g = torch.Generator().manual_seed(1)
+    pred = (torch.randn(2, 68 + 5, 2, generator=g, dtype=torch.float64) * 3).requires_grad_()
+    lm = torch.randn(2, 68, 2, generator=g, dtype=torch.float64) * 3
+    dense = torch.randn(2, 5, 2, generator=g, dtype=torch.float64) * 3
+    dw = torch.rand(5, generator=g, dtype=torch.float64) + 0.5
+    trust = torch.tensor([[1.0], [0.5]], dtype=torch.float64)
+    assert torch.autograd.gradcheck(lambda p: point_term(p, lm, None, 4.0, dense, dw, trust), (pred,))
+    light = (torch.randn(2, 27, generator=g, dtype=torch.float64) * 0.3).requires_grad_()
+    assert torch.autograd.gradcheck(L.light_prior, (light,))
+    rot, trans, exp = (torch.randn(4, k, generator=g, dtype=torch.float64).requires_grad_() for k in (3, 3, 5))
+    assert torch.autograd.gradcheck(temporal_term, (rot, trans, exp))
+    img, ren = (torch.rand(1, 4, 4, 3, generator=g, dtype=torch.float64) for _ in range(2))
+    mask = torch.rand(1, 4, 4, generator=g, dtype=torch.float64)
+    assert torch.autograd.gradcheck(lambda x: L.photometric_loss(x, img, mask), (ren.requires_grad_(),))
+
+
+def test_fitter_edges_are_the_unique_mesh_edges():
+    from facerecon.geometry.mesh import edge_topology, icosphere
+
+    _, f = icosphere(2)
+    g = torch.Generator().manual_seed(0)
+    f = f[torch.randperm(f.shape[0], generator=g)][:, torch.tensor([1, 2, 0])]  # any face order / rotation
+    e = torch.cat([f[:, [0, 1]], f[:, [1, 2]], f[:, [2, 0]]], 0)
+    want = torch.unique(torch.sort(e, dim=1).values, dim=0)  # lexicographic (low, high) pairs
+    assert torch.equal(edge_topology(f).edge_vertices, want)
+
+
+def test_thread_policy_restores_the_count():
+    from facerecon.fit.threads import num_threads
+
+    n = torch.get_num_threads()
+    with num_threads(1) as outer:
+        assert outer == n and torch.get_num_threads() == 1
+        with num_threads(outer):
+            assert torch.get_num_threads() == n
+        assert torch.get_num_threads() == 1
+    assert torch.get_num_threads() == n

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 
+from facerecon.geometry.camera import PerspectiveCamera
 from facerecon.models.morphable import ModelData, MorphableModel
 from facerecon.regress.data import FLIP_68, Augment, PreprocessedDataset, augment_sample
 from facerecon.regress.model import Regressor
@@ -277,8 +278,41 @@ def test_project_landmarks_matches_posed_model_landmarks():
                                                     translation=torch.tensor([[3.0, -2.0, 10.0], [0.0, 1.0, -5.0]]))
     fitter = Fitter(model)
     with torch.no_grad():
-        want = fitter.project(model.landmarks(model(p).vertices), p.rotation, p.translation)
+        # Offsets are model-space: add them before the pose.
+        want = fitter.camera.project(model.pose(model.landmarks(model(p).vertices), p.rotation,
+                                                p.translation))[..., :2]
         got = project_landmarks(model, p, fitter.camera)
         without = project_landmarks(base, p, fitter.camera)
+        # The fitter's landmark decoder (bases sliced to the landmarks) places them alike.
+        fast = model.project_points(fitter.decoder(p.identity, p.expression), p.rotation, p.translation,
+                                    fitter.camera)
     torch.testing.assert_close(got, want, rtol=0, atol=1e-3)
+    torch.testing.assert_close(fast, want, rtol=0, atol=1e-3)
     assert (got - without).norm(dim=-1).mean() > 1.0  # the offsets matter at this size
+
+
+def test_landmark_decoder_and_model_projection():
+    """`landmark_decoder` (bases sliced to the landmarks + extra vertices) decodes the same points as
+    the full decode; `project_landmarks` reuses given vertices and casts the params' dtype."""
+    model = tiny_model()
+    model.landmark_offsets = torch.from_numpy(np.random.default_rng(4).normal(0, 5, (68, 3)).astype(np.float32))
+    g = torch.Generator().manual_seed(6)
+    p = model.random_params(3, generator=g).replace(rotation=torch.tensor([[0.1, 0.5, 0.0], [0.0, -0.3, 0.1],
+                                                                           [0.2, 0.0, -0.1]]))
+    extra = np.array([0, 5, 77, 143])
+    dec = model.landmark_decoder(extra)
+    assert dec.n_points == 68 + 4 and torch.equal(dec.extra_vertices, torch.as_tensor(extra))
+    with torch.no_grad():
+        full = model.shape(p.identity, p.expression)
+        pts = dec(p.identity, p.expression)
+        torch.testing.assert_close(pts[:, :68], model.landmarks(full), rtol=0, atol=1e-4)
+        torch.testing.assert_close(pts[:, 68:], full[:, extra], rtol=0, atol=1e-4)
+        # A truncated identity uses the leading modes.
+        torch.testing.assert_close(dec(p.identity[:, :2], p.expression),
+                                   dec(torch.cat([p.identity[:, :2], torch.zeros(3, 2)], 1), p.expression))
+        cam = PerspectiveCamera.deep3d(224)
+        got = model.project_landmarks(p, cam)
+        assert torch.equal(model.project_landmarks(p, cam, vertices=full), got)
+        assert torch.equal(project_landmarks(model, p), got)  # the regressor's wrapper: Deep3D's 224² camera
+        p64 = p.map(lambda t: t.double())
+        assert model.project_landmarks(p64, cam).dtype == torch.float32

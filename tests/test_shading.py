@@ -112,3 +112,28 @@ def test_rendered_sphere_matches_closed_form():
     expect = 0.5 * (A0C0 * 0.8 + A1 * C1 * 0.4 * nz)
     assert torch.allclose(out.rgb[0, ..., 0][m], expect, atol=1e-5)
     assert (nz > 0).all()  # only the hemisphere facing the camera is visible
+
+
+def test_solve_sh_light_recovers_known_light():
+    from facerecon.render.shading import sh_channels, sh_flatten, solve_sh_light
+
+    g = torch.Generator().manual_seed(0)
+    v, _ = icosphere(3, 1.0, dtype=torch.float64)
+    n = v[None].expand(2, -1, -1)  # unit sphere: normal = position, every direction seen
+    albedo = 0.3 + 0.6 * torch.rand(2, v.shape[0], 3, generator=g, dtype=torch.float64)
+    gamma = torch.randn(2, 27, generator=g, dtype=torch.float64) * 0.2
+    colors = sh_shade(albedo, n, gamma)
+    w = torch.ones(2, v.shape[0], dtype=torch.float64)
+    # Closed form: exact without the ridge term, to its size with it.
+    assert torch.allclose(solve_sh_light(colors, n, albedo, w, ridge=0.0), gamma, atol=1e-10)
+    assert torch.allclose(solve_sh_light(colors, n, albedo, w), gamma, atol=1e-3)
+    # Zero-weight samples do not count, whatever their colour.
+    bad = colors.clone()
+    bad[:, ::3] = 1.0
+    w[:, ::3] = 0.0
+    assert torch.allclose(solve_sh_light(bad, n, albedo, w, ridge=0.0), gamma, atol=1e-10)
+    # Another init_lit: the result is relative to it, so shading with it reproduces the colours.
+    g2 = solve_sh_light(colors, n, albedo, torch.ones_like(w), init_lit=0.3, ridge=0.0)
+    assert torch.allclose(sh_shade(albedo, n, g2, init_lit=0.3), colors, atol=1e-10)
+    # Channel layout: 9 for red, then green, then blue.
+    assert torch.equal(sh_channels(gamma)[:, 1], gamma[:, 9:18]) and torch.equal(sh_flatten(sh_channels(gamma)), gamma)

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..geometry.camera import PerspectiveCamera
 from ..geometry.landmarks import lm5_from_lm68_corners
 from ..geometry.mesh import vertex_normals
 from ..geometry.rotations import euler_to_matrix
@@ -251,3 +252,61 @@ class MorphableModel(nn.Module):
                 raise KeyError(f"'{k}' is not an expression of model '{self.name}'; valid: {self.expression_names}")
             e[:, self.expression_names.index(k)] = v
         return e
+
+    # -- landmarks in the image ----------------------------------------------------------------
+    def project_points(self, points: torch.Tensor, rotation: torch.Tensor, translation: torch.Tensor,
+                       camera: PerspectiveCamera) -> torch.Tensor:
+        """(B, N, 3) model-space points -> (B, N, 2) pixels of `camera` under the pose (`pose`)."""
+        return camera.project(self.pose(points, rotation, translation))[..., :2]
+
+    def project_landmarks(self, params: FaceParams, camera: PerspectiveCamera,
+                          vertices: torch.Tensor | None = None) -> torch.Tensor:
+        """FaceParams (B) -> (B, 68, 2) the 68 landmarks (vertex + model-space offset) in `camera`'s
+        pixels. vertices: the (B, V, 3) model-space shape of `params` when already decoded (full
+        decode otherwise; see `landmark_decoder` for the landmarks alone). Params are cast to the
+        model's dtype and device."""
+        cast = lambda t: t.to(self.mean_shape)
+        if vertices is None:
+            vertices = self.shape(cast(params.identity), cast(params.expression))
+        return self.project_points(self.landmarks(vertices), cast(params.rotation), cast(params.translation),
+                                   camera)
+
+    def landmark_decoder(self, extra_vertices=None) -> LandmarkDecoder:
+        """A decoder of the 68 landmarks (+ `extra_vertices`, e.g. a dense map's) alone, with the bases
+        sliced to them once: cheap per call, for optimisation loops over landmarks (a different
+        summation than `shape`'s full decode, so results differ from it in the last bits)."""
+        return LandmarkDecoder(self, extra_vertices)
+
+
+class LandmarkDecoder:
+    """Model-space points of the 68 landmarks, then of the extra vertices, from the coefficients.
+
+    mean: (68 + N, 3) mean-face points (landmark offsets included); id_basis / exp_basis:
+    (3 (68 + N), n) the bases' rows of those points; extra_vertices: (N,) vertex ids (or None).
+    Follows the model's dtype and device at construction time (build a new one after `model.to`).
+    """
+
+    def __init__(self, model: MorphableModel, extra_vertices=None):
+        lm = model.landmarks68
+        off = model.landmark_offsets
+        self.extra_vertices = None
+        if extra_vertices is not None:
+            ev = torch.as_tensor(extra_vertices, device=lm.device)
+            self.extra_vertices = ev
+            off = torch.cat([off, off.new_zeros(len(ev), 3)])
+            lm = torch.cat([lm, ev])
+        rows = (3 * lm[:, None] + torch.arange(3, device=lm.device)).reshape(-1)
+        self.mean = model.mean_shape[lm] + off
+        self.id_basis = model.id_basis[rows]
+        self.exp_basis = model.exp_basis[rows]
+
+    @property
+    def n_points(self) -> int:
+        return int(self.mean.shape[0])
+
+    def __call__(self, identity: torch.Tensor, expression: torch.Tensor) -> torch.Tensor:
+        """(B, n_id' <= n_id), (B, n_exp) -> (B, 68 + N, 3) mm; a truncated identity uses the
+        leading modes."""
+        B = identity.shape[0]
+        off = identity @ self.id_basis[:, : identity.shape[1]].T + expression @ self.exp_basis.T
+        return self.mean + off.view(B, -1, 3)

@@ -104,11 +104,9 @@ def export_checkpoint(ckpt: str | os.PathLike, path: str | os.PathLike, meta: di
 
 def project_landmarks(model: MorphableModel, params: FaceParams,
                       camera: PerspectiveCamera | None = None) -> torch.Tensor:
-    """FaceParams (B) -> (B, 68, 2) the model's 68 landmarks in crop pixels (Deep3D camera, 224²)."""
-    camera = camera or PerspectiveCamera.deep3d(224)
-    p = params.map(lambda t: t.to(model.mean_shape))
-    v = model.landmarks(model.shape(p.identity, p.expression))  # vertex + offset, as in training
-    return camera.project(model.pose(v, p.rotation, p.translation))[..., :2]
+    """FaceParams (B) -> (B, 68, 2) the model's 68 landmarks in crop pixels (Deep3D camera, 224²);
+    `MorphableModel.project_landmarks` with that default camera."""
+    return model.project_landmarks(params, camera or PerspectiveCamera.deep3d(224))
 
 
 def aggregate_identity(params: FaceParams, weights=None) -> FaceParams:

@@ -1,12 +1,12 @@
 """Weakly supervised training of the coefficient regressor (Deep3D's R-Net recipe).
 
-Losses, all from `facerecon.fit.losses` (the same terms as `Fitter`; landmark and photometric
+Losses, the terms of `facerecon.objective` that `Fitter` minimises too (landmark and photometric
 weights are FitConfig's, the priors the regressor's own): landmark (Deep3D's per-point weights,
-crop px², soft-capped), skin/face-masked robust
-photometric loss through `MeshRenderer`, coefficient priors, monochrome-light prior, optional
-identity-perceptual loss (MobileFaceNet, when its asset exists), a penalty on expression values
-outside the model's range, and optional distillation from fitting results (pseudo-labels: a
-parameter loss on identity/expression plus a model-space vertex loss in mm²).
+crop px², soft-capped), skin/face-masked robust photometric loss through `MeshRenderer`, coefficient
+priors, monochrome-light prior, optional identity-perceptual loss (MobileFaceNet, when its asset
+exists), plus training's own: a penalty on expression values outside the model's range, and optional
+distillation from fitting results (pseudo-labels: a parameter loss on identity/expression plus a
+model-space vertex loss in mm²).
 
 Runs on CPU or CUDA; under ``torchrun`` (WORLD_SIZE > 1) it initialises a process group, shards
 data with DistributedSampler and wraps the network in DDP; only rank 0 logs and checkpoints.
@@ -27,8 +27,8 @@ from pathlib import Path
 import torch
 from torch.nn import functional as F
 
-from ..fit import losses as L
-from ..fit.fitter import FitConfig
+from .. import objective as O
+from ..fit.config import FitConfig
 from ..geometry.camera import PerspectiveCamera
 from ..io.atomic import atomic_path
 from ..models.morphable import MorphableModel
@@ -119,13 +119,8 @@ class Losses:
         self.camera = PerspectiveCamera.deep3d(224)
         self.rcam = PerspectiveCamera.deep3d(cfg.render_size)
         self.renderer = MeshRenderer(self.rcam, model.faces, outputs=("rgb", "mask"), antialias=False)
-        self.lm_w = L.deep3d_landmark_weights(model.mean_shape.dtype, model.mean_shape.device)
-        self.skin = model.skin_weights()
+        self.lm_w = O.deep3d_landmark_weights(model.mean_shape.dtype, model.mean_shape.device)
         self.encoder = identity_encoder
-
-    def project(self, pts: torch.Tensor, rotation: torch.Tensor, translation: torch.Tensor) -> torch.Tensor:
-        """(B, N, 3) model space -> (B, N, 2) crop pixels (224²)."""
-        return self.camera.project(self.model.pose(pts, rotation, translation))[..., :2]
 
     def __call__(self, reg: Regressor, raw: torch.Tensor, vec: torch.Tensor, batch: dict,
                  pseudo: tuple[torch.Tensor, torch.Tensor] | None = None):
@@ -140,38 +135,29 @@ class Losses:
             verts = geo.vertices
         else:
             verts = model.shape(p.identity, p.expression)
-        lm_pred = self.project(model.landmarks(verts), p.rotation, p.translation)
-        w = self.lm_w * batch["lm_w"]
-        lml = L.landmark_loss(lm_pred, batch["lm68"], w, image_size=1.0, robust=cfg.landmark_robust) / 68.0
+        lm_pred = model.project_landmarks(p, self.camera, vertices=verts)
+        lml = O.point_term(lm_pred, batch["lm68"], self.lm_w * batch["lm_w"], cfg.landmark_robust)
         total = cfg.w_landmark * lml.mean()
         logs["landmark_px2"] = float(lml.detach().mean())
-        prior = L.coefficient_prior(p.identity, p.expression, p.albedo, cfg.w_id_prior, cfg.w_exp_prior,
+        prior = O.coefficient_prior(p.identity, p.expression, p.albedo, cfg.w_id_prior, cfg.w_exp_prior,
                                     cfg.w_alb_prior)
-        total = total + prior.mean() + cfg.w_light * L.light_prior(p.light).mean()
+        total = total + prior.mean() + cfg.w_light * O.light_prior(p.light).mean()
         total = total + cfg.w_exp_range * reg.expression_overflow(raw).mean()
         logs["prior"] = float(prior.detach().mean())
         if need_render:
-            out = self.renderer(geo.vertices_world, geo.albedo, p.light, normals=geo.normals)
             S = cfg.render_size
             img = batch["image"]
             mask = batch["mask"][:, None]
             if img.shape[-1] != S:
                 img = F.interpolate(img, size=(S, S), mode="area")
                 mask = F.interpolate(mask, size=(S, S), mode="area")
-            m = out.mask * mask[:, 0]
-            photo = L.photometric_loss(out.rgb, img.permute(0, 2, 3, 1), m)
+            photo, out = O.photo_term(self.renderer, geo, p.light, img.permute(0, 2, 3, 1), mask[:, 0])
             total = total + cfg.w_photo * (photo * photo_w).sum() / photo_w.sum().clamp_min(1e-6)
             logs["photo"] = float((photo.detach() * photo_w).sum() / photo_w.sum().clamp_min(1e-6))
             if self.encoder is not None and cfg.w_identity > 0:
-                from ..nets.mobilefacenet import similarity_to_template
-
-                comp = out.rgb.permute(0, 3, 1, 2) * out.mask[:, None] + img * (1 - out.mask[:, None])
-                # SphereFace-align both images with the target 5 points (rescaled to the render size).
-                lm5 = MorphableModel.lm5_from_lm68(batch["lm68"]) * (S / 224.0)
-                aff = similarity_to_template(lm5)
-                with torch.no_grad():
-                    e_img = self.encoder(img, aff)
-                idl = L.identity_loss(self.encoder(comp, aff), e_img)
+                # Both images warped by the target 5 points' similarity, rescaled to the render size.
+                aff = O.identity_affine(batch["lm68"], S / 224.0)
+                idl = O.identity_term(self.encoder, out, img, aff, O.identity_target(self.encoder, img, aff))
                 total = total + cfg.w_identity * idl.mean()
                 logs["identity"] = float(idl.detach().mean())
         if pseudo is not None:

@@ -66,7 +66,7 @@ def sh_coefficients(gamma: torch.Tensor, init_lit: float | torch.Tensor = DEEP3D
     Returns:
         (B, 3, 9) coefficients.
     """
-    g = gamma.reshape(gamma.shape[0], 3, 9)
+    g = sh_channels(gamma)
     if isinstance(init_lit, torch.Tensor):
         return g + init_lit.to(g).reshape(1, 1, 9)
     if init_lit != 0:
@@ -74,6 +74,47 @@ def sh_coefficients(gamma: torch.Tensor, init_lit: float | torch.Tensor = DEEP3D
         offset[0] = init_lit
         g = g + offset
     return g
+
+
+def sh_channels(gamma: torch.Tensor) -> torch.Tensor:
+    """(B, 27) flat light vector -> (B, 3, 9) per-channel coefficients (a view; no offset applied)."""
+    return gamma.reshape(gamma.shape[0], 3, 9)
+
+
+def sh_flatten(coefficients: torch.Tensor) -> torch.Tensor:
+    """(B, 3, 9) per-channel coefficients -> (B, 27) flat light vector, the inverse of `sh_channels`."""
+    return coefficients.reshape(coefficients.shape[0], 27)
+
+
+def solve_sh_light(colors: torch.Tensor, normals: torch.Tensor, albedo: torch.Tensor, weights: torch.Tensor,
+                   init_lit: float = DEEP3D_INIT_LIT, ridge: float = 1e-3) -> torch.Tensor:
+    """Closed-form SH light: the γ that best explains observed colours under `sh_shade`.
+
+    Per colour channel c, weighted ridge least squares over the samples (e.g. vertices):
+    ``min_γc Σ_i w_i (albedo_ic · Y(n_i) · (γc + init_lit·e0) − colors_ic)² + ridge ‖γc + init_lit·e0‖²``,
+    solved by the 9×9 normal equations; the light offset is then removed so that the result is
+    a Deep3D light vector (shading it with `init_lit` reproduces the fit).
+
+    Args:
+        colors: (B, N, 3) observed colours; normals: (B, N, 3) unit normals (light space);
+        albedo: (B, N, 3) reflectance; weights: (B, N) non-negative sample weights (0 ignores a sample).
+        init_lit: the shader's offset on coefficient 0 (see `sh_coefficients`); ridge: Tikhonov
+            term keeping the solve well-posed when few normals are seen.
+
+    Returns:
+        (B, 27) coefficients, channel-major.
+    """
+    Y = sh_basis(normals)  # (B, N, 9)
+    sw = weights.sqrt()
+    out = []
+    for c in range(3):
+        A = Y * albedo[..., c:c + 1] * sw[..., None]
+        rhs = colors[..., c] * sw
+        AtA = A.transpose(1, 2) @ A + ridge * torch.eye(9, dtype=A.dtype, device=A.device)
+        out.append(torch.linalg.solve(AtA, (A.transpose(1, 2) @ rhs[..., None]))[..., 0])
+    g = torch.stack(out, 1)  # (B, 3, 9) absolute coefficients
+    g[..., 0] -= init_lit
+    return sh_flatten(g)
 
 
 def sh_shade(albedo: torch.Tensor, normals: torch.Tensor, gamma: torch.Tensor,

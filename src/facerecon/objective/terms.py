@@ -1,12 +1,15 @@
-"""Deep3D's hybrid losses, written once for fitting and for regressor training.
+"""Deep3D's loss terms, written once for fitting and for regressor training.
 
-Every loss takes batched tensors and returns (B,) per-face values (callers weight and sum), so the
-same code serves a single fit, a batch of independent fits, and a training mini-batch.
+Every loss takes batched tensors and returns (B,) per-face values (callers weight and reduce), so the
+same code serves a single fit, a batch of independent fits, and a training mini-batch. The
+composites both drivers build from them (render, warp, dense points) are in `objective.hybrid`.
 """
 
 from __future__ import annotations
 
 import torch
+
+from ..render.shading import sh_channels
 
 # Deep3D's landmark weights: 20 on the nose (iBUG 27-35) and the inner mouth (60-67), 1 elsewhere.
 _LM_W = torch.ones(68)
@@ -65,8 +68,8 @@ def coefficient_prior(identity: torch.Tensor, expression: torch.Tensor, albedo: 
 
 def light_prior(light: torch.Tensor) -> torch.Tensor:
     """Deep3D's monochrome-light regulariser: the per-channel SH vectors should agree (white light).
-    light (B, 27) channel-major. Returns (B,)."""
-    g = light.reshape(light.shape[0], 3, 9)
+    light (B, 27), see `render.shading`. Returns (B,)."""
+    g = sh_channels(light)
     return ((g - g.mean(1, keepdim=True)) ** 2).sum((1, 2))
 
 
@@ -76,14 +79,6 @@ def albedo_smoothness(offset: torch.Tensor, edges: torch.Tensor) -> torch.Tensor
     offset: (B, V, 3); edges: (E, 2) vertex pairs. Returns (B,)."""
     d = offset[:, edges[:, 0]] - offset[:, edges[:, 1]]
     return (d ** 2).sum(-1).mean(-1) + 1e-2 * (offset ** 2).sum(-1).mean(-1)
-
-
-def albedo_variance(albedo: torch.Tensor, skin: torch.Tensor) -> torch.Tensor:
-    """Deep3D's skin-texture variance loss: albedo should be near-uniform over the skin vertices.
-    albedo (B, V, 3), skin (V,) weights. Returns (B,)."""
-    w = skin.to(albedo)[None, :, None]
-    mean = (albedo * w).sum(1, keepdim=True) / w.sum(1, keepdim=True).clamp_min(1)
-    return (((albedo - mean) ** 2) * w).sum((1, 2)) / w.sum().clamp_min(1)
 
 
 def temporal_smoothness(x: torch.Tensor) -> torch.Tensor:
