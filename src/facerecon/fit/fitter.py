@@ -29,6 +29,7 @@ from .threads import num_threads
 
 _DEFAULT_CONFIG = FitConfig()
 
+
 class Fitter:
     """Fit `model` to landmarks (and images) in Deep3D's crop frame.
 
@@ -105,5 +106,6 @@ class Fitter:
             res = stages.fit_result(self, problem, v)
             times["total"] = time.perf_counter() - t0
             return replace(res, times=times)
+
 
 __all__ = ["FitConfig", "FitResult", "FitTargets", "Fitter"]

@@ -101,7 +101,7 @@ class FitVariables:
 
 
 # -- objective ---------------------------------------------------------------------------------
-def landmark_loss(f: Fitter, pb: FitProblem, identity, expression, rotation, translation) -> torch.Tensor:
+def point_loss(f: Fitter, pb: FitProblem, identity, expression, rotation, translation) -> torch.Tensor:
     """(B,) point term (68 landmarks + dense points) on the landmark decoder's points."""
     pts = f.decoder(pb.expand(identity), expression)
     return _point_term(f, pb, f.model.project_points(pts, rotation, translation, f.camera))
@@ -131,6 +131,7 @@ def _temporal(f: Fitter, v: FitVariables):
 
 
 def _project_expression(f: Fitter, e: torch.Tensor) -> None:
+    """ARKit-style expression weights stay in [0, 1] (projected after every step)."""
     if f.model.exp_prior == "unit_interval":
         with torch.no_grad():
             e.clamp_(0.0, 1.0)
@@ -186,13 +187,13 @@ def pose_stage(f: Fitter, pb: FitProblem, v: FitVariables) -> FitVariables:
     trans.requires_grad_(True)
     with torch.no_grad():
         for rot_p, trans_p in candidates:
-            better = landmark_loss(f, pb, idv, exp, rot_p, trans_p) < landmark_loss(f, pb, idv, exp, rot, trans)
+            better = point_loss(f, pb, idv, exp, rot_p, trans_p) < point_loss(f, pb, idv, exp, rot, trans)
             rot[better], trans[better] = rot_p[better], trans_p[better]
     # Translation moves in mm, rotation in radians: scale the translation step.
     opt = torch.optim.Adam([{"params": [rot], "lr": cfg.lr_pose}, {"params": [trans], "lr": cfg.lr_pose * 50}])
     for _ in range(cfg.steps_pose):
         opt.zero_grad()
-        landmark_loss(f, pb, idv, exp, rot, trans).sum().backward()
+        point_loss(f, pb, idv, exp, rot, trans).sum().backward()
         opt.step()
     return v
 
@@ -209,7 +210,7 @@ def shape_stage(f: Fitter, pb: FitProblem, v: FitVariables) -> FitVariables:
     no_albedo = idv.new_zeros(idv.shape[0], 0)
     for _ in range(cfg.steps_shape):
         opt.zero_grad()
-        total = (cfg.w_landmark * landmark_loss(f, pb, idv, exp, rot, trans).sum()
+        total = (cfg.w_landmark * point_loss(f, pb, idv, exp, rot, trans).sum()
                  + _prior(f, pb, idv, exp, no_albedo))
         total = total + _temporal(f, v)
         total.backward()
@@ -337,4 +338,4 @@ def fit_result(f: Fitter, pb: FitProblem, v: FitVariables) -> FitResult:
 
 
 __all__ = ["FitProblem", "FitVariables", "PhotoInputs", "albedo_stage", "fit_result", "initial_light",
-           "initial_variables", "landmark_loss", "photo_objective", "photo_stage", "pose_stage", "shape_stage"]
+           "initial_variables", "photo_objective", "photo_stage", "point_loss", "pose_stage", "shape_stage"]
