@@ -5,7 +5,7 @@
    shape, mm, neutral expression, model space). Then fit the set as two disjoint halves with one
    shared identity each and measure the distance between the two half-set shapes (mm). A stable
    method gives a small half-to-half distance compared with the per-photo spread. (The set fit's
-   identity is the average of the independent landmark fits' — see `Fitter._fit` — so without
+   identity is the average of the independent landmark fits' — see `fit/sets.py` — so without
    --photometric its half-to-half distance equals the independent-average column up to rounding;
    with --photometric the independent fits also refine identity from shading, the set does not.)
 2. Video jitter on a static head: a still photo is turned into a T-frame clip by small random

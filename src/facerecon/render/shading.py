@@ -139,6 +139,12 @@ def sh_shade(albedo: torch.Tensor, normals: torch.Tensor, gamma: torch.Tensor,
     return albedo * irr.reshape(irr.shape[0], *lead, 3)
 
 
+def ambient_light(batch: int, dtype: torch.dtype = torch.float32,
+                  device: torch.device | str | None = None) -> torch.Tensor:
+    """(B, 27) zero coefficients: only the shader's ambient `init_lit` (a method without a light estimate)."""
+    return sh_flatten(torch.zeros(batch, 3, 9, dtype=dtype, device=device))
+
+
 def key_light(batch: int, dtype: torch.dtype = torch.float32, device: torch.device | str | None = None, *,
               front: float = 0.35, vertical: float = 0.1) -> torch.Tensor:
     """A soft frontal key light, the same white light for every face (shows geometry only).
@@ -158,4 +164,4 @@ def key_light(batch: int, dtype: torch.dtype = torch.float32, device: torch.devi
     light = torch.zeros(batch, 3, 9, dtype=dtype, device=device)
     light[:, :, 2] = front
     light[:, :, 1] = vertical
-    return light.reshape(batch, 27)
+    return sh_flatten(light)

@@ -27,7 +27,7 @@ from PIL import ImageDraw
 
 from facerecon.geometry.camera import PerspectiveCamera
 from facerecon.render.renderer import MeshRenderer
-from facerecon.render.shading import key_light, sh_shade
+from facerecon.render.shading import ambient_light, key_light, sh_shade
 from facerecon.render.texture import extract_uv_texture
 
 #: Every image name `render_images` knows, in the order it renders them.
@@ -52,7 +52,7 @@ def _tensor(x, dtype=None) -> torch.Tensor:
 def _light(light: torch.Tensor | None, like: torch.Tensor) -> torch.Tensor:
     """(1, 27) light; None (a method without a lighting estimate) -> zeros: the ambient term only."""
     if light is None:
-        return torch.zeros(like.shape[0], 27, dtype=like.dtype, device=like.device)
+        return ambient_light(like.shape[0], like.dtype, like.device)
     return light.unsqueeze(0) if light.dim() == 1 else light
 
 
