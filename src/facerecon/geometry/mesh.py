@@ -18,18 +18,20 @@ from ..jit import HAVE_NUMBA, njit, prange
 
 # numba kernels for area-weighted vertex normals (forward and backward), parallel over the batch;
 # faces are walked sequentially inside a mesh since scatter-adds into shared vertices would race.
+@njit(cache=True, inline="always")
+def _face_edges(v, b, i0, i1, i2):
+    """The two edge vectors a = v1 - v0, b = v2 - v0 of one triangle, as six scalars."""
+    return (v[b, i1, 0] - v[b, i0, 0], v[b, i1, 1] - v[b, i0, 1], v[b, i1, 2] - v[b, i0, 2],
+            v[b, i2, 0] - v[b, i0, 0], v[b, i2, 1] - v[b, i0, 1], v[b, i2, 2] - v[b, i0, 2])
+
+
 @njit(cache=True, parallel=True)
 def _accumulate_normals(v, faces, acc):
     """acc[b, i] += cross(v1 - v0, v2 - v0) for every face touching vertex i. v, acc: (B, V, 3)."""
     for b in prange(v.shape[0]):
         for f in range(faces.shape[0]):
             i0, i1, i2 = faces[f, 0], faces[f, 1], faces[f, 2]
-            ax = v[b, i1, 0] - v[b, i0, 0]
-            ay = v[b, i1, 1] - v[b, i0, 1]
-            az = v[b, i1, 2] - v[b, i0, 2]
-            bx = v[b, i2, 0] - v[b, i0, 0]
-            by = v[b, i2, 1] - v[b, i0, 1]
-            bz = v[b, i2, 2] - v[b, i0, 2]
+            ax, ay, az, bx, by, bz = _face_edges(v, b, i0, i1, i2)
             nx = ay * bz - az * by
             ny = az * bx - ax * bz
             nz = ax * by - ay * bx
@@ -49,12 +51,7 @@ def _accumulate_normals_backward(v, faces, g_acc, out):
             gx = g_acc[b, i0, 0] + g_acc[b, i1, 0] + g_acc[b, i2, 0]
             gy = g_acc[b, i0, 1] + g_acc[b, i1, 1] + g_acc[b, i2, 1]
             gz = g_acc[b, i0, 2] + g_acc[b, i1, 2] + g_acc[b, i2, 2]
-            ax = v[b, i1, 0] - v[b, i0, 0]
-            ay = v[b, i1, 1] - v[b, i0, 1]
-            az = v[b, i1, 2] - v[b, i0, 2]
-            bx = v[b, i2, 0] - v[b, i0, 0]
-            by = v[b, i2, 1] - v[b, i0, 1]
-            bz = v[b, i2, 2] - v[b, i0, 2]
+            ax, ay, az, bx, by, bz = _face_edges(v, b, i0, i1, i2)
             # n = a × b: dL/da = b × G, dL/db = G × a.
             dax = by * gz - bz * gy
             day = bz * gx - bx * gz

@@ -18,16 +18,23 @@ import torch
 from facerecon.jit import HAVE_NUMBA, njit, prange
 
 
+@njit(cache=True, inline="always")
+def _corners_and_edges(tri, n, X, Y):
+    """Triangle n's corners (x, y, z) and its three edge functions at pixel (X, Y), as scalars."""
+    x0, y0, z0 = tri[n, 0, 0], tri[n, 0, 1], tri[n, 0, 2]
+    x1, y1, z1 = tri[n, 1, 0], tri[n, 1, 1], tri[n, 1, 2]
+    x2, y2, z2 = tri[n, 2, 0], tri[n, 2, 1], tri[n, 2, 2]
+    e0 = (x2 - x1) * (Y - y1) - (y2 - y1) * (X - x1)
+    e1 = (x0 - x2) * (Y - y2) - (y0 - y2) * (X - x2)
+    e2 = (x1 - x0) * (Y - y0) - (y1 - y0) * (X - x0)
+    return x0, y0, z0, x1, y1, z1, x2, y2, z2, e0, e1, e2
+
+
 @njit(cache=True, parallel=True)
 def _bary_fwd(tri, px, py, bary, depth):
     for n in prange(tri.shape[0]):
-        x0, y0, z0 = tri[n, 0, 0], tri[n, 0, 1], tri[n, 0, 2]
-        x1, y1, z1 = tri[n, 1, 0], tri[n, 1, 1], tri[n, 1, 2]
-        x2, y2, z2 = tri[n, 2, 0], tri[n, 2, 1], tri[n, 2, 2]
         X, Y = px[n], py[n]
-        e0 = (x2 - x1) * (Y - y1) - (y2 - y1) * (X - x1)
-        e1 = (x0 - x2) * (Y - y2) - (y0 - y2) * (X - x2)
-        e2 = (x1 - x0) * (Y - y0) - (y1 - y0) * (X - x0)
+        x0, y0, z0, x1, y1, z1, x2, y2, z2, e0, e1, e2 = _corners_and_edges(tri, n, X, Y)
         area = (x1 - x0) * (y2 - y0) - (y1 - y0) * (x2 - x0)
         r0, r1, r2 = e0 / z0, e1 / z1, e2 / z2
         R = r0 + r1 + r2
@@ -41,13 +48,8 @@ def _bary_fwd(tri, px, py, bary, depth):
 def _bary_bwd(tri, px, py, bary, depth, gb, gd, gtri):
     """gtri[n, k, :] = dL/d(x_k, y_k, z_k) for pixel n."""
     for n in prange(tri.shape[0]):
-        x0, y0, z0 = tri[n, 0, 0], tri[n, 0, 1], tri[n, 0, 2]
-        x1, y1, z1 = tri[n, 1, 0], tri[n, 1, 1], tri[n, 1, 2]
-        x2, y2, z2 = tri[n, 2, 0], tri[n, 2, 1], tri[n, 2, 2]
         X, Y = px[n], py[n]
-        e0 = (x2 - x1) * (Y - y1) - (y2 - y1) * (X - x1)
-        e1 = (x0 - x2) * (Y - y2) - (y0 - y2) * (X - x2)
-        e2 = (x1 - x0) * (Y - y0) - (y1 - y0) * (X - x0)
+        x0, y0, z0, x1, y1, z1, x2, y2, z2, e0, e1, e2 = _corners_and_edges(tri, n, X, Y)
         R = e0 / z0 + e1 / z1 + e2 / z2
         b0, b1, b2 = bary[n, 0], bary[n, 1], bary[n, 2]
         dot = gb[n, 0] * b0 + gb[n, 1] * b1 + gb[n, 2] * b2
