@@ -222,7 +222,7 @@ def decode(model: str | MorphableModel = "ict", variant: str | None = None, coef
         try:
             params = params.replace(expression=params.expression + m.expression_vector(expression))
         except KeyError as e:
-            raise FaceReconError(str(e)) from None
+            raise FaceReconError(e.args[0]) from None
     with torch.no_grad():
         geo = m(params)
     # Simple Lambert shading from the camera direction: a viewable vertex colour.

@@ -9,7 +9,7 @@ from pathlib import Path
 def add_parser(sub) -> None:
     p = sub.add_parser("reconstruct", help="reconstruct 3D faces from images, an image set or a video")
     p.add_argument("inputs", nargs="*", help="image files, folders or glob patterns")
-    p.add_argument("-o", "--output", required=True, help="output folder")
+    p.add_argument("-o", "--output", help="output folder (required unless listing)")
     p.add_argument("--model", default="ict", choices=["ict", "bfm"])
     p.add_argument("--method", default="fit",
                    help="a registered reconstruction method: fit (analysis-by-synthesis, default), regress "
@@ -62,6 +62,9 @@ def run(args) -> int:
         for name, desc in formats.items():
             print(f"{name:10s} {desc}")
         return 0
+    if not args.output:
+        print("facerecon: reconstruct needs -o/--output FOLDER", file=sys.stderr)
+        return 2
     if args.threads:
         api.set_threads(args.threads)
     what = tuple(formats) if args.outputs == "all" else tuple(s.strip() for s in args.outputs.split(","))
