@@ -1,6 +1,7 @@
 """End to end: the Python API and the `facerecon` CLI on a real photo (skips without assets)."""
 
 import json
+import math
 
 import numpy as np
 import pytest
@@ -82,6 +83,12 @@ def test_cli_reconstruct_writes_outputs_and_skips_bad_files(reconstructor, astro
     assert mesh.vertices.shape == (9409, 3)
     info = json.loads((out / "astronaut.json").read_text())
     assert set(info["pose_deg"]) == {"yaw", "pitch", "roll"} and "jawOpen" in info["blendshapes"]
+    R = np.array(info["rotation"]["matrix"])
+    from facerecon.geometry.rotations import euler_to_matrix
+
+    e = info["rotation"]["euler_deg"]
+    ang = torch.tensor([math.radians(e[k]) for k in ("pitch", "yaw", "roll")], dtype=torch.float64)
+    np.testing.assert_allclose(R, euler_to_matrix(ang).numpy(), atol=1e-6)
     assert not [p for p in out.iterdir() if p.name.startswith(".")]  # no temp files left
 
 

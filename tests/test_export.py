@@ -287,6 +287,7 @@ def _item_from(rec, model, photo, formats):
         uv=np_(model.uv), uv_faces=np_(model.uv_faces), coeff=np_(model.layout.join(p)).astype(np.float32),
         crop_image=rec.crop.image, lm68_crop=rec.lm68_crop, lm5_crop=rec.crop.lm5, lm68_image=rec.lm68,
         lm68_detected_crop=rec.crop.lm68, pose_deg=rec.pose_deg, translation_mm=np_(p.translation[0]),
+        rotation=rec.rotation_matrix,  # added to the JSON since the equivalence check (issue 22)
         camera=camera_json(rec.camera), box=rec.face.box, detector=rec.face.source, blendshapes=rec.blendshapes,
         times=rec.times, source=rec.source, model=rec.model_name, images=images)
 

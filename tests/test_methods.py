@@ -85,6 +85,9 @@ def test_cli_reconstructs_with_a_registered_method_and_save_matches_it(meanface,
     a, b = (json.loads((d / "astronaut.json").read_text()) for d in (cli_out, api_out))
     a.pop("times_s"), b.pop("times_s")
     assert a == b
+    # The JSON's rotation: a matrix with its Euler angles and the convention named (mean face: frontal).
+    np.testing.assert_allclose(a["rotation"]["matrix"], np.eye(3), atol=1e-6)
+    assert "Rz(roll) Ry(yaw) Rx(pitch)" in a["rotation"]["convention"]
     with np.load(cli_out / "astronaut.npz") as za, np.load(api_out / "astronaut.npz") as zb:
         assert set(za.files) == set(zb.files)
         for k in za.files:

@@ -133,44 +133,68 @@ def make_default(**options) -> Method:
     return method
 
 
-def reconstruction_method(name: str, photometric: bool = True, model: str = "ict", **options) -> Method:
-    """A reconstruction method (any name of `facerecon.methods`) as a landmark method: its model's 68
-    landmarks projected into the photo.
+class ReconstructionRunner:
+    """A reconstruction method (any name of `facerecon.methods`) run the way the benchmarks run it.
 
-    A given box is the protocol's 3DDFA roi box: 3DDFA_V2 runs on it directly, as 3DDFA does, with
-    test-time augmentation when the method's own detector uses it, and the detector's FaceMesh
-    points are attached when it has them. The landmarks the method started from are left in
-    `method.last_input`, which the evaluator scores in the same run. options: the method's options
+    `run(image, box)` -> the Reconstruction of the face, or None when none is found. A given box is
+    the protocol's 3DDFA roi box: 3DDFA_V2 runs on it directly, as 3DDFA does, with test-time
+    augmentation when the method's own detector uses it, and the detector's FaceMesh points are
+    attached when it has them; None: the method's detector finds the face (the first one).
+    `last_input` holds the 68 landmarks the method started from. options: the method's options
     (and `detector`), as for `FaceReconstructor`."""
-    from ..api import FaceReconstructor, load_image
-    from ..detect.crop import bbox_from_roi_box
-    from ..detect.tddfa import TDDFALandmarker
 
-    rec = FaceReconstructor(model, method=name, **options)
-    state = {}
+    def __init__(self, name: str, photometric: bool = True, model: str = "ict", **options):
+        from ..api import FaceReconstructor
 
-    def method(image: np.ndarray, box) -> np.ndarray | None:
-        img = load_image(image)
-        method.last_input = None
+        self.reconstructor = FaceReconstructor(model, method=name, **options)
+        self.photometric = photometric
+        self.last_input = None
+        self._tddfa = None
+
+    def face(self, img, box):
+        """The detection to reconstruct: from the detector (box None) or 3DDFA_V2 on the roi box."""
+        from ..detect.crop import bbox_from_roi_box
+        from ..detect.tddfa import TDDFALandmarker
+
+        rec = self.reconstructor
         if box is None:
             faces = rec.detect(img)
-            if not faces:
-                return None
-            face = faces[0]
-        else:
-            if "tddfa" not in state:
-                pipe = rec.detector
-                state["tddfa"] = getattr(pipe, "tddfa", None) or TDDFALandmarker()
-                state["tta"] = getattr(pipe, "tta", True)
-            tddfa = state["tddfa"]
-            face = (tddfa.landmarks_tta(img.pixels, [box], box_is_roi=True)[0] if state["tta"]
-                    else tddfa.landmarks(img.pixels, box, box_is_roi=True))
-            if hasattr(rec.detector, "attach_dense"):  # a no-op for pipelines without FaceMesh points
-                face = rec.detector.attach_dense(img.pixels, face, bbox_from_roi_box(box))
-        method.last_input = face.lm68
-        return rec.reconstruct_faces([img], [face], photometric=photometric)[0].lm68
+            return faces[0] if faces else None
+        if self._tddfa is None:
+            pipe = rec.detector
+            self._tddfa = (getattr(pipe, "tddfa", None) or TDDFALandmarker(), getattr(pipe, "tta", True))
+        tddfa, tta = self._tddfa
+        face = (tddfa.landmarks_tta(img.pixels, [box], box_is_roi=True)[0] if tta
+                else tddfa.landmarks(img.pixels, box, box_is_roi=True))
+        if hasattr(rec.detector, "attach_dense"):  # a no-op for pipelines without FaceMesh points
+            face = rec.detector.attach_dense(img.pixels, face, bbox_from_roi_box(box))
+        return face
 
-    method.reconstructor = rec
+    def run(self, image: np.ndarray, box):
+        from ..api import load_image
+
+        img = load_image(image)
+        self.last_input = None
+        face = self.face(img, box)
+        if face is None:
+            return None
+        self.last_input = face.lm68
+        return self.reconstructor.reconstruct_faces([img], [face], photometric=self.photometric)[0]
+
+
+def reconstruction_method(name: str, photometric: bool = True, model: str = "ict", **options) -> Method:
+    """A reconstruction method as a landmark method: its model's 68 landmarks projected into the
+    photo (see `ReconstructionRunner`). The landmarks it started from are left in
+    `method.last_input`, which the evaluator scores in the same run."""
+    runner = ReconstructionRunner(name, photometric, model, **options)
+
+    def method(image: np.ndarray, box) -> np.ndarray | None:
+        r = runner.run(image, box)
+        method.last_input = runner.last_input
+        return None if r is None else r.lm68
+
+    method.reconstructor = runner.reconstructor
+    method.runner = runner
     method.last_input = None
     return method
 

@@ -44,6 +44,11 @@ from .arrays import write_mat, write_npz
 from .atomic import write_bytes, write_text
 from .mesh import write_obj, write_ply
 
+#: How the JSON's rotation reads (docs/coordinates.md).
+POSE_CONVENTION = ("v_camera = R v_model + t; R = Rz(roll) Ry(yaw) Rx(pitch) (intrinsic x-y-z: pitch first); "
+                   "model: x subject's left, y up, z out of the face; camera: x right, y up, z towards the viewer; "
+                   "yaw > 0 turns the nose to image right, pitch > 0 nose up, roll > 0 counter-clockwise on screen")
+
 #: The built-in formats, in the order `export` writes them.
 ALL = ("mat", "npz", "obj", "textured", "ply", "json", "panel", "overlay")
 
@@ -65,6 +70,8 @@ class ExportItem:
     lm5_crop:        (5, 2) the crop's 5 alignment points, crop px (or None: no lm_5p field).
     lm68_image:      (68, 2) float32 fitted landmarks, original-image px.
     pose_deg:        {"yaw", "pitch", "roll"} degrees (floats).
+    rotation:        (3, 3) head rotation, model frame -> camera frame (x right, y up, z towards the
+                     viewer), R = Rz(roll) Ry(yaw) Rx(pitch); or None.
     translation_mm:  (3,) translation, mm.
     camera:          the original photo's camera as the JSON holds it: {"focal_px", "cx", "cy",
                      "width", "height", "distance_mm"} (`camera_json` makes it from a camera).
@@ -100,6 +107,7 @@ class ExportItem:
     uv: np.ndarray = field(default_factory=lambda: np.zeros((0, 2), np.float32))
     uv_faces: np.ndarray = field(default_factory=lambda: np.zeros((0, 3), np.int64))
     coeff: np.ndarray | None = None
+    rotation: np.ndarray | None = None
     lm68_detected_crop: np.ndarray | None = None
     detector: str = ""
     blendshapes: dict | None = None
@@ -271,6 +279,12 @@ def export_json(item: ExportItem, out: Path, stem: str) -> list[Path]:
         "box": [float(x) for x in item.box], "detector": item.detector,
         "blendshapes": item.blendshapes, "times_s": {k: round(v, 4) for k, v in item.times.items()},
     }
+    if item.rotation is not None:
+        info["rotation"] = {
+            "matrix": [[float(x) for x in row] for row in np.asarray(item.rotation, np.float64)],
+            "euler_deg": {k: float(item.pose_deg[k]) for k in ("pitch", "yaw", "roll")},
+            "convention": POSE_CONVENTION,
+        }
     path = out / f"{stem}.json"
     write_text(path, json.dumps(info, indent=1))
     return [path]

@@ -19,6 +19,7 @@ import torch
 from ..align import Crop
 from ..detect.base import Face
 from ..geometry.camera import PerspectiveCamera
+from ..geometry.rotations import euler_to_matrix
 from ..io import export as exporters
 from ..models import FaceGeometry, FaceParams, MorphableModel, ParamLayout
 from ..render import views
@@ -130,6 +131,16 @@ class Reconstruction:
         return _np(self.geometry.albedo[0]).astype(np.float32)
 
     @property
+    def rotation_matrix(self) -> np.ndarray:
+        """(3, 3) float64 head rotation, model frame -> crop camera frame (x right, y up, z towards
+        the viewer): R = Rz(roll) Ry(yaw) Rx(pitch) (docs/coordinates.md)."""
+        if self.params is not None:
+            ang = self.params.rotation[0].detach().double().cpu()
+        else:
+            ang = torch.tensor([math.radians(self.pose_deg[k]) for k in ("pitch", "yaw", "roll")], dtype=torch.float64)
+        return euler_to_matrix(ang).numpy()
+
+    @property
     def light(self) -> torch.Tensor | None:
         """(1, 27) SH lighting (facerecon.render.shading's layout), or None."""
         return None if self.params is None else self.params.light
@@ -175,7 +186,8 @@ class Reconstruction:
             vertices=_np(g.vertices[0]), vertices_posed=_np(g.vertices_world[0]), faces=self.triangles,
             colors=colors, albedo=_np(g.albedo[0]), uv=_np(topo.uv), uv_faces=_np(topo.uv_faces), coeff=self.coeff,
             crop_image=self.crop.image, lm68_crop=self.lm68_crop, lm5_crop=self.crop.lm5, lm68_image=self.lm68,
-            lm68_detected_crop=self.crop.lm68, pose_deg=self.pose_deg, translation_mm=self.translation_mm,
+            lm68_detected_crop=self.crop.lm68, pose_deg=self.pose_deg, rotation=self.rotation_matrix,
+            translation_mm=self.translation_mm,
             camera=exporters.camera_json(self.camera), box=self.face.box, detector=self.face.source,
             blendshapes=self.blendshapes, times=self.times, source=self.source, model=self.model_name, images=images)
 
