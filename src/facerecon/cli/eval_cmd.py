@@ -19,7 +19,7 @@ def add_parser(sub) -> None:
     a = s.add_parser(
         "aflw2000",
         help="68-point 2D NME by |yaw| bin on AFLW2000-3D",
-        description="68-point 2D NME (%%) normalised by sqrt(w*h) of the ground-truth box, in |yaw| bins "
+        description="68-point 2D NME (%) normalised by sqrt(w*h) of the ground-truth box, in |yaw| bins "
         "[0,30], (30,60], >60 and their mean (3DDFA protocol). Writes a per-image CSV, a CED plot and "
         "a markdown table to the output folder.",
     )
@@ -66,6 +66,24 @@ def add_parser(sub) -> None:
     q.set_defaults(func=run_pose)
 
 
+def _progress(args, unit: str):
+    """A progress callback (i, n) drawing a tqdm bar on stderr; silent with --quiet."""
+    from tqdm import tqdm
+
+    state = {}
+
+    def progress(i: int, n: int) -> None:
+        if getattr(args, "quiet", False):
+            return
+        if "bar" not in state:
+            state["bar"] = tqdm(total=n, unit=unit, desc="evaluating", file=sys.stderr)
+        state["bar"].update(i - state["bar"].n)
+        if i == n:
+            state["bar"].close()
+
+    return progress
+
+
 def run(args) -> int:
     import numpy as np
     import torch
@@ -87,9 +105,7 @@ def run(args) -> int:
     options = {"detector": args.detector} if args.detector else {}
     method = methods.get_method(args.method, **options)
 
-    def progress(i: int, n: int) -> None:
-        if sys.stderr.isatty() and (i % 10 == 0 or i == n):
-            print(f"\r{i}/{n}", end="\n" if i == n else "", file=sys.stderr, flush=True)
+    progress = _progress(args, "images")
 
     failure = bench.DEFAULT_FAILURE_NME if args.failure_nme is None else args.failure_nme
     result = bench.evaluate(method, data, boxes=args.boxes, method_name=args.method, failure_nme=failure,
@@ -126,9 +142,7 @@ def run_pose(args) -> int:
     options = {"detector": args.detector} if args.detector else {}
     method = pose.get_pose_method(args.method, **options)
 
-    def progress(i: int, n: int) -> None:
-        if sys.stderr.isatty() and (i % 10 == 0 or i == n):
-            print(f"\r{i}/{n}", end="\n" if i == n else "", file=sys.stderr, flush=True)
+    progress = _progress(args, "images")
 
     result = pose.evaluate_pose(method, data, boxes=args.boxes, method_name=args.method, progress=progress)
     result.meta["torch threads"] = torch.get_num_threads()

@@ -18,6 +18,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = argparse.ArgumentParser(prog="facerecon", description="3D face reconstruction from photos, sets and videos.")
     p.add_argument("--version", action="version", version=f"facerecon {__version__}")
+    p.add_argument("-q", "--quiet", action="store_true", help="errors only: no progress bars, no warnings")
+    p.add_argument("-v", "--verbose", action="count", default=0,
+                   help="more log output (-v info, -vv debug, including native libraries' messages)")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     for name in COMMANDS:
@@ -28,6 +31,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    from .. import log
+
+    log.configure(-1 if args.quiet else args.verbose)
     try:
         return int(args.func(args) or 0)
     except FaceReconError as e:

@@ -82,12 +82,13 @@ def run(args) -> int:
     out = Path(args.output)
     photometric = not args.no_photometric
     failures: list[str] = []
+    reported: set[int] = set()  # failures already shown as they happened
     n_faces = 0
 
     if args.video:
         frames = list(api.read_frames(args.video, max_frames=args.max_frames, stride=args.stride))
         recs = rec.reconstruct_video(frames, photometric=photometric)
-        for i, r in enumerate(tqdm(recs, desc="writing", unit="frame")):
+        for i, r in enumerate(tqdm(recs, desc="writing", unit="frame", disable=args.quiet)):
             r.save(out, what, stem=f"frame{i:05d}")
         n_faces = len(recs)
         failures += [f"{s}: no face" for s in rec.last_skipped]
@@ -108,12 +109,12 @@ def run(args) -> int:
                 except FaceReconError as e:
                     failures.append(str(e))
             recs = rec.reconstruct_set(images, photometric=photometric)
-            for r in tqdm(recs, desc="writing", unit="face"):
+            for r in tqdm(recs, desc="writing", unit="face", disable=args.quiet):
                 r.save(out, what, stem=stems[Path(r.source)])
             n_faces = len(recs)
             failures += [f"{s}: no face" for s in rec.last_skipped]
         else:
-            bar = tqdm(paths, desc="reconstructing", unit="image")
+            bar = tqdm(paths, desc="reconstructing", unit="image", disable=args.quiet)
             for p in bar:
                 try:
                     recs = rec.reconstruct(api.load_image(p), max_faces=args.max_faces, photometric=photometric)
@@ -121,9 +122,11 @@ def run(args) -> int:
                         r.save(out, what, stem=stems[p] if k == 0 else f"{stems[p]}_face{k}")
                     n_faces += len(recs)
                 except FaceReconError as e:
+                    bar.write(f"facerecon: skipped {e}", file=sys.stderr)
+                    reported.add(len(failures))
                     failures.append(str(e))
-                    bar.write(f"skipped {e}")
-    for f in failures:
-        print(f"facerecon: {f}", file=sys.stderr)
+    for i, f in enumerate(failures):
+        if i not in reported:
+            print(f"facerecon: {f}", file=sys.stderr)
     print(f"reconstructed {n_faces} face(s) -> {out}; {len(failures)} input(s) failed")
     return 0 if n_faces > 0 else 1

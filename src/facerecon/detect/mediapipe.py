@@ -22,6 +22,7 @@ from PIL import Image as PILImage
 
 from ..errors import MissingExtraError
 from ..geometry.landmarks import lm5_from_lm68_contour
+from ..log import native_stderr_to_log
 from .base import Face, sort_by_size
 from .retinaface import as_pixels
 
@@ -140,6 +141,10 @@ class MediaPipeLandmarker:
             self.mapping = Mapping468To68.load(kind=str(mapping))
         else:
             self.mapping = Mapping468To68.load(mapping)
+        with native_stderr_to_log():  # TFLite / absl start-up chatter
+            self._build(mp, refine_landmarks, min_detection_confidence, model_selection)
+
+    def _build(self, mp, refine_landmarks, min_detection_confidence, model_selection) -> None:
         self._mesh = mp.solutions.face_mesh.FaceMesh(
             static_image_mode=True, max_num_faces=1, refine_landmarks=refine_landmarks,
             min_detection_confidence=min_detection_confidence,
@@ -147,6 +152,11 @@ class MediaPipeLandmarker:
         self._det = mp.solutions.face_detection.FaceDetection(
             model_selection=model_selection, min_detection_confidence=min_detection_confidence
         )
+        # The graphs start their calculators on worker threads, whose start-up messages would land
+        # after the caller's capture ends: run each once here, inside it.
+        blank = np.zeros((64, 64, 3), np.uint8)
+        self._mesh.process(blank)
+        self._det.process(blank)
 
     def close(self) -> None:
         self._mesh.close()
@@ -156,7 +166,8 @@ class MediaPipeLandmarker:
     def mesh(self, pixels: np.ndarray) -> np.ndarray | None:
         """FaceMesh on a whole (H, W, 3) RGB array: (468|478, 3) float32 (x, y pixels; z in pixels,
         relative, smaller = closer to the camera) or None."""
-        res = self._mesh.process(np.ascontiguousarray(pixels))
+        with native_stderr_to_log():
+            res = self._mesh.process(np.ascontiguousarray(pixels))
         if not res.multi_face_landmarks:
             return None
         h, w = pixels.shape[:2]
@@ -211,7 +222,8 @@ class MediaPipeLandmarker:
         """BlazeFace boxes: [(box (4,) float32 pixels, score)], unsorted."""
         pixels = as_pixels(image)
         h, w = pixels.shape[:2]
-        res = self._det.process(pixels)
+        with native_stderr_to_log():
+            res = self._det.process(pixels)
         out = []
         for d in res.detections or []:
             b = d.location_data.relative_bounding_box
