@@ -9,9 +9,11 @@ from facerecon.cli.main import main
 from facerecon.log import configure, native_stderr_to_log
 
 
-def test_native_stderr_becomes_debug_records(capfd, caplog):
+def test_native_stderr_becomes_debug_records(capfd, caplog, monkeypatch):
     caplog.set_level(logging.DEBUG, logger="facerecon.native")
-    logging.getLogger("facerecon").propagate = True  # let caplog see the records
+    root = logging.getLogger("facerecon")
+    monkeypatch.setattr(root, "propagate", True)  # let caplog see the records ...
+    monkeypatch.setattr(root, "handlers", [])  # ... and only caplog
     with native_stderr_to_log():
         os.write(2, b"W0000 native chatter\nsecond line\n")
         with native_stderr_to_log():  # re-entrant: runs uncaptured by the inner one, captured by the outer

@@ -21,16 +21,30 @@ _native = logging.getLogger("facerecon.native")
 _lock = threading.Lock()
 
 
+class _StderrHandler(logging.StreamHandler):
+    """Writes to the given stream, or to whatever `sys.stderr` is at the time of each record (so a
+    replaced sys.stderr, e.g. a test's capture, never leaves the handler writing to a closed one)."""
+
+    def __init__(self, stream=None):
+        super().__init__(stream or sys.stderr)
+        self._fixed = stream
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.stream = self._fixed or sys.stderr
+        super().emit(record)
+
+
 def configure(verbosity: int = 0, stream=None) -> None:
     """-1 quiet (errors only), 0 warnings (default), 1 info, 2+ debug (native library output too)."""
     level = {-1: logging.ERROR, 0: logging.WARNING, 1: logging.INFO}.get(verbosity, logging.DEBUG)
     root = logging.getLogger("facerecon")
     root.setLevel(level)
-    if not any(getattr(h, "_facerecon", False) for h in root.handlers):
-        h = logging.StreamHandler(stream or sys.stderr)
-        h.setFormatter(logging.Formatter("facerecon: %(levelname)s: %(message)s"))
-        h._facerecon = True
-        root.addHandler(h)
+    for h in [h for h in root.handlers if getattr(h, "_facerecon", False)]:
+        root.removeHandler(h)
+    h = _StderrHandler(stream)
+    h.setFormatter(logging.Formatter("facerecon: %(levelname)s: %(message)s"))
+    h._facerecon = True
+    root.addHandler(h)
     root.propagate = False
 
 
