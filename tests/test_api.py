@@ -69,7 +69,8 @@ def test_cli_reconstruct_writes_outputs_and_skips_bad_files(reconstructor, astro
     assert "broken.jpg" in err.err and "missing.png" in err.err
     assert "reconstructed 1 face(s)" in err.out and "2 input(s) failed" in err.out
     for suffix in (".mat", ".npz", ".obj", ".ply", ".json", "_panel.png", "_overlay.png", "_textured.obj",
-                   "_textured.png", "_textured.mtl"):
+                   "_textured.png", "_textured.mtl", ".glb", "_posed.obj", "_neutral.obj", "_landmarks3d.json",
+                   "_depth.png", "_normals.png", "_pncc.png"):
         assert (out / f"astronaut{suffix}").is_file(), suffix
     import trimesh
     from scipy.io import loadmat

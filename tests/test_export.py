@@ -57,8 +57,11 @@ def _item(**kw) -> ExportItem:
         "camera": camera_json(cam), "box": np.float32([1, 2, 30, 40]), "uv": uv, "uv_faces": f,
         "coeff": np.arange(12, dtype=np.float32)[None], "detector": "test", "blendshapes": {"jawOpen": 0.5},
         "times": {"fit": 1.234567}, "source": "x.jpg", "model": "sphere",
+        "vertices_neutral": v * np.float32(1.1), "landmarks3d": v[:68] * np.float32(0.9),
+        "landmarks3d_posed": v[:68] + np.float32([0, 0, 5]),
         "images": {"recon_crop": img(20, 4), "geometry_crop": img(30), "landmarks_crop": img(40),
-                   "overlay": img(50, h=40, w=60), "texture": img(60, h=16, w=16)},
+                   "overlay": img(50, h=40, w=60), "texture": img(60, h=16, w=16), "geometry_side": img(70),
+                   "depth_crop": np.full((S, S), 9876, np.uint16), "normals_crop": img(80), "pncc_crop": img(90)},
     }
     return ExportItem(**{**base, **kw})
 
@@ -75,7 +78,8 @@ def test_export_writes_every_format(tmp_path):
     paths = export(it, out, "f")
     names = [p.name for p in paths]
     assert names == ["f.mat", "f.npz", "f.obj", "f_textured.obj", "f_textured.mtl", "f_textured.png", "f.ply",
-                     "f.json", "f_panel.png", "f_overlay.png"]
+                     "f.json", "f_panel.png", "f_overlay.png", "f.glb", "f_posed.obj", "f_neutral.obj",
+                     "f_landmarks3d.json", "f_depth.png", "f_normals.png", "f_pncc.png"]
     assert all(p.is_file() for p in paths) and sorted(p.name for p in out.iterdir()) == sorted(names)
     assert _no_temp_files(out)
 
@@ -108,18 +112,35 @@ def test_export_writes_every_format(tmp_path):
     assert np.array_equal(np.asarray(t.visual.material.image.convert("RGB")), it.images["texture"])
     assert "map_Kd f_textured.png" in (out / "f_textured.mtl").read_text()
 
+    # The posed and neutral meshes: their own vertices, the same triangles and colours.
+    for name, verts in (("f_posed.obj", it.vertices_posed), ("f_neutral.obj", it.vertices_neutral)):
+        m = trimesh.load(out / name, process=False)
+        assert np.allclose(m.vertices, verts, atol=1e-5) and np.array_equal(m.faces, it.faces), name
+        assert np.abs(m.visual.vertex_colors[:, :3] / 255.0 - it.colors).max() <= 1 / 255 + 1e-6
+
     info = json.loads((out / "f.json").read_text())
+    conv = info.pop("camera_convention")
+    assert "OpenCV" in conv and "y down" in conv
     assert info == {"source": "x.jpg", "model": "sphere", "pose_deg": {"yaw": 10.5, "pitch": -3.0, "roll": 1.25},
                     "translation_mm": [1.0, 2.0, 3.0],
                     "camera": {"focal_px": 1015.0, "cx": 111.5, "cy": 111.5, "width": 224, "height": 224,
                                "distance_mm": 1000.0},
                     "box": [1.0, 2.0, 30.0, 40.0], "detector": "test", "blendshapes": {"jawOpen": 0.5},
-                    "times_s": {"fit": 1.2346}}
+                    "times_s": {"fit": 1.2346}, "schema_version": 2,
+                    "intrinsics_K": [[1015.0, 0.0, 111.5], [0.0, 1015.0, 111.5], [0.0, 0.0, 1.0]],
+                    "world_to_camera": [[1.0, 0.0, 0.0, 0.0], [0.0, -1.0, 0.0, 0.0], [0.0, 0.0, -1.0, 1000.0],
+                                        [0.0, 0.0, 0.0, 1.0]],
+                    "depth_png_unit_mm": 0.1}
 
     panel = np.asarray(PILImage.open(out / "f_panel.png"))
-    assert panel.shape == (S, 4 * S, 3)
-    for i, c in enumerate((10, 20, 30, 40)):  # crop | overlay RGB | geometry | landmarks
+    assert panel.shape == (S, 5 * S, 3)
+    for i, c in enumerate((10, 20, 30, 40, 70)):  # crop | overlay RGB | geometry | landmarks | side view
         assert (panel[:, i * S:(i + 1) * S] == c).all()
+    depth = np.asarray(PILImage.open(out / "f_depth.png"))
+    assert depth.dtype in (np.uint16, np.int32) and (depth == 9876).all()  # 16-bit survives
+    for name, c in (("f_normals.png", 80), ("f_pncc.png", 90)):
+        im = np.asarray(PILImage.open(out / name))
+        assert im.shape == (S, S, 3) and (im == c).all(), name
     assert np.array_equal(np.asarray(PILImage.open(out / "f_overlay.png")), it.images["overlay"])
 
 
@@ -138,23 +159,28 @@ def test_no_coeff_no_field(tmp_path):
 
 
 def test_unknown_formats_name_the_valid_ones(tmp_path):
-    with pytest.raises(FaceReconError, match=r"'stl'.*mat, npz, obj, textured, ply, json, panel, overlay"):
+    with pytest.raises(FaceReconError, match=r"'stl'.*mat, npz, obj, textured, ply, json, panel, overlay, glb, "
+                                             r"posed, neutral, landmarks3d, maps"):
         export(_item(), tmp_path / "o", "f", ("obj", "stl"))
     assert not (tmp_path / "o").exists()  # nothing written, not even the folder
     with pytest.raises(FaceReconError, match="choose from mat, npz"):
-        exporter("glb")
+        exporter("stl")
     with pytest.raises(FaceReconError, match="'x'"):
         images_needed(["x"])
     assert exporter("obj").name == "obj" and exporter("panel").needs == ("recon_crop", "geometry_crop",
-                                                                         "landmarks_crop")
+                                                                         "landmarks_crop", "geometry_side")
 
 
 def test_images_needed():
     assert images_needed(("obj", "ply", "json")) == set()
     assert images_needed(("mat",)) == images_needed("npz") == {"recon_crop"}
-    assert images_needed(("panel", "overlay")) == {"recon_crop", "geometry_crop", "landmarks_crop", "overlay"}
+    assert images_needed(("panel", "overlay")) == {"recon_crop", "geometry_crop", "landmarks_crop", "overlay",
+                                                   "geometry_side"}
+    assert images_needed(("glb",)) == {"texture"}  # wanted, not needed: rendered when it can be
+    assert images_needed(("maps", "posed", "neutral", "landmarks3d")) == {"depth_crop", "normals_crop", "pncc_crop"}
     assert images_needed(ALL) == images_needed() == {"recon_crop", "geometry_crop", "landmarks_crop", "overlay",
-                                                     "texture"}
+                                                     "texture", "geometry_side", "depth_crop", "normals_crop",
+                                                     "pncc_crop"}
     assert tuple(available_exporters())[:len(ALL)] == ALL
     assert all(available_exporters()[k] for k in ALL)
 
@@ -164,13 +190,23 @@ def test_missing_images_skip_their_formats(tmp_path):
     # No photo: no overlay, no texture -> those two formats are skipped, the others written.
     crop_only = {k: v for k, v in it.images.items() if k not in ("overlay", "texture")}
     paths = export(replace(it, images=crop_only), tmp_path / "a", "f")
-    assert [p.name for p in paths] == ["f.mat", "f.npz", "f.obj", "f.ply", "f.json", "f_panel.png"]
+    assert [p.name for p in paths] == ["f.mat", "f.npz", "f.obj", "f.ply", "f.json", "f_panel.png", "f.glb",
+                                       "f_posed.obj", "f_neutral.obj", "f_landmarks3d.json", "f_depth.png",
+                                       "f_normals.png", "f_pncc.png"]
     # No UV layout: no textured output even with a texture image.
     no_uv = replace(it, uv=np.zeros((0, 2), np.float32), uv_faces=np.zeros((0, 3), np.int64))
     assert export(no_uv, tmp_path / "b", "f", ("textured", "obj")) == [tmp_path / "b" / "f.obj"]
     # No images at all: the geometry-only formats still work.
-    assert len(export(replace(it, images={}), tmp_path / "c", "f")) == 3
-    assert sorted(p.name for p in (tmp_path / "c").iterdir()) == ["f.json", "f.obj", "f.ply"]
+    assert len(export(replace(it, images={}), tmp_path / "c", "f")) == 7
+    assert sorted(p.name for p in (tmp_path / "c").iterdir()) == ["f.glb", "f.json", "f.obj", "f.ply",
+                                                                   "f_landmarks3d.json", "f_neutral.obj",
+                                                                   "f_posed.obj"]
+    # No model parameters / 3-D landmarks / PNCC: those decline, the rest is written.
+    bare = replace(it, vertices_neutral=None, landmarks3d=None, landmarks3d_posed=None,
+                   images={k: v for k, v in it.images.items() if k != "pncc_crop"})
+    assert [p.name for p in export(bare, tmp_path / "d", "f", ("neutral", "landmarks3d", "maps"))] == [
+        "f_depth.png", "f_normals.png"]
+    assert _no_temp_files(tmp_path)
 
 
 def test_custom_exporter(tmp_path, registry):
@@ -223,6 +259,84 @@ def test_item_checks_shapes_and_images():
         _item(faces=np.zeros((4, 4), np.int64))
     with pytest.raises(ValueError, match="uint8"):
         _item(images={"overlay": np.zeros((4, 4, 3), np.float32)})
+    with pytest.raises(ValueError, match="vertices_neutral"):
+        _item(vertices_neutral=np.zeros((3, 3), np.float32))
+    with pytest.raises(ValueError, match="landmarks3d"):
+        _item(landmarks3d=np.zeros((68, 2), np.float32))
+
+
+def _load_glb(path):
+    import trimesh
+
+    return trimesh.load(path, force="mesh", process=False)
+
+
+def test_glb_textured_splits_vertices_at_uv_seams(tmp_path):
+    """A layout with a seam: each corner's position and UV survive the round trip through glTF."""
+    it = _item()
+    f = it.faces
+    # Per-corner UVs (every corner its own UV, like a layout cut everywhere) - a vertex has several.
+    rng = np.random.default_rng(5)
+    uv = rng.uniform(0, 1, (f.size, 2)).astype(np.float32)
+    uv_faces = np.arange(f.size).reshape(-1, 3)
+    uv[uv_faces[:, 0]] = uv[uv_faces[0, 0]]  # share a few UVs: not every corner is its own vertex
+    tex = rng.integers(0, 255, (16, 16, 3), dtype=np.uint8)
+    it = replace(it, uv=uv, uv_faces=uv_faces, images={**it.images, "texture": tex})
+    assert [p.name for p in export(it, tmp_path, "f", "glb")] == ["f.glb"] and _no_temp_files(tmp_path)
+    m = _load_glb(tmp_path / "f.glb")
+    assert len(m.faces) == len(f)
+    assert len(it.vertices) < len(m.vertices) <= f.size  # split at seams, no more than one per corner
+    for fi in (0, 1, 17, len(f) - 1):
+        for k in range(3):
+            assert np.allclose(m.vertices[m.faces[fi, k]], it.vertices[f[fi, k]], atol=1e-5)
+            assert np.allclose(m.visual.uv[m.faces[fi, k]], uv[uv_faces[fi, k]], atol=1e-6)
+    assert np.array_equal(np.asarray(m.visual.material.baseColorTexture.convert("RGB")), tex)
+    # The same vertex with the same UV is one glTF vertex (corners sharing a pair share the vertex).
+    pairs = {(int(f[i, k]), int(uv_faces[i, k])) for i in range(len(f)) for k in range(3)}
+    assert len(m.vertices) == len(pairs)
+    # Per-vertex UVs (no uv_faces): no split at all.
+    per_vertex = replace(it, uv=_item().uv, uv_faces=np.zeros((0, 3), np.int64))
+    export(per_vertex, tmp_path / "pv", "f", "glb")
+    assert len(_load_glb(tmp_path / "pv" / "f.glb").vertices) == len(it.vertices)
+
+
+def test_glb_without_texture_has_vertex_colours(tmp_path):
+    it = _item()
+    it = replace(it, images={k: v for k, v in it.images.items() if k != "texture"})
+    export(it, tmp_path, "f", "glb")
+    m = _load_glb(tmp_path / "f.glb")
+    assert np.allclose(m.vertices, it.vertices, atol=1e-5) and np.array_equal(m.faces, it.faces)
+    assert np.abs(m.visual.vertex_colors[:, :3] / 255.0 - it.colors).max() <= 1 / 255 + 1e-6
+
+
+def test_json_camera_matrices_project_like_the_camera(tmp_path):
+    """K @ (world_to_camera @ [v, 1])[:3] reproduces PerspectiveCamera.project to < 1e-3 px."""
+    from facerecon.geometry.camera import PerspectiveCamera
+
+    cam = PerspectiveCamera(1234.5, 321.25, 201.75, 640, 400, distance=870.0)
+    export(_item(camera=camera_json(cam)), tmp_path, "f", "json")
+    info = json.loads((tmp_path / "f.json").read_text())
+    K, Rt = np.array(info["intrinsics_K"]), np.array(info["world_to_camera"])
+    assert info["schema_version"] == 2 and K.shape == (3, 3) and Rt.shape == (4, 4)
+    rng = np.random.default_rng(2)
+    pts = rng.normal(0, 40, (50, 3)) + [5, -8, 30]
+    uvw = (K @ (Rt @ np.c_[pts, np.ones(len(pts))].T)[:3]).T
+    ref = cam.project(torch.tensor(pts, dtype=torch.float64)).numpy()
+    assert np.abs(uvw[:, :2] / uvw[:, 2:] - ref[:, :2]).max() < 1e-3
+    assert np.allclose(uvw[:, 2], ref[:, 2])  # and z is the camera's depth (mm, > 0 in front)
+
+
+def test_landmarks3d_json(tmp_path):
+    it = _item()
+    export(it, tmp_path, "f", "landmarks3d")
+    lm = json.loads((tmp_path / "f_landmarks3d.json").read_text())
+    assert np.allclose(lm["model_mm"], it.landmarks3d, atol=1e-5)
+    assert np.allclose(lm["posed_mm"], it.landmarks3d_posed, atol=1e-5)
+    cv = np.array(lm["camera_cv_mm"])
+    p = np.asarray(it.landmarks3d_posed, np.float64)
+    assert np.allclose(cv, np.c_[p[:, 0], -p[:, 1], 1000.0 - p[:, 2]], atol=1e-4)
+    assert np.allclose(lm["crop_px"], it.lm68_crop) and np.allclose(lm["image_px"], it.lm68_image)
+    assert np.array(lm["model_mm"]).shape == (68, 3) and "OpenCV" in lm["convention"]
 
 
 # --------------------------------------------------------------------------- Reconstruction.save
@@ -266,7 +380,7 @@ def _reconstruction(model, photo_shape=(300, 400)):
                          translation_mm=p.translation[0].numpy(), camera_crop=cam,
                          camera=camera_for_original(cam, crop), face=face, crop=crop, method="test",
                          model_name=model.name, blendshapes=bs, times={"detect": 0.123456, "fit_total": 1.5},
-                         source="photo.jpg", image=photo)
+                         source="photo.jpg", image=photo, model=model)
     return rec, photo
 
 
@@ -279,8 +393,13 @@ def _item_from(rec, model, photo, formats):
     images = render_images(images_needed(formats), vertices_world=g.vertices_world, albedo=g.albedo,
                            light=p.light, faces=model.faces, camera_crop=rec.camera_crop,
                            crop_image=rec.crop.image, lm68_crop=rec.lm68_crop, lm68_detected_crop=rec.crop.lm68,
-                           camera_photo=rec.camera, photo=photo, uv=model.uv, uv_faces=model.uv_faces)
+                           camera_photo=rec.camera, photo=photo, uv=model.uv, uv_faces=model.uv_faces,
+                           pncc_reference=model.mean_shape)
     np_ = lambda t: t.detach().cpu().numpy()
+    with torch.no_grad():
+        neutral = model.shape(p.identity, torch.zeros_like(p.expression))[0]
+        lm3d = model.landmarks(g.vertices)
+        lm3d_posed = model.pose(lm3d, p.rotation, p.translation)
     return ExportItem(
         vertices=np_(g.vertices[0]), vertices_posed=np_(g.vertices_world[0]), faces=np_(model.faces),
         colors=shaded_colors(g.albedo, g.normals, p.light), albedo=np_(g.albedo[0]),
@@ -289,7 +408,14 @@ def _item_from(rec, model, photo, formats):
         lm68_detected_crop=rec.crop.lm68, pose_deg=rec.pose_deg, translation_mm=np_(p.translation[0]),
         rotation=rec.rotation_matrix,  # added to the JSON since the equivalence check (issue 22)
         camera=camera_json(rec.camera), box=rec.face.box, detector=rec.face.source, blendshapes=rec.blendshapes,
-        times=rec.times, source=rec.source, model=rec.model_name, images=images)
+        times=rec.times, source=rec.source, model=rec.model_name, images=images,
+        vertices_neutral=np_(neutral) if "neutral" in formats else None,
+        landmarks3d=np_(lm3d[0]) if "landmarks3d" in formats else None,
+        landmarks3d_posed=np_(lm3d_posed[0]) if "landmarks3d" in formats else None)
+
+
+#: Files per format of a reconstruction with a photo, UVs and model parameters.
+N_FILES = {"textured": 3, "maps": 3}
 
 
 @pytest.mark.assets
@@ -310,11 +436,11 @@ def test_reconstruction_save_writes_the_exporters_files(tmp_path, ict_model, pho
     new = rec.save(tmp_path / "new", formats, stem="f")
     assert [p.name for p in old] == [p.name for p in new]
     assert sorted(p.name for p in old) == sorted(p.name for p in new)
-    assert len(new) == len(formats) + 2 * ("textured" in formats)  # textured: .obj, .mtl, .png
+    assert len(new) == sum(N_FILES.get(f, 1) for f in formats)  # textured: .obj, .mtl, .png; maps: 3 PNGs
     assert sorted(p.name for p in (tmp_path / "old").iterdir()) == sorted(p.name for p in (tmp_path / "new").iterdir())
     for p in old:
         q = tmp_path / "new" / p.name
-        if p.suffix in (".obj", ".ply", ".json", ".mtl"):
+        if p.suffix in (".obj", ".ply", ".json", ".mtl", ".glb"):
             assert p.read_bytes() == q.read_bytes(), p.name
         elif p.suffix == ".png":
             a, b = np.asarray(PILImage.open(p)), np.asarray(PILImage.open(q))
@@ -336,8 +462,58 @@ def test_reconstruction_save_writes_the_exporters_files(tmp_path, ict_model, pho
             assert p.read_bytes() == (tmp_path / "new" / p.name).read_bytes(), p.name
     if formats == ALL:  # the face is in view: the comparison is not between two empty renders
         assert (sio.loadmat(tmp_path / "new" / "f.mat")["recon_img"][..., 3] > 0).mean() > 0.3
+    if formats == ALL:
+        _check_new_formats(rec, model, tmp_path / "new")
     if formats == ALL:  # without a photo both skip 'textured' and 'overlay'
         few = ("obj", "textured", "overlay")
         old = export(_item_from(rec, model, None, few), tmp_path / "old2", "f", few)
         new = rec.with_image(None).save(tmp_path / "new2", few, stem="f")
         assert [p.name for p in old] == [p.name for p in new] == ["f.obj"]
+
+
+def _check_new_formats(rec, model, out):
+    """The ICT face's new files hold what they say (with a real camera, UV layout and renders)."""
+    import trimesh
+
+    # JSON: K @ [R|t] projects the posed vertices exactly like the original photo's camera.
+    info = json.loads((out / "f.json").read_text())
+    K, Rt = np.array(info["intrinsics_K"]), np.array(info["world_to_camera"])
+    v = rec.vertices.astype(np.float64)[::50]
+    uvw = (K @ (Rt @ np.c_[v, np.ones(len(v))].T)[:3]).T
+    ref = rec.camera.project(torch.tensor(v))[:, :2].numpy()
+    assert np.abs(uvw[:, :2] / uvw[:, 2:] - ref).max() < 1e-3
+    # GLB: the model-space mesh with the photo texture, split at the model's UV seams.
+    m = trimesh.load(out / "f.glb", force="mesh", process=False)
+    f, uvf, uv = rec.triangles, model.uv_faces.numpy(), model.uv.numpy()
+    assert len(m.faces) == len(f) and len(m.vertices) >= model.n_vertices
+    for fi in (0, len(f) // 3, len(f) - 1):
+        for k in range(3):
+            assert np.allclose(m.visual.uv[m.faces[fi, k]], uv[uvf[fi, k]], atol=1e-5)
+            assert np.allclose(m.vertices[m.faces[fi, k]], rec.vertices_model[f[fi, k]], atol=1e-3)
+    # posed / neutral: face_shape_posed's vertices; the neutral face differs from the expressive one.
+    posed = trimesh.load(out / "f_posed.obj", process=False)
+    assert np.allclose(posed.vertices, rec.vertices, atol=1e-4)
+    neutral = trimesh.load(out / "f_neutral.obj", process=False).vertices
+    with torch.no_grad():
+        ref_n = model.shape(rec.params.identity, torch.zeros_like(rec.params.expression))[0].numpy()
+    assert np.allclose(neutral, ref_n, atol=1e-4) and np.abs(neutral - rec.vertices_model).max() > 0.5
+    # 3-D landmarks project onto the 2-D ones.
+    lm = json.loads((out / "f_landmarks3d.json").read_text())
+    posed_lm = torch.tensor(lm["posed_mm"], dtype=torch.float64)
+    assert np.abs(rec.camera_crop.project(posed_lm)[:, :2].numpy() - np.array(lm["crop_px"])).max() < 0.05
+    assert np.abs(rec.camera.project(posed_lm)[:, :2].numpy() - np.array(lm["image_px"])).max() < 0.05
+    # Maps: depth in 0.1 mm where the face is (about the camera distance), normals facing the camera.
+    depth = np.asarray(PILImage.open(out / "f_depth.png")).astype(np.float64)
+    fg = depth > 0
+    assert 0.2 < fg.mean() < 0.95
+    d_mm = depth[fg] * info["depth_png_unit_mm"]
+    assert (np.abs(d_mm - rec.camera_crop.distance) < 200).all()
+    normals = np.asarray(PILImage.open(out / "f_normals.png")).astype(np.float64) / 255 * 2 - 1
+    assert np.median(normals[fg][:, 2]) > 0.5 and (normals[~fg] == -1).all()
+    pncc = np.asarray(PILImage.open(out / "f_pncc.png"))
+    assert pncc.shape == (224, 224, 3) and pncc[fg].std(0).min() > 10
+    # Panel: five tiles; the side view shows a face-sized grey shape on white.
+    panel = np.asarray(PILImage.open(out / "f_panel.png"))
+    assert panel.shape == (224, 5 * 224, 3)
+    side = panel[:, 4 * 224:]
+    assert 0.05 < (side.min(-1) < 250).mean() < 0.9 and not np.array_equal(side, panel[:, 2 * 224:3 * 224])

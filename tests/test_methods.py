@@ -79,8 +79,11 @@ def test_cli_reconstructs_with_a_registered_method_and_save_matches_it(meanface,
     cli_files = sorted(p.name for p in cli_out.iterdir())
     assert sorted(p.name for p in written) == cli_files == sorted(p.name for p in api_out.iterdir())
     assert {"astronaut.obj", "astronaut.mat", "astronaut_overlay.png", "astronaut_textured.png"} <= set(cli_files)
+    assert {"astronaut.glb", "astronaut_posed.obj", "astronaut_neutral.obj", "astronaut_landmarks3d.json",
+            "astronaut_depth.png", "astronaut_normals.png", "astronaut_pncc.png"} <= set(cli_files)
     for name in ("astronaut.obj", "astronaut.ply", "astronaut_textured.obj", "astronaut_panel.png",
-                 "astronaut_overlay.png"):
+                 "astronaut_overlay.png", "astronaut.glb", "astronaut_posed.obj", "astronaut_neutral.obj",
+                 "astronaut_landmarks3d.json", "astronaut_depth.png", "astronaut_normals.png", "astronaut_pncc.png"):
         assert (cli_out / name).read_bytes() == (api_out / name).read_bytes(), name
     a, b = (json.loads((d / "astronaut.json").read_text()) for d in (cli_out, api_out))
     a.pop("times_s"), b.pop("times_s")

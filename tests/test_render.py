@@ -416,9 +416,11 @@ def test_landmark_image_and_render_images():
     assert tuple(landmark_image(crop, fitted)[20, 30]) == tuple(crop[20, 30])
     kw = {"vertices_world": v, "albedo": albedo, "light": light, "faces": f, "camera_crop": cam,
           "crop_image": crop, "lm68_crop": fitted, "lm68_detected_crop": detected}
-    # Without a photo: no overlay, no texture (their formats are then skipped); unknown names ignored.
+    # Without a photo: no overlay, no texture (their formats are then skipped); unknown names ignored;
+    # no PNCC without a reference shape.
     imgs = render_images(images_needed() | {"depth"}, **kw)
-    assert set(imgs) == {"recon_crop", "geometry_crop", "landmarks_crop"}
+    assert set(imgs) == {"recon_crop", "geometry_crop", "landmarks_crop", "geometry_side", "depth_crop",
+                         "normals_crop"}
     assert np.array_equal(imgs["landmarks_crop"], lm)
     assert np.array_equal(imgs["recon_crop"], crop_views_ref(kw)["recon_crop"])
     assert set(render_images({"geometry_crop"}, **kw)) == {"geometry_crop"}
@@ -429,6 +431,41 @@ def test_landmark_image_and_render_images():
     assert both["overlay"].shape == (40, 40, 3) and both["texture"].shape == (8, 8, 3)
     no_uv = render_images({"overlay", "texture"}, **kw, camera_photo=pcam, photo=photo, uv=torch.zeros(0, 2))
     assert set(no_uv) == {"overlay"}
+
+
+def test_side_view_and_crop_maps():
+    from facerecon.render import crop_views
+    from facerecon.render.views import DEPTH_UNIT_MM, crop_maps, render_images, side_view
+
+    v, f, albedo, light, cam, crop = _sphere_scene()
+    # A sphere is the same from the side (up to the tessellation): a grey disc on white, like the front.
+    side = side_view(v, f, cam)
+    front = crop_views(v, albedo, light, f, cam, crop)["geometry_crop"]
+    assert side.shape == front.shape and side.dtype == np.uint8 and (side == side[..., :1]).all()
+    assert ((side < 250).all(-1) == (front < 250).all(-1)).mean() > 0.97
+    # An off-centre bar turned about its own centroid: a long x-extent becomes a long z-extent.
+    bar = v.clone()
+    bar[..., 0] *= 3.0
+    wide, turned = crop_views(bar, albedo, light, f, cam, crop)["geometry_crop"], side_view(bar, f, cam)
+    cols = lambda im: (im < 250).all(-1).any(0).sum()
+    assert cols(turned) < cols(wide) * 0.6
+    # Maps: depth in 0.1 mm on the sphere (nearest at the centre), normals facing the camera there,
+    # PNCC of the reference; zero on background.
+    ref = v[0] * 2.0 + 5.0
+    maps = crop_maps(v, f, cam, ref)
+    d, n, p = maps["depth_crop"], maps["normals_crop"], maps["pncc_crop"]
+    assert d.dtype == np.uint16 and d.shape == (48, 48) and n.shape == p.shape == (48, 48, 3)
+    assert d[0, 0] == 0 and (n[0, 0] == 0).all() and (p[0, 0] == 0).all()
+    radius = float(v[0].norm(dim=-1).max())
+    centre_mm = d[24, 24] * DEPTH_UNIT_MM
+    assert abs(centre_mm - (cam.distance - float(v[0, :, 2].max()))) < 1.0
+    assert d[d > 0].max() * DEPTH_UNIT_MM <= cam.distance + radius
+    assert abs(int(n[24, 24, 2]) - 255) <= 3 and abs(int(n[24, 24, 0]) - 128) <= 6
+    assert p[d > 0].std(0).min() > 20
+    assert set(crop_maps(v, f, cam, None)) == {"depth_crop", "normals_crop"}
+    kw = {"vertices_world": v, "albedo": albedo, "light": light, "faces": f, "camera_crop": cam, "crop_image": crop}
+    imgs = render_images({"depth_crop", "pncc_crop"}, **kw, pncc_reference=ref)
+    assert set(imgs) == {"depth_crop", "pncc_crop"} and np.array_equal(imgs["depth_crop"], d)
 
 
 def crop_views_ref(kw):

@@ -12,14 +12,27 @@ Per face, with stem S in the output folder (the format name in brackets):
                   (visible texels)
   S.ply           [ply] binary PLY with vertex colours
   S.json          [json] pose (degrees), translation (mm), camera, ARKit blendshape weights (ICT), timings
-  S_panel.png     [panel] input crop | overlay | shaded geometry | landmarks
+  S.json          (schema_version 2) also: intrinsics_K (3x3, original photo px), world_to_camera (4x4,
+                  OpenCV axes) and camera_convention, depth_png_unit_mm
+  S_panel.png     [panel] input crop | overlay | shaded geometry | landmarks | shaded geometry from the side
   S_overlay.png   [overlay] the reconstruction rendered over the whole original photo
+  S.glb           [glb] binary glTF of the model-space mesh (mm, upright like S.obj) with the photo's UV
+                  texture when there is one (vertices split at UV seams), else shaded vertex colours
+  S_posed.obj     [posed] the mesh posed in the camera frame (face_shape_posed, mm) with vertex colours
+  S_neutral.obj   [neutral] same identity, expression coefficients zero, model space (mm), vertex colours
+                  (only for methods with model parameters)
+  S_landmarks3d.json [landmarks3d] the 68 landmarks: model space mm, posed mm (S_posed.obj's frame),
+                  OpenCV camera frame mm, crop px, original-image px (needs the model's 3-D landmarks)
+  S_depth.png, S_normals.png, S_pncc.png [maps] maps of the crop: depth (16-bit, depth_mm = value ×
+                  DEPTH_UNIT_MM, 0 = background), camera-space normals ((n + 1)/2, black background),
+                  PNCC (3DDFA's code, black background)
 Every file is written atomically (a temp file beside it, renamed into place; deleted on error).
 
 Exporters read an `ExportItem`: plain numpy arrays, plus the images rendered beforehand by the
-caller. `images_needed(formats)` names the images a set of formats needs (render them with
-`facerecon.render.views.render_images`); a format whose image is absent is skipped (no photo: no
-"overlay", "textured"; no UV layout: no "textured"). This module imports no torch and no renderer.
+caller. `images_needed(formats)` names the images a set of formats needs or wants (render them with
+`facerecon.render.views.render_images`); a format whose needed image is absent is skipped (no photo:
+no "overlay", "textured"; no UV layout: no "textured"); a wanted one is used when present ("glb"
+takes the "texture" if there is one). This module imports no torch and no renderer.
 
     >>> from facerecon.io.export import export, images_needed
     >>> export(item, "out", "face0", ("obj", "json"))   # -> [Path('out/face0.obj'), Path('out/face0.json')]
@@ -49,8 +62,21 @@ POSE_CONVENTION = ("v_camera = R v_model + t; R = Rz(roll) Ry(yaw) Rx(pitch) (in
                    "model: x subject's left, y up, z out of the face; camera: x right, y up, z towards the viewer; "
                    "yaw > 0 turns the nose to image right, pitch > 0 nose up, roll > 0 counter-clockwise on screen")
 
+#: How the JSON's camera matrices read.
+CAMERA_CONVENTION = ("OpenCV: camera x right, y down, z forward (into the scene), pixel centres at integers; "
+                     "[u, v, w] = intrinsics_K @ (world_to_camera @ [x, y, z, 1])[:3], pixel = (u/w, v/w), for "
+                     "points in the posed/world frame (S_posed.obj, face_shape_posed: x right, y up, z towards "
+                     "the viewer, mm; the camera at +z distance_mm); the original photo's pixels")
+
+#: The depth map's unit: depth_mm = S_depth.png value × DEPTH_UNIT_MM (0: background).
+DEPTH_UNIT_MM = 0.1
+
+#: The JSON's schema version (2: intrinsics_K, world_to_camera, camera_convention, depth_png_unit_mm).
+SCHEMA_VERSION = 2
+
 #: The built-in formats, in the order `export` writes them.
-ALL = ("mat", "npz", "obj", "textured", "ply", "json", "panel", "overlay")
+ALL = ("mat", "npz", "obj", "textured", "ply", "json", "panel", "overlay", "glb", "posed", "neutral", "landmarks3d",
+       "maps")
 
 
 @dataclass(frozen=True, eq=False, kw_only=True)
@@ -86,9 +112,15 @@ class ExportItem:
     blendshapes:     {ARKit name: weight} (ICT), or None.
     times:           {step: seconds}.
     source:          name of the input image; model: the model's name.
-    images:          {name: uint8 image} rendered by the caller (`images_needed`):
-                     "recon_crop" (S,S,4) RGBA, "geometry_crop" (S,S,3), "landmarks_crop" (S,S,3),
-                     "overlay" (h,w,3), "texture" (T,T,3); see `facerecon.render.views`.
+    vertices_neutral: (V, 3) the same identity with expression coefficients zero, model space, mm; or
+                     None (a method without model parameters, or not asked for): no S_neutral.obj.
+    landmarks3d:     (68, 3) the 68 landmarks in model space (vertex + offset), mm; or None: no
+                     S_landmarks3d.json.
+    landmarks3d_posed: (68, 3) the same posed (the frame of `vertices_posed`), mm; or None.
+    images:          {name: uint8 (or uint16) image} rendered by the caller (`images_needed`):
+                     "recon_crop" (S,S,4) RGBA, "geometry_crop" (S,S,3), "geometry_side" (S,S,3),
+                     "landmarks_crop" (S,S,3), "overlay" (h,w,3), "texture" (T,T,3), "depth_crop" (S,S)
+                     uint16, "normals_crop" (S,S,3), "pncc_crop" (S,S,3); see `facerecon.render.views`.
     """
 
     vertices: np.ndarray
@@ -114,6 +146,9 @@ class ExportItem:
     times: dict = field(default_factory=dict)
     source: str = ""
     model: str = ""
+    vertices_neutral: np.ndarray | None = None
+    landmarks3d: np.ndarray | None = None
+    landmarks3d_posed: np.ndarray | None = None
     images: dict = field(default_factory=dict)
 
     def __post_init__(self):
@@ -126,10 +161,17 @@ class ExportItem:
         f = np.shape(self.faces)
         if len(f) != 2 or f[1] != 3:
             raise ValueError(f"ExportItem.faces must be (F, 3), got {f}")
+        if self.vertices_neutral is not None and np.shape(self.vertices_neutral) != v:
+            raise ValueError(f"ExportItem.vertices_neutral must be {v} like vertices, "
+                             f"got {np.shape(self.vertices_neutral)}")
+        for name in ("landmarks3d", "landmarks3d_posed"):
+            a = getattr(self, name)
+            if a is not None and (np.ndim(a) != 2 or np.shape(a)[1] != 3):
+                raise ValueError(f"ExportItem.{name} must be (N, 3), got {np.shape(a)}")
         bad = {k: getattr(a, "dtype", type(a)) for k, a in self.images.items()
-               if not isinstance(a, np.ndarray) or a.dtype != np.uint8}
+               if not isinstance(a, np.ndarray) or a.dtype not in (np.uint8, np.uint16)}
         if bad:
-            raise ValueError(f"ExportItem.images must be uint8 numpy arrays; got {bad}")
+            raise ValueError(f"ExportItem.images must be uint8 (or uint16) numpy arrays; got {bad}")
 
 
 def camera_json(camera) -> dict:
@@ -138,17 +180,42 @@ def camera_json(camera) -> dict:
             "height": camera.height, "distance_mm": camera.distance}
 
 
+def intrinsics_K(camera: dict) -> np.ndarray:
+    """(3, 3) float64 pinhole matrix of a `camera_json` dict, pixels (centres at integers, y down):
+    [[f, 0, cx], [0, f, cy], [0, 0, 1]] for OpenCV camera axes (`world_to_camera_cv`)."""
+    f, cx, cy = float(camera["focal_px"]), float(camera["cx"]), float(camera["cy"])
+    return np.array([[f, 0.0, cx], [0.0, f, cy], [0.0, 0.0, 1.0]])
+
+
+def world_to_camera_cv(camera: dict) -> np.ndarray:
+    """(4, 4) float64 rigid map from the posed/world frame (x right, y up, z towards the viewer, the
+    camera at +z distance_mm) to OpenCV camera axes (x right, y down, z forward), mm:
+    (x, y, z) -> (x, -y, distance - z). With `intrinsics_K` it projects like `PerspectiveCamera.project`."""
+    d = float(camera["distance_mm"])
+    return np.array([[1.0, 0, 0, 0], [0, -1.0, 0, 0], [0, 0, -1.0, d], [0, 0, 0, 1.0]])
+
+
+def project_cv(camera: dict, points: np.ndarray) -> np.ndarray:
+    """(N, 3) posed/world points, mm -> (N, 2) pixels of the camera through K @ [R|t]."""
+    p = np.asarray(points, np.float64)
+    cam = p @ world_to_camera_cv(camera)[:3, :3].T + world_to_camera_cv(camera)[:3, 3]
+    uvw = cam @ intrinsics_K(camera).T
+    return uvw[:, :2] / uvw[:, 2:]
+
+
 # -- the registry ------------------------------------------------------------------------------
 
 @dataclass(frozen=True)
 class Exporter:
     """One output format: ``func(item, out_dir, stem) -> [paths written]``; `needs`: the
-    `ExportItem.images` entries it reads (absent ones skip the format)."""
+    `ExportItem.images` entries it reads (absent ones skip the format); `wants`: entries it uses
+    when present (rendered when possible, never a reason to skip)."""
 
     name: str
     func: Callable[[ExportItem, Path, str], list[Path]]
     needs: tuple[str, ...] = ()
     description: str = ""
+    wants: tuple[str, ...] = ()
 
 
 #: name -> Exporter, in the order `export` writes them (built-ins first, in `ALL` order).
@@ -156,14 +223,16 @@ EXPORTERS: dict[str, Exporter] = {}
 
 
 def register_exporter(name: str, func: Callable[[ExportItem, Path, str], list[Path]],
-                      needs: Iterable[str] = (), description: str = "", overwrite: bool = False) -> Exporter:
+                      needs: Iterable[str] = (), description: str = "", overwrite: bool = False,
+                      wants: Iterable[str] = ()) -> Exporter:
     """Add an output format. A new name is written after the existing ones; replacing one
-    (``overwrite=True``) keeps its place. Raises FaceReconError for a taken name."""
+    (``overwrite=True``) keeps its place. Raises FaceReconError for a taken name. `wants`: images
+    used when present (see `Exporter`)."""
     if not isinstance(name, str) or not name:
         raise FaceReconError(f"an exporter name must be a non-empty string, got {name!r}")
     if name in EXPORTERS and not overwrite:
         raise FaceReconError(f"an exporter '{name}' is already registered (pass overwrite=True to replace it)")
-    ex = Exporter(name, func, tuple(needs), description)
+    ex = Exporter(name, func, tuple(needs), description, tuple(wants))
     EXPORTERS[name] = ex
     return ex
 
@@ -192,8 +261,8 @@ def _select(formats) -> list[Exporter]:
 
 
 def images_needed(formats=ALL) -> set[str]:
-    """The `ExportItem.images` names the given formats read (render these, each once)."""
-    return {n for e in _select(formats) for n in e.needs}
+    """The `ExportItem.images` names the given formats read, needed or wanted (render these, each once)."""
+    return {n for e in _select(formats) for n in e.needs + e.wants}
 
 
 def export(item: ExportItem, out_dir, stem: str, formats=ALL) -> list[Path]:
@@ -216,7 +285,7 @@ def export(item: ExportItem, out_dir, stem: str, formats=ALL) -> list[Path]:
 # -- the built-in formats -----------------------------------------------------------------------
 
 def write_png(path, image: np.ndarray) -> None:
-    """(H, W, 3|4) uint8 -> PNG (PIL's default settings), atomically."""
+    """(H, W, 3|4) uint8 or (H, W) uint8/uint16 -> PNG (PIL's default settings), atomically."""
     buf = _io.BytesIO()
     PILImage.fromarray(image).save(buf, format="PNG")
     write_bytes(path, buf.getvalue())
@@ -285,6 +354,11 @@ def export_json(item: ExportItem, out: Path, stem: str) -> list[Path]:
             "euler_deg": {k: float(item.pose_deg[k]) for k in ("pitch", "yaw", "roll")},
             "convention": POSE_CONVENTION,
         }
+    info["schema_version"] = SCHEMA_VERSION
+    info["intrinsics_K"] = intrinsics_K(item.camera).tolist()
+    info["world_to_camera"] = world_to_camera_cv(item.camera).tolist()
+    info["camera_convention"] = CAMERA_CONVENTION
+    info["depth_png_unit_mm"] = DEPTH_UNIT_MM
     path = out / f"{stem}.json"
     write_text(path, json.dumps(info, indent=1))
     return [path]
@@ -292,8 +366,8 @@ def export_json(item: ExportItem, out: Path, stem: str) -> list[Path]:
 
 def export_panel(item: ExportItem, out: Path, stem: str) -> list[Path]:
     im = item.images
-    panel = np.concatenate([item.crop_image, im["recon_crop"][..., :3], im["geometry_crop"], im["landmarks_crop"]],
-                           axis=1)
+    panel = np.concatenate([item.crop_image, im["recon_crop"][..., :3], im["geometry_crop"], im["landmarks_crop"],
+                            im["geometry_side"]], axis=1)
     path = out / f"{stem}_panel.png"
     write_png(path, panel)
     return [path]
@@ -305,6 +379,88 @@ def export_overlay(item: ExportItem, out: Path, stem: str) -> list[Path]:
     return [path]
 
 
+def glb_mesh(item: ExportItem):
+    """The `trimesh.Trimesh` the GLB holds: model-space vertices (mm); with `images["texture"]` and a
+    UV layout, one vertex per distinct (vertex, UV) corner pair (split at UV seams) and the texture;
+    otherwise the shaded vertex colours."""
+    import trimesh
+
+    v = np.asarray(item.vertices, np.float64)
+    f = np.asarray(item.faces, np.int64)
+    tex = item.images.get("texture")
+    if tex is not None and len(item.uv):
+        uv = np.asarray(item.uv, np.float64)
+        tf = np.asarray(item.uv_faces, np.int64) if len(item.uv_faces) else f
+        pairs = np.stack([f.reshape(-1), tf.reshape(-1)], 1)
+        uniq, inverse = np.unique(pairs, axis=0, return_inverse=True)
+        visual = trimesh.visual.TextureVisuals(uv=uv[uniq[:, 1]], image=PILImage.fromarray(tex))
+        return trimesh.Trimesh(v[uniq[:, 0]], inverse.reshape(-1, 3), visual=visual, process=False)
+    c = np.clip(np.asarray(item.colors, np.float64) * 255.0 + 0.5, 0, 255).astype(np.uint8)
+    rgba = np.hstack([c, np.full((len(c), 1), 255, np.uint8)])
+    return trimesh.Trimesh(v, f, vertex_colors=rgba, process=False)
+
+
+def export_glb(item: ExportItem, out: Path, stem: str) -> list[Path]:
+    path = out / f"{stem}.glb"
+    write_bytes(path, glb_mesh(item).export(file_type="glb"))
+    return [path]
+
+
+def export_posed(item: ExportItem, out: Path, stem: str) -> list[Path]:
+    path = out / f"{stem}_posed.obj"
+    write_obj(path, item.vertices_posed, item.faces, colors=item.colors)
+    return [path]
+
+
+def export_neutral(item: ExportItem, out: Path, stem: str) -> list[Path]:
+    if item.vertices_neutral is None:
+        return []
+    path = out / f"{stem}_neutral.obj"
+    write_obj(path, item.vertices_neutral, item.faces, colors=item.colors)
+    return [path]
+
+
+def landmarks3d_json(item: ExportItem) -> dict | None:
+    """The S_landmarks3d.json content (None without 3-D landmarks)."""
+    if item.landmarks3d is None:
+        return None
+    rows = lambda a: [[float(x) for x in r] for r in np.asarray(a, np.float64)]
+    info = {"schema_version": SCHEMA_VERSION, "source": item.source, "model": item.model,
+            "model_mm": rows(item.landmarks3d)}
+    if item.landmarks3d_posed is not None:
+        posed = np.asarray(item.landmarks3d_posed, np.float64)
+        Rt = world_to_camera_cv(item.camera)
+        info["posed_mm"] = rows(posed)
+        info["camera_cv_mm"] = rows(posed @ Rt[:3, :3].T + Rt[:3, 3])
+    info["crop_px"] = rows(item.lm68_crop)
+    info["image_px"] = rows(item.lm68_image)
+    info["convention"] = ("iBUG 68 points; model_mm: model space (x subject's left, y up, z out of the face); "
+                          "posed_mm: the frame of S_posed.obj/face_shape_posed (x right, y up, z towards the "
+                          "viewer); camera_cv_mm: world_to_camera of S.json applied (OpenCV: x right, y down, "
+                          "z forward); crop_px / image_px: pixels of the crop / original photo (centres at "
+                          "integers, y down)")
+    return info
+
+
+def export_landmarks3d(item: ExportItem, out: Path, stem: str) -> list[Path]:
+    info = landmarks3d_json(item)
+    if info is None:
+        return []
+    path = out / f"{stem}_landmarks3d.json"
+    write_text(path, json.dumps(info, indent=1))
+    return [path]
+
+
+def export_maps(item: ExportItem, out: Path, stem: str) -> list[Path]:
+    paths = []
+    for name, suffix in (("depth_crop", "depth"), ("normals_crop", "normals"), ("pncc_crop", "pncc")):
+        if name in item.images:
+            path = out / f"{stem}_{suffix}.png"
+            write_png(path, item.images[name])
+            paths.append(path)
+    return paths
+
+
 register_exporter("mat", export_mat, ("recon_crop",), "S.mat: Deep3D's fields (MATLAB v5)")
 register_exporter("npz", export_npz, ("recon_crop",), "S.npz: the .mat's fields as a compressed .npz")
 register_exporter("obj", export_obj, (), "S.obj: model-space mesh (mm) with shaded vertex colours")
@@ -312,7 +468,18 @@ register_exporter("textured", export_textured, ("texture",),
                   "S_textured.obj/.mtl/.png: mesh with the photo's UV texture (needs the photo and UVs)")
 register_exporter("ply", export_ply, (), "S.ply: binary PLY with vertex colours")
 register_exporter("json", export_json, (), "S.json: pose, translation, camera, blendshapes, timings")
-register_exporter("panel", export_panel, ("recon_crop", "geometry_crop", "landmarks_crop"),
-                  "S_panel.png: crop | overlay | shaded geometry | landmarks")
+register_exporter("panel", export_panel, ("recon_crop", "geometry_crop", "landmarks_crop", "geometry_side"),
+                  "S_panel.png: crop | overlay | shaded geometry | landmarks | shaded geometry from the side")
 register_exporter("overlay", export_overlay, ("overlay",),
                   "S_overlay.png: the reconstruction over the whole photo (needs the photo)")
+register_exporter("glb", export_glb, (), "S.glb: binary glTF, model-space mesh (mm, upright like S.obj) with the "
+                  "photo's UV texture when there is one, else shaded vertex colours", wants=("texture",))
+register_exporter("posed", export_posed, (), "S_posed.obj: the mesh posed in the camera frame (mm, "
+                  "face_shape_posed's vertices) with shaded vertex colours; S.obj stays model space")
+register_exporter("neutral", export_neutral, (), "S_neutral.obj: same identity, neutral expression (expression "
+                  "coefficients zero), model space (mm); only for methods with model parameters")
+register_exporter("landmarks3d", export_landmarks3d, (), "S_landmarks3d.json: the 68 landmarks in 3-D (model "
+                  "space and camera frame, mm) and 2-D (crop and original-image px)")
+register_exporter("maps", export_maps, ("depth_crop", "normals_crop"), "S_depth.png (16-bit, 0.1 mm units), "
+                  "S_normals.png, S_pncc.png: depth, camera-space normal and PNCC maps of the crop",
+                  wants=("pncc_crop",))

@@ -82,6 +82,8 @@ class Reconstruction:
     blendshapes: {ARKit name: weight} for ICT parameters, else None.
     times: seconds per step. source: the image's name. image: the original photo (H, W, 3) uint8
         when known (needed by the 'textured' and 'overlay' outputs).
+    model: the MorphableModel that decodes `params` (set by `from_params`), or None; used only when
+        an output asks for it (the neutral mesh, the 3-D landmarks, the PNCC map's mean face).
     """
 
     geometry: FaceGeometry
@@ -103,6 +105,7 @@ class Reconstruction:
     times: dict = field(default_factory=dict)
     source: str = ""
     image: np.ndarray | None = field(default=None, repr=False, compare=False)
+    model: MorphableModel | None = field(default=None, repr=False, compare=False)
 
     # -- numpy views, no batch dimension -------------------------------------------------------
     @property
@@ -152,6 +155,30 @@ class Reconstruction:
             return None
         return _np(self.layout.join(self.params)).astype(np.float32)
 
+    @property
+    def vertices_neutral(self) -> np.ndarray | None:
+        """(V, 3) model-space vertices of the same identity with expression coefficients zero, mm;
+        None without model parameters (or without the model). Decoded on each call."""
+        if self.params is None or self.model is None or self.correspondence is not None:
+            return None
+        m = self.model
+        ident = self.params.identity.to(m.mean_shape)
+        with torch.no_grad():
+            v = m.shape(ident, torch.zeros_like(self.params.expression).to(m.mean_shape))
+        return _np(v[0])
+
+    @property
+    def landmarks3d(self) -> tuple[np.ndarray, np.ndarray] | None:
+        """((68, 3) model space, (68, 3) posed in the crop camera's frame), mm: the model's landmarks
+        (vertex + offset) of this mesh; None without the model (or another topology)."""
+        if self.model is None or self.correspondence is not None or self.params is None:
+            return None
+        m, p = self.model, self.params
+        with torch.no_grad():
+            lm = m.landmarks(self.geometry.vertices.to(m.mean_shape))
+            posed = m.pose(lm, p.rotation.to(lm), p.translation.to(lm))
+        return _np(lm[0]), _np(posed[0])
+
     def with_image(self, pixels: np.ndarray | None, source: str | None = None) -> Reconstruction:
         return replace(self, image=pixels, source=self.source if source is None else source)
 
@@ -180,8 +207,10 @@ class Reconstruction:
                 names, vertices_world=g.vertices_world, albedo=g.albedo, light=self.light, faces=topo.triangles,
                 camera_crop=self.camera_crop, crop_image=self.crop.image, lm68_crop=self.lm68_crop,
                 lm68_detected_crop=self.crop.lm68, camera_photo=self.camera, photo=self.image, uv=topo.uv,
-                uv_faces=topo.uv_faces, texture_size=texture_size)
+                uv_faces=topo.uv_faces, texture_size=texture_size, pncc_reference=self._pncc_reference())
             colors = views.shaded_colors(g.albedo, g.normals, self.light)
+        chosen = _formats(formats)
+        lm3d = self.landmarks3d if "landmarks3d" in chosen else None
         return exporters.ExportItem(
             vertices=_np(g.vertices[0]), vertices_posed=_np(g.vertices_world[0]), faces=self.triangles,
             colors=colors, albedo=_np(g.albedo[0]), uv=_np(topo.uv), uv_faces=_np(topo.uv_faces), coeff=self.coeff,
@@ -189,7 +218,15 @@ class Reconstruction:
             lm68_detected_crop=self.crop.lm68, pose_deg=self.pose_deg, rotation=self.rotation_matrix,
             translation_mm=self.translation_mm,
             camera=exporters.camera_json(self.camera), box=self.face.box, detector=self.face.source,
-            blendshapes=self.blendshapes, times=self.times, source=self.source, model=self.model_name, images=images)
+            blendshapes=self.blendshapes, times=self.times, source=self.source, model=self.model_name, images=images,
+            vertices_neutral=self.vertices_neutral if "neutral" in chosen else None,
+            landmarks3d=None if lm3d is None else lm3d[0], landmarks3d_posed=None if lm3d is None else lm3d[1])
+
+    def _pncc_reference(self) -> torch.Tensor:
+        """The shape whose PNCC code colours the PNCC map: the model's mean face, else this mesh."""
+        if self.model is not None and self.correspondence is None:
+            return self.model.mean_shape
+        return self.geometry.vertices[0]
 
     def save(self, out_dir, formats=None, stem: str | None = None, texture_size: int = 512) -> list[Path]:
         """Write `formats` (names of `facerecon.io.export`'s registry; None: every registered format)
@@ -231,7 +268,7 @@ def from_params(model: MorphableModel, camera: PerspectiveCamera, params: FacePa
             lm68_crop=lm_crop.astype(np.float32), pose_deg={"yaw": yaw, "pitch": pitch, "roll": roll},
             translation_mm=_np(p.translation[0]), camera_crop=camera,
             camera=camera_for_original(camera, crop), face=face, crop=crop, method=method, model_name=model.name,
-            params=p, layout=model.layout, blendshapes=bs, times=dict(times or {}), source=crop.source))
+            params=p, layout=model.layout, blendshapes=bs, times=dict(times or {}), source=crop.source, model=model))
     return out
 
 

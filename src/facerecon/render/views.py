@@ -9,11 +9,19 @@ set of formats needs, `render_images` renders exactly those, each once):
 
   recon_crop     (S, S, 4) Deep3D's ``recon_img``: the shaded face over the crop, RGB + coverage A
   geometry_crop  (S, S, 3) the shape alone: grey albedo 0.75 under `shading.key_light`, on white
+  geometry_side  (S, S, 3) the same seen from the side: the posed mesh turned 90° about the vertical
+                 axis through its centroid (the nose towards image right)
   landmarks_crop (S, S, 3) the crop with the detector's 68 points (amber) and the fitted ones (green)
   overlay        (h, w, 3) the shaded face over the whole original photo (photos larger than
                  `max_side` are rendered downscaled to it)
   texture        (T, T, 3) the photo unwrapped onto the model's UV layout; texels the photo does
                  not show take the albedo's mean colour
+  depth_crop     (S, S) uint16 depth along the crop camera's axis in units of `DEPTH_UNIT_MM` (0.1 mm),
+                 0 on background (no antialiasing)
+  normals_crop   (S, S, 3) camera-space unit normals (x right, y up, z towards the viewer) as
+                 (n + 1)/2, black on background
+  pncc_crop      (S, S, 3) 3DDFA's PNCC (`pncc_code` of a reference shape, the model's mean face),
+                 black on background
 
 S is the crop size (the crop camera's), T the texture size.
 """
@@ -26,12 +34,16 @@ from PIL import Image as PILImage
 from PIL import ImageDraw
 
 from facerecon.geometry.camera import PerspectiveCamera
-from facerecon.render.renderer import MeshRenderer
+from facerecon.render.renderer import MeshRenderer, pncc_code
 from facerecon.render.shading import ambient_light, key_light, sh_shade
 from facerecon.render.texture import extract_uv_texture
 
 #: Every image name `render_images` knows, in the order it renders them.
-VIEW_NAMES = ("recon_crop", "geometry_crop", "landmarks_crop", "overlay", "texture")
+VIEW_NAMES = ("recon_crop", "geometry_crop", "geometry_side", "landmarks_crop", "overlay", "texture", "depth_crop",
+              "normals_crop", "pncc_crop")
+
+#: depth_crop's unit: depth_mm = value × DEPTH_UNIT_MM (io.export.DEPTH_UNIT_MM says the same).
+DEPTH_UNIT_MM = 0.1
 
 
 def to_u8(x) -> np.ndarray:
@@ -89,6 +101,65 @@ def _crop_views(vertices_world, albedo, light, faces, camera_crop, crop_image, n
             key = key_light(lit.shape[0], lit.dtype, lit.device)
             geo = renderer(v, grey, key, background=torch.ones_like(crop)[None]).overlay[0]
             out["geometry_crop"] = to_u8(geo[..., :3].clamp(0, 1))
+        if "geometry_side" in names:
+            out["geometry_side"] = side_view(v, faces, camera_crop, renderer)
+    return out
+
+
+def side_view(vertices_world: torch.Tensor, faces: torch.Tensor, camera: PerspectiveCamera,
+              renderer: MeshRenderer | None = None) -> np.ndarray:
+    """The grey shaded geometry (as "geometry_crop") of the posed mesh turned +90° about the vertical
+    (y) axis through its centroid: the face looks towards image right. Returns (H, W, 3) uint8."""
+    v = _batch(vertices_world)
+    c = v.mean(dim=1, keepdim=True)
+    # +90° about y: (x, y, z) -> (z, y, -x) around the centroid.
+    d = v - c
+    turned = torch.stack([d[..., 2], d[..., 1], -d[..., 0]], -1) + c
+    if renderer is None:
+        renderer = MeshRenderer(camera, _tensor(faces), outputs=("overlay",), antialias=True)
+    key = key_light(1, v.dtype, v.device)
+    grey = torch.full_like(v, 0.75)
+    white = torch.ones(1, camera.height, camera.width, 3, dtype=v.dtype, device=v.device)
+    with torch.no_grad():
+        geo = renderer(turned, grey, key, background=white).overlay[0]
+    return to_u8(geo[..., :3].clamp(0, 1))
+
+
+def crop_maps(vertices_world: torch.Tensor, faces: torch.Tensor, camera_crop: PerspectiveCamera,
+              reference: torch.Tensor | None = None, names=("depth_crop", "normals_crop", "pncc_crop")
+              ) -> dict[str, np.ndarray]:
+    """Depth, normal and PNCC maps of the crop (no antialiasing).
+
+    Args:
+        vertices_world: (1, V, 3) or (V, 3) posed vertices, mm.
+        faces: (F, 3) int64; camera_crop: the crop's camera.
+        reference: (V, 3) the shape whose `pncc_code` colours the PNCC map (the model's mean face);
+            None: no "pncc_crop".
+        names: which of the three to make.
+
+    Returns:
+        {"depth_crop": (S, S) uint16 depth / DEPTH_UNIT_MM rounded (0 background), "normals_crop":
+        (S, S, 3) uint8 (n + 1)/2 (0 background), "pncc_crop": (S, S, 3) uint8 (0 background)}.
+    """
+    v = _batch(vertices_world)
+    want = [n for n in names if n != "pncc_crop" or reference is not None]
+    outputs = tuple({"depth_crop": "depth", "normals_crop": "normals", "pncc_crop": "pncc"}[n] for n in want)
+    if not outputs:
+        return {}
+    renderer = MeshRenderer(camera_crop, _tensor(faces), outputs=outputs + ("mask",))
+    code = None if reference is None else pncc_code(_tensor(reference).to(v))
+    with torch.no_grad():
+        r = renderer(v, pncc=code)
+    m = r.mask[0].cpu().numpy() > 0.5
+    out = {}
+    if "depth_crop" in want:
+        d = r.depth[0].detach().cpu().double().numpy()
+        out["depth_crop"] = np.where(m, np.clip(np.round(d / DEPTH_UNIT_MM), 1, 65535), 0).astype(np.uint16)
+    if "normals_crop" in want:
+        n = to_u8((r.normals[0] + 1) / 2)
+        out["normals_crop"] = np.where(m[..., None], n, 0).astype(np.uint8)
+    if "pncc_crop" in want:
+        out["pncc_crop"] = np.where(m[..., None], to_u8(r.pncc[0].clamp(0, 1)), 0).astype(np.uint8)
     return out
 
 
@@ -189,12 +260,14 @@ def render_images(names, *, vertices_world: torch.Tensor, albedo: torch.Tensor, 
                   lm68_crop: np.ndarray | None = None, lm68_detected_crop: np.ndarray | None = None,
                   camera_photo: PerspectiveCamera | None = None, photo: np.ndarray | None = None,
                   uv: torch.Tensor | None = None, uv_faces: torch.Tensor | None = None,
-                  texture_size: int = 512, max_side: int | None = 1024) -> dict[str, np.ndarray]:
+                  texture_size: int = 512, max_side: int | None = 1024,
+                  pncc_reference: torch.Tensor | None = None) -> dict[str, np.ndarray]:
     """Render each of the named images once (see the module doc for names, shapes and dtypes).
 
     Images that cannot be made are left out, and the exporters that need them are then skipped:
     "overlay" and "texture" without a photo (or its camera), "texture" for a model without UVs
-    (`uv` None or empty), "landmarks_crop" without `lm68_crop`. Names this module does not know
+    (`uv` None or empty), "landmarks_crop" without `lm68_crop`, "pncc_crop" without
+    `pncc_reference`. Names this module does not know
     (images a custom exporter needs) are ignored: the caller supplies those.
 
     Args:
@@ -204,13 +277,14 @@ def render_images(names, *, vertices_world: torch.Tensor, albedo: torch.Tensor, 
         camera_photo, photo: the original photo (H, W, 3) uint8 and its camera.
         uv, uv_faces: the model's UV layout (T, 2) and (F, 3).
         texture_size, max_side: as `uv_texture`'s size and `photo_overlay`'s max_side.
+        pncc_reference: (V, 3) the shape the PNCC code is made of (the model's mean face), or None.
 
     Returns:
         {name: uint8 image}.
     """
     want = set(names)
     out = {}
-    if want & {"recon_crop", "geometry_crop"}:
+    if want & {"recon_crop", "geometry_crop", "geometry_side"}:
         out.update(_crop_views(vertices_world, albedo, light, faces, camera_crop, crop_image, want))
     if "landmarks_crop" in want and lm68_crop is not None:
         out["landmarks_crop"] = landmark_image(crop_image, lm68_crop, lm68_detected_crop)
@@ -219,4 +293,7 @@ def render_images(names, *, vertices_world: torch.Tensor, albedo: torch.Tensor, 
         out["overlay"] = photo_overlay(vertices_world, albedo, light, faces, camera_photo, photo, max_side)
     if "texture" in want and has_photo and uv is not None and len(uv) > 0:
         out["texture"] = uv_texture(vertices_world, faces, uv, uv_faces, camera_photo, photo, albedo, texture_size)
+    maps = [n for n in ("depth_crop", "normals_crop", "pncc_crop") if n in want]
+    if maps:
+        out.update(crop_maps(vertices_world, faces, camera_crop, pncc_reference, maps))
     return out
