@@ -127,16 +127,26 @@ def test_fit_needs_68_landmarks_regressor_does_not(astronaut_path):
     rec = FaceReconstructor("ict", detector="retinaface")
     with pytest.raises(FaceReconError, match="astronaut.png: the detector gave no 68 landmarks, which method 'fit'"):
         rec.reconstruct(astronaut_path)
-    # The regressor alone needs only the crop: fit targets for it are zero-weight placeholders.
+    # Every method that needs them says so, regress+refine too (it used to fail inside the fit
+    # targets with a bare ValueError).
+    with pytest.raises(FaceReconError, match="which method 'regress\\+refine' needs"):
+        FaceReconstructor("ict", detector="retinaface", method="regress+refine").reconstruct(astronaut_path)
+    # The fit's own targets refuse crops without landmarks, naming the image.
     from facerecon.fit import FitConfig
     from facerecon.fit.targets import build_targets
     from facerecon.io.image import load_image
 
     im = load_image(astronaut_path)
     faces = rec.detect(im)
-    t = build_targets([rec.crop(im, faces[0])], faces[:1], rec.model.mean_shape, FitConfig(), photometric=False,
-                      landmarks_required=False)
-    assert t.lm68.shape == (1, 68, 2) and float(t.lm_weights.sum()) == 0
+    with pytest.raises(ValueError, match="astronaut.png: the detector gave no 68 landmarks"):
+        build_targets([rec.crop(im, faces[0])], faces[:1], rec.model.mean_shape, FitConfig(), photometric=False)
+    # The regressor alone needs only the crop.
+    from facerecon.regress.predict import default_weights_paths
+
+    if any(p.is_file() for p in default_weights_paths()):
+        recs = FaceReconstructor("ict", detector="retinaface", method="regress").reconstruct(astronaut_path)
+        assert len(recs) == 1 and recs[0].lm68.shape == (68, 2)
+        assert recs[0].face.lm68 is None  # the 5-point detector's face, reconstructed all the same
 
 
 def test_cli_regress_and_refine(astronaut_path, tmp_path):

@@ -217,3 +217,27 @@ def test_dev_protocol_arrays_follow_list_order():
         mat = sio.loadmat(str(data.image_path(i).with_suffix(".mat")))
         np.testing.assert_allclose(mat["pt3d_68"][:2].T, data.pts68[i], atol=1e-3)
         assert math.degrees(mat["Pose_Para"][0, 1]) == pytest.approx(float(data.yaw[i]), abs=1e-3)
+
+
+@pytest.mark.assets
+@pytest.mark.skipif(not (DATA_DIR / "protocol").is_dir(), reason=f"AFLW2000-3D dev data not found at {DATA_DIR}")
+def test_training_validator_scores_a_regressor(tmp_path):
+    """`eval.validation.AflwValidator` (the training loop's validation): crops cached once, then the
+    regressor's projected landmarks scored like `facerecon eval aflw2000 --method regress`."""
+    from facerecon import assets
+    from facerecon.regress.predict import default_weights_paths, load_regressor
+
+    if any(assets.find(a) is None for a in ("ict-facekit", "retinaface", "3ddfa-v2")):
+        pytest.skip("assets ict-facekit / retinaface / 3ddfa-v2 not found")
+    if not any(p.is_file() for p in default_weights_paths()):
+        pytest.skip("regressor weights absent (weights/README.md)")
+    from facerecon.eval.validation import AflwValidator
+    from facerecon.models import load_model
+
+    model = load_model("ict")
+    val = AflwValidator(DATA_DIR, tmp_path / "crops.npz", model, limit=3)
+    res = val(load_regressor())
+    assert set(res) == {"nme", "nme_0_30", "nme_30_60", "nme_60_90", "failed"} and res["failed"] == 0
+    assert 0 < res["nme"] < 15
+    again = AflwValidator(DATA_DIR, tmp_path / "crops.npz", model, limit=3)  # from the cache
+    np.testing.assert_array_equal(again.crops, val.crops)

@@ -33,6 +33,7 @@ from .methods import (
     available_methods,
     build_method,
     camera_for_original,
+    check_landmarks,
     register_method,
 )
 from .models import FaceParams, MorphableModel, load_model
@@ -124,6 +125,7 @@ class FaceReconstructor:
         t0 = time.perf_counter()
         crops = [self.crop(im, f) for im, f in zip(images, faces)]
         t_align = time.perf_counter() - t0
+        check_landmarks(self.method, crops)
         request = Request(photometric=photometric, shared_identity=shared_identity, temporal=temporal)
         recs = self.method.reconstruct(crops, faces, request)
         if len(recs) != len(crops):

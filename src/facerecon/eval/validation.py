@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..regress.predict import project_landmarks
 from .aflw2000 import load_aflw2000, score
 
 
@@ -55,7 +56,7 @@ class AflwValidator:
     def __call__(self, reg) -> dict:
         params = reg.predict(self.crops)
         model = self.model.to(params.identity.device)
-        lm = model.project_landmarks(params).detach().cpu().double().numpy()
+        lm = project_landmarks(model, params).detach().cpu().double().numpy()  # Deep3D's 224² camera
         pred = np.einsum("nij,nkj->nki", self.M_inv[:, :, :2], lm) + self.M_inv[:, None, :, 2]
         res = score(pred.astype(np.float32), self.data, method_name="regress")
         s = res.summary

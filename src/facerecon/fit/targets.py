@@ -37,22 +37,16 @@ def dense_targets(crops: list[Crop], faces: list[Face], dense_map: DenseMap | No
 
 
 def build_targets(crops: list[Crop], faces: list[Face], like: torch.Tensor, config: FitConfig,
-                  dense_map: DenseMap | None = None, photometric: bool = True, mask: bool = True,
-                  landmarks_required: bool = True) -> FitTargets:
+                  dense_map: DenseMap | None = None, photometric: bool = True, mask: bool = True) -> FitTargets:
     """FitTargets for B crops and their detections.
 
     like: a tensor whose dtype/device the targets take (the model's `mean_shape`).
     photometric: include the crop images (B, S, S, 3) in [0, 1]; mask: and the face/skin masks.
-    landmarks_required: False lets detections without 68 landmarks through with zero-weight
-    placeholder targets (a regressor alone needs only the crop).
+    Every crop needs its 68 landmarks (ValueError naming the first image without them).
     """
     missing = [c.source or "image" for c in crops if c.lm68 is None]
-    if missing and landmarks_required:
-        raise ValueError(f"{missing[0]}: the detector gave no 68 landmarks, which fitting needs")
-    B = len(crops)
     if missing:
-        zeros = torch.zeros(B, 68, 2, dtype=like.dtype, device=like.device)
-        return FitTargets(lm68=zeros, lm_weights=torch.zeros(B, 68, dtype=like.dtype, device=like.device))
+        raise ValueError(f"{missing[0]}: the detector gave no 68 landmarks, which fitting needs")
     lm = _tensor(np.stack([c.lm68 for c in crops]), like)
     conf = None
     if all(f.lm68_conf is not None for f in faces):

@@ -13,6 +13,7 @@ from .base import (
     Request,
     available_methods,
     build_method,
+    check_landmarks,
     register_method,
 )
 from .result import Reconstruction, Topology, camera_for_original, from_params
@@ -25,4 +26,4 @@ register_method("regress+refine", "facerecon.methods.regress:make_regress_refine
                 "the regressor, then fitting started from its parameters")
 
 __all__ = ["METHODS", "Method", "MethodContext", "Reconstruction", "Request", "Topology", "available_methods",
-           "build_method", "camera_for_original", "from_params", "register_method"]
+           "build_method", "camera_for_original", "check_landmarks", "from_params", "register_method"]

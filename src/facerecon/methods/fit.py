@@ -14,7 +14,7 @@ from ..detect.base import Face
 from ..fit import FitConfig, FitTargets, Fitter
 from ..fit.dense import load_dense_map
 from ..fit.targets import build_targets
-from .base import MethodContext, Request, check_landmarks
+from .base import MethodContext, Request
 from .result import Reconstruction, from_params
 
 
@@ -50,11 +50,9 @@ class FitMethod:
             return self.config
         return replace(self.config, share_identity=request.shared_identity, w_temporal=request.temporal)
 
-    def targets(self, crops: list[Crop], faces: list[Face], request: Request,
-                landmarks_required: bool = True) -> FitTargets:
+    def targets(self, crops: list[Crop], faces: list[Face], request: Request) -> FitTargets:
         return build_targets(crops, faces, self.context.model.mean_shape, self.config, self.dense_map,
-                             photometric=request.photometric, mask=self.mask,
-                             landmarks_required=landmarks_required)
+                             photometric=request.photometric, mask=self.mask)
 
     def run(self, targets: FitTargets, config: FitConfig):
         """Fit with `config` (the method's own Fitter when it is the method's config)."""
@@ -64,7 +62,6 @@ class FitMethod:
 
     def reconstruct(self, crops: list[Crop], faces: list[Face], request: Request | None = None) -> list[Reconstruction]:
         request = request or Request()
-        check_landmarks(self, crops)
         res = self.run(self.targets(crops, faces, request), self.config_for(request))
         return from_params(self.context.model, self.context.camera, res.params, res.lm68, crops, faces, self.name,
                            {f"fit_{k}": v for k, v in res.times.items()})
