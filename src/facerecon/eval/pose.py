@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..geometry.rotations import fit_similarity, matrix_to_euler
+from ..geometry.rotations import euler_to_matrix, fit_similarity, matrix_to_euler
 from .aflw2000 import BIN_LABELS, AFLW2000Set, DatasetError, load_aflw2000, yaw_bins
 
 POSE_LIMIT_DEG = 99.0
@@ -57,24 +57,10 @@ PoseMethod = Callable[[np.ndarray, np.ndarray | None], np.ndarray | None]
 # ----------------------------------------------------------------------------- the convention
 
 
-def _rx(a):
-    c, s = math.cos(a), math.sin(a)
-    return np.array([[1, 0, 0], [0, c, -s], [0, s, c]])
-
-
-def _ry(a):
-    c, s = math.cos(a), math.sin(a)
-    return np.array([[c, 0, s], [0, 1, 0], [-s, 0, c]])
-
-
-def _rz(a):
-    c, s = math.cos(a), math.sin(a)
-    return np.array([[c, -s, 0], [s, c, 0], [0, 0, 1]])
-
-
 def aflw_matrix(pitch: float, yaw: float, roll: float) -> np.ndarray:
-    """AFLW2000's ``Pose_Para`` angles (radians) -> (3, 3) R_gt = Rx(-pitch) Ry(-yaw) Rz(-roll)."""
-    return _rx(-pitch) @ _ry(-yaw) @ _rz(-roll)
+    """AFLW2000's ``Pose_Para`` angles (radians) -> (3, 3) R_gt = Rx(-pitch) Ry(-yaw) Rz(-roll),
+    i.e. the transpose of facerecon's Rz(roll) Ry(yaw) Rx(pitch) of the same angles."""
+    return euler_to_matrix(torch.tensor([pitch, yaw, roll], dtype=torch.float64)).numpy().T
 
 
 def aflw_euler(R) -> np.ndarray:

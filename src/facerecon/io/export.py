@@ -195,11 +195,15 @@ def world_to_camera_cv(camera: dict) -> np.ndarray:
     return np.array([[1.0, 0, 0, 0], [0, -1.0, 0, 0], [0, 0, -1.0, d], [0, 0, 0, 1.0]])
 
 
+def to_camera_cv(camera: dict, points: np.ndarray) -> np.ndarray:
+    """(N, 3) posed/world points, mm -> (N, 3) OpenCV camera coordinates, mm (`world_to_camera_cv`)."""
+    Rt = world_to_camera_cv(camera)
+    return np.asarray(points, np.float64) @ Rt[:3, :3].T + Rt[:3, 3]
+
+
 def project_cv(camera: dict, points: np.ndarray) -> np.ndarray:
     """(N, 3) posed/world points, mm -> (N, 2) pixels of the camera through K @ [R|t]."""
-    p = np.asarray(points, np.float64)
-    cam = p @ world_to_camera_cv(camera)[:3, :3].T + world_to_camera_cv(camera)[:3, 3]
-    uvw = cam @ intrinsics_K(camera).T
+    uvw = to_camera_cv(camera, points) @ intrinsics_K(camera).T
     return uvw[:, :2] / uvw[:, 2:]
 
 
@@ -428,10 +432,8 @@ def landmarks3d_json(item: ExportItem) -> dict | None:
     info = {"schema_version": SCHEMA_VERSION, "source": item.source, "model": item.model,
             "model_mm": rows(item.landmarks3d)}
     if item.landmarks3d_posed is not None:
-        posed = np.asarray(item.landmarks3d_posed, np.float64)
-        Rt = world_to_camera_cv(item.camera)
-        info["posed_mm"] = rows(posed)
-        info["camera_cv_mm"] = rows(posed @ Rt[:3, :3].T + Rt[:3, 3])
+        info["posed_mm"] = rows(item.landmarks3d_posed)
+        info["camera_cv_mm"] = rows(to_camera_cv(item.camera, item.landmarks3d_posed))
     info["crop_px"] = rows(item.lm68_crop)
     info["image_px"] = rows(item.lm68_image)
     info["convention"] = ("iBUG 68 points; model_mm: model space (x subject's left, y up, z out of the face); "

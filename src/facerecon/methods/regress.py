@@ -6,6 +6,7 @@ from __future__ import annotations
 import time
 from dataclasses import replace
 
+import numpy as np
 import torch
 
 from ..align import Crop
@@ -44,8 +45,6 @@ class RegressMethod:
 
     def predict(self, crops: list[Crop], request: Request):
         """FaceParams (B) for the crops; an image set's identity is their average."""
-        import numpy as np
-
         model = self.context.model
         params = self.regressor.predict(np.stack([c.image for c in crops]))
         params = params.map(lambda t: t.to(device=self.context.device, dtype=model.mean_shape.dtype))
@@ -86,8 +85,7 @@ class RegressRefineMethod(FitMethod):
         t_reg = time.perf_counter() - t0
         targets = replace(self.targets(crops, faces, request), init=init)
         cfg = self.config_for(request)
-        cfg = FitConfig(**{**cfg.__dict__, "n_identity": self.context.model.layout.n_identity,
-                           "steps_shape": cfg.steps_shape // 2})
+        cfg = replace(cfg, n_identity=self.context.model.layout.n_identity, steps_shape=cfg.steps_shape // 2)
         res = self.run(targets, cfg)
         times = {"regress": t_reg, **{f"fit_{k}": v for k, v in res.times.items()}}
         return from_params(self.context.model, self.context.camera, res.params, res.lm68, crops, faces, self.name,

@@ -97,13 +97,20 @@ def _crop_views(vertices_world, albedo, light, faces, camera_crop, crop_image, n
             ov = renderer(v, a, lit, background=crop[None]).overlay[0]
             out["recon_crop"] = to_u8(ov.clamp(0, 1))
         if "geometry_crop" in names:
-            grey = torch.full_like(a, 0.75)
-            key = key_light(lit.shape[0], lit.dtype, lit.device)
-            geo = renderer(v, grey, key, background=torch.ones_like(crop)[None]).overlay[0]
-            out["geometry_crop"] = to_u8(geo[..., :3].clamp(0, 1))
+            out["geometry_crop"] = _grey_geometry(renderer, v, camera_crop)
         if "geometry_side" in names:
             out["geometry_side"] = side_view(v, faces, camera_crop, renderer)
     return out
+
+
+def _grey_geometry(renderer: MeshRenderer, v: torch.Tensor, camera: PerspectiveCamera) -> np.ndarray:
+    """(1, V, 3) posed vertices rendered grey (albedo 0.75) under the soft frontal `key_light` on
+    white: the geometry alone, the same for every face. Returns (H, W, 3) uint8."""
+    key = key_light(v.shape[0], v.dtype, v.device)
+    white = torch.ones(v.shape[0], camera.height, camera.width, 3, dtype=v.dtype, device=v.device)
+    with torch.no_grad():
+        geo = renderer(v, torch.full_like(v, 0.75), key, background=white).overlay[0]
+    return to_u8(geo[..., :3].clamp(0, 1))
 
 
 def side_view(vertices_world: torch.Tensor, faces: torch.Tensor, camera: PerspectiveCamera,
@@ -117,12 +124,7 @@ def side_view(vertices_world: torch.Tensor, faces: torch.Tensor, camera: Perspec
     turned = torch.stack([d[..., 2], d[..., 1], -d[..., 0]], -1) + c
     if renderer is None:
         renderer = MeshRenderer(camera, _tensor(faces), outputs=("overlay",), antialias=True)
-    key = key_light(1, v.dtype, v.device)
-    grey = torch.full_like(v, 0.75)
-    white = torch.ones(1, camera.height, camera.width, 3, dtype=v.dtype, device=v.device)
-    with torch.no_grad():
-        geo = renderer(turned, grey, key, background=white).overlay[0]
-    return to_u8(geo[..., :3].clamp(0, 1))
+    return _grey_geometry(renderer, turned, camera)
 
 
 def crop_maps(vertices_world: torch.Tensor, faces: torch.Tensor, camera_crop: PerspectiveCamera,
