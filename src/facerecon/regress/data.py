@@ -111,14 +111,22 @@ class PreprocessedDataset(torch.utils.data.Dataset):
         lm = np.nan_to_num(lm, nan=0.0)
         return {"crop": crop, "mask": mask, "lm68": lm, "lm_w": w, "photo_w": pw, "gt": gt}
 
-    def __getitem__(self, i: int) -> dict:
+    def __getitem__(self, key: int | tuple[int, int]) -> dict:
+        """key: an index (augmentation from the global RNG) or (index, epoch) (augmentation drawn
+        from a generator seeded by seed, epoch and index: the same in any process, on resume)."""
+        gen = None
+        if isinstance(key, tuple):
+            i, epoch = int(key[0]), int(key[1])
+            gen = torch.Generator().manual_seed(((self.seed * 1_000_003 + epoch) * 10_000_019 + i) % (1 << 63))
+        else:
+            i = int(key)
         d = self.load(i)
         img = torch.from_numpy(np.array(d["crop"])).permute(2, 0, 1).float() / 255.0
         mask = torch.from_numpy(d["mask"])[None]
         lm = torch.from_numpy(d["lm68"])
         w = torch.from_numpy(d["lm_w"])
         if self.augment is not None:
-            img, mask, lm, w = augment_sample(img, mask, lm, w, self.augment)
+            img, mask, lm, w = augment_sample(img, mask, lm, w, self.augment, generator=gen)
         return {"image": img, "mask": mask[0], "lm68": lm, "lm_w": w,
                 "photo_w": torch.tensor(d["photo_w"], dtype=torch.float32),
                 "gt": torch.tensor(d["gt"]), "index": torch.tensor(i)}

@@ -8,18 +8,19 @@ exists), plus training's own: a penalty on expression values outside the model's
 distillation from fitting results (pseudo-labels: a parameter loss on identity/expression plus a
 model-space vertex loss in mm²).
 
-Runs on CPU or CUDA; under ``torchrun`` (WORLD_SIZE > 1) it initialises a process group, shards
-data with DistributedSampler and wraps the network in DDP; only rank 0 logs and checkpoints.
-Checkpoints (atomic): OUT/last.pt every `ckpt_every` steps and at the end, OUT/best.pt (lowest
-validation NME); `resume=True` continues from OUT/last.pt at its step. Logs: OUT/metrics.jsonl
-(always), TensorBoard under OUT/tb when `tensorboard` is installed.
+Runs on CPU or CUDA. Under ``torchrun`` (WORLD_SIZE > 1) the W processes split each global batch
+of `batch` items, batch norm uses global statistics and DDP averages the gradients, so a step is
+the single-process step (`regress/distributed.py`); only rank 0 logs, validates and checkpoints,
+and every rank waits for each periodic checkpoint. Checkpoints (atomic): OUT/last.pt every
+`ckpt_every` steps and at the end, OUT/best.pt (lowest validation NME); `resume=True` continues
+from OUT/last.pt at its step with the very batches an uninterrupted run would have seen. Logs:
+OUT/metrics.jsonl (always), TensorBoard under OUT/tb when `tensorboard` is installed.
 """
 
 from __future__ import annotations
 
 import json
 import math
-import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -33,6 +34,7 @@ from ..geometry.camera import PerspectiveCamera
 from ..io.atomic import atomic_path
 from ..models.morphable import MorphableModel
 from ..render.renderer import MeshRenderer
+from . import distributed as D
 from .data import Augment, PreprocessedDataset, load_pseudo_labels
 from .model import Regressor
 
@@ -42,7 +44,8 @@ class TrainConfig:
     """Everything a run needs (stored in every checkpoint).
 
     data: preprocessed folders; photo_weights: per folder (0 = landmark supervision only).
-    steps: total optimisation steps; batch: per process. lr: AdamW, cosine decay after `warmup`.
+    steps: total optimisation steps; batch: the global batch (split over torchrun's processes,
+    which must divide it). lr: AdamW, cosine decay after `warmup`.
     Loss weights follow FitConfig (landmark loss in crop px², photometric ×200), priors excepted.
     render_size: resolution of the photometric render (the 224² crop and mask are area-downsampled
     to it; 112 costs a quarter of 224 on CPU). val_every / ckpt_every / log_every: in steps.
@@ -92,21 +95,6 @@ def _device(spec: str) -> torch.device:
     return torch.device(spec)
 
 
-def _dist_setup(device: torch.device) -> tuple[int, int, int]:
-    """(rank, world, local_rank); initialises torch.distributed under torchrun."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world <= 1:
-        return 0, 1, 0
-    import torch.distributed as dist
-
-    if not dist.is_initialized():
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
-    local = int(os.environ.get("LOCAL_RANK", "0"))
-    if device.type == "cuda":
-        torch.cuda.set_device(local)
-    return dist.get_rank(), world, local
-
-
 class Losses:
     """The training objective for one batch; callers pass the regressor's raw and final outputs.
 
@@ -129,6 +117,9 @@ class Losses:
         B = vec.shape[0]
         logs = {}
         photo_w = batch["photo_w"]
+        # Collectives run on every rank, before any branch that depends on this rank's items.
+        photo_den = _global_mean(photo_w.sum()).clamp_min(1e-6)
+        pseudo_den = None if pseudo is None else _global_mean(pseudo[1].sum().to(vec.dtype)).clamp_min(1e-6)
         need_render = cfg.w_photo > 0 and bool((photo_w > 0).any()) or (cfg.w_identity > 0 and self.encoder)
         if need_render:
             geo = model(p)
@@ -152,7 +143,7 @@ class Losses:
                 img = F.interpolate(img, size=(S, S), mode="area")
                 mask = F.interpolate(mask, size=(S, S), mode="area")
             photo, out = O.photo_term(self.renderer, geo, p.light, img.permute(0, 2, 3, 1), mask[:, 0])
-            total = total + cfg.w_photo * (photo * photo_w).sum() / photo_w.sum().clamp_min(1e-6)
+            total = total + cfg.w_photo * (photo * photo_w).sum() / photo_den
             logs["photo"] = float((photo.detach() * photo_w).sum() / photo_w.sum().clamp_min(1e-6))
             if self.encoder is not None and cfg.w_identity > 0:
                 # Both images warped by the target 5 points' similarity, rescaled to the render size.
@@ -170,12 +161,18 @@ class Losses:
                 vt = model.shape(t.identity, t.expression)
                 vl = ((verts - vt) ** 2).sum(-1).mean(-1)
                 n = h.sum().clamp_min(1.0)
-                total = total + (cfg.w_pseudo_param * (pl * h).sum() + cfg.w_pseudo_vertex * (vl * h).sum()) / n
+                total = total + (cfg.w_pseudo_param * (pl * h).sum() + cfg.w_pseudo_vertex * (vl * h).sum()) / pseudo_den
                 logs["pseudo_param"] = float((pl.detach() * h).sum() / n)
                 logs["pseudo_vertex_mm2"] = float((vl.detach() * h).sum() / n)
         logs["total"] = float(total.detach())
         logs["batch"] = B
         return total, logs
+
+
+def _global_mean(x: torch.Tensor) -> torch.Tensor:
+    """A weighted term's denominator: the ranks' mean of `x` (x in one process), so that DDP's
+    average of the per-rank terms is the global ratio sum(w·loss) / sum(w)."""
+    return D.global_sum(x) / D.world()[1]
 
 
 def _save(path: Path, obj: dict) -> None:
@@ -201,7 +198,7 @@ def train(cfg: TrainConfig, resume: bool = False, validate=None, model: Morphabl
     max_seconds: stop (with a checkpoint) after this wall time, e.g. to fit a time budget.
     """
     device = _device(cfg.device)
-    rank, world, local = _dist_setup(device)
+    rank, world, local = D.setup(device)
     if device.type == "cuda" and world > 1:
         device = torch.device("cuda", local)
     torch.manual_seed(cfg.seed + rank)
@@ -214,6 +211,8 @@ def train(cfg: TrainConfig, resume: bool = False, validate=None, model: Morphabl
         model = load_model(cfg.model)
     model = model.to(device)
     reg = Regressor(cfg.backbone, model, pretrained=cfg.pretrained).to(device)
+    if world > 1:  # before the optimizer takes the parameters; state-dict names are unchanged
+        D.convert_batchnorm(reg)
     if dataset is None:
         dataset = PreprocessedDataset(cfg.data, cfg.photo_weights, Augment() if cfg.augment else None,
                                       seed=cfg.seed, landmarks=cfg.landmarks)
@@ -259,18 +258,11 @@ def train(cfg: TrainConfig, resume: bool = False, validate=None, model: Morphabl
     net = reg
     if world > 1:
         net = torch.nn.parallel.DistributedDataParallel(reg, device_ids=[local] if device.type == "cuda" else None)
-
-    sampler = None
-    if world > 1:
-        sampler = torch.utils.data.distributed.DistributedSampler(dataset, num_replicas=world, rank=rank,
-                                                                  seed=cfg.seed, drop_last=True)
-    loader_kw = {"batch_size": cfg.batch, "drop_last": len(dataset) >= cfg.batch * world,
-                     "num_workers": cfg.workers, "persistent_workers": cfg.workers > 0,
-                     "pin_memory": device.type == "cuda"}
-    g = torch.Generator()
-    g.manual_seed(cfg.seed + step)  # a resumed run sees a different order than the first pass
-    loader = torch.utils.data.DataLoader(dataset, sampler=sampler, shuffle=sampler is None, generator=g,
-                                         **loader_kw)
+    # Keys (index, epoch) make each item's augmentation a function of the item and the epoch, so
+    # the process count and a resume do not change what a step sees.
+    sampler = D.GlobalBatchSampler(len(dataset), cfg.batch, cfg.seed, rank, world, start=step)
+    loader = torch.utils.data.DataLoader(dataset, batch_sampler=sampler, num_workers=cfg.workers,
+                                         persistent_workers=cfg.workers > 0, pin_memory=device.type == "cuda")
 
     tb = None
     if rank == 0:
@@ -291,11 +283,14 @@ def train(cfg: TrainConfig, resume: bool = False, validate=None, model: Morphabl
                 if isinstance(v, (int, float)) and k != "step":
                     tb.add_scalar(k, v, rec["step"])
 
-    def checkpoint(path: Path) -> None:
+    def checkpoint(path: Path, sync: bool = True) -> None:
+        """Rank 0 writes; with `sync`, every rank waits until the file is complete."""
         if rank == 0:
             _save(path, {"step": step, "model": reg.state_dict(), "optimizer": opt.state_dict(),
                          "regressor": reg.config(), "train_config": asdict(cfg), "best_nme": best,
                          "rng": torch.get_rng_state()})
+        if sync:
+            D.barrier()
 
     def run_validation() -> dict | None:
         nonlocal best
@@ -310,7 +305,7 @@ def train(cfg: TrainConfig, resume: bool = False, validate=None, model: Morphabl
         res["val_seconds"] = time.perf_counter() - t
         if res.get("val_nme", float("inf")) < best:
             best = float(res["val_nme"])
-            checkpoint(out / "best.pt")
+            checkpoint(out / "best.pt", sync=False)  # rank 0 alone validates
         log({"step": step, **res})
         return res
 
@@ -325,59 +320,48 @@ def train(cfg: TrainConfig, resume: bool = False, validate=None, model: Morphabl
     t_start = time.perf_counter()
     last_logs: dict = {}
     reg.train()
-    epoch = step * cfg.batch * world // max(len(dataset), 1)
+    batches = iter(loader)
     while step < cfg.steps:
-        if sampler is not None:
-            sampler.set_epoch(epoch)
-        for batch in loader:
-            if step >= cfg.steps:
-                break
-            t0 = time.perf_counter()
-            batch = {k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
-            f = _lr_factor(step, cfg)
-            for grp, lr0 in zip(opt.param_groups, base_lrs):
-                grp["lr"] = lr0 * f
-            x = batch["image"]
-            raw = _forward_raw(net, x)
-            vec = reg.constrain(raw)
-            pseudo = None
-            if pseudo_all is not None:
-                idx = batch["index"].cpu()
-                pseudo = (pseudo_all[0][idx].to(device), pseudo_all[1][idx].to(device))
-            loss, logs = objective(reg, raw, vec, batch, pseudo)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(reg.parameters(), 10.0)
-            opt.step()
-            step += 1
-            logs["lr"] = opt.param_groups[-1]["lr"]
-            logs["step_seconds"] = time.perf_counter() - t0
-            last_logs = logs
-            if bar is not None:
-                bar.update(1)
-                bar.set_postfix(lm=f"{logs['landmark_px2']:.1f}", photo=f"{logs.get('photo', 0):.3f}")
-            if step % cfg.log_every == 0 or step == 1:
-                log({"step": step, "time": time.time(), **logs})
-            if step % cfg.ckpt_every == 0:
-                checkpoint(last)
-            if cfg.val_every and step % cfg.val_every == 0:
-                run_validation()
-            if max_seconds is not None and time.perf_counter() - t_start > max_seconds:
-                break  # time budget: stop with a checkpoint
-        else:
-            epoch += 1
-            continue
-        if max_seconds is not None and time.perf_counter() - t_start > max_seconds:
-            break
+        t0 = time.perf_counter()
+        batch = next(batches)
+        batch = {k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
+        f = _lr_factor(step, cfg)
+        for grp, lr0 in zip(opt.param_groups, base_lrs):
+            grp["lr"] = lr0 * f
+        x = batch["image"]
+        raw = _forward_raw(net, x)
+        vec = reg.constrain(raw)
+        pseudo = None
+        if pseudo_all is not None:
+            idx = batch["index"].cpu()
+            pseudo = (pseudo_all[0][idx].to(device), pseudo_all[1][idx].to(device))
+        loss, logs = objective(reg, raw, vec, batch, pseudo)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(reg.parameters(), 10.0)
+        opt.step()
+        step += 1
+        logs["lr"] = opt.param_groups[-1]["lr"]
+        logs["step_seconds"] = time.perf_counter() - t0
+        last_logs = logs
+        if bar is not None:
+            bar.update(1)
+            bar.set_postfix(lm=f"{logs['landmark_px2']:.1f}", photo=f"{logs.get('photo', 0):.3f}")
+        if step % cfg.log_every == 0 or step == 1:
+            log({"step": step, "time": time.time(), **logs})
+        if step % cfg.ckpt_every == 0:
+            checkpoint(last)
+        if cfg.val_every and step % cfg.val_every == 0:
+            run_validation()
+        # Every rank must leave at the same step (the next step's all-reduce would hang).
+        if max_seconds is not None and D.any_rank(time.perf_counter() - t_start > max_seconds):
+            break  # time budget: stop with a checkpoint
     checkpoint(last)
     if cfg.val_every and step % cfg.val_every != 0:
         run_validation()
     if bar is not None:
         bar.close()
-    if world > 1:
-        import torch.distributed as dist
-
-        dist.barrier()
+    D.barrier()
     return {"step": step, "out": str(out), "last_logs": last_logs, "best_nme": best}
 
 
