@@ -124,8 +124,7 @@ function render(res) {
 
 function showFace(face) {
   state.face = face;
-  $('overlay').src = face.overlay || '';
-  $('overlay').hidden = !face.overlay;
+  drawOverlay(face);
   drawLandmarks(face);
   viewer.load(face.glb);
   fillNumbers('pose', [
@@ -195,6 +194,42 @@ function drawBlendshapes(face) {
   }
 }
 
+// The face's part of the photo (a square around its landmarks), or the whole photo: [x0, y0, w, h] px.
+function region(face) {
+  const [W, H] = face.image_size;
+  const pts = Object.values(face.landmarks).flat();
+  if ($('whole').checked || !pts.length) return [0, 0, W, H];
+  const xs = pts.map((p) => p[0]), ys = pts.map((p) => p[1]);
+  const cx = (Math.min(...xs) + Math.max(...xs)) / 2, cy = (Math.min(...ys) + Math.max(...ys)) / 2;
+  const side = Math.min(W, H, 1.8 * Math.max(Math.max(...xs) - Math.min(...xs), Math.max(...ys) - Math.min(...ys)));
+  const clamp = (v, hi) => Math.max(0, Math.min(hi, v));
+  return [clamp(cx - side / 2, W - side), clamp(cy - side / 2, H - side), side, side];
+}
+
+// Size `canvas` for a region and return the photo-px -> canvas-px map.
+function fit(canvas, [x0, y0, w, h]) {
+  const s = 720 / Math.max(w, h);
+  canvas.width = Math.round(w * s);
+  canvas.height = Math.round(h * s);
+  return { s, x: (x) => (x - x0) * s, y: (y) => (y - y0) * s };
+}
+
+function drawOverlay(face) {
+  const canvas = $('overlay');
+  canvas.dataset.loaded = '0';
+  const r = region(face);
+  const m = fit(canvas, r);
+  const ctx = canvas.getContext('2d');
+  if (!face.overlay) return;
+  const img = new Image();
+  img.onload = () => {
+    ctx.drawImage(img, r[0], r[1], r[2], r[3], 0, 0, canvas.width, canvas.height);
+    canvas.dataset.loaded = '1';
+  };
+  img.src = face.overlay;
+  return m;
+}
+
 function drawLandmarks(face) {
   const canvas = $('landmarks');
   const sets = Object.keys(face.landmarks);
@@ -208,23 +243,21 @@ function drawLandmarks(face) {
     l.querySelector('input').onchange = (e) => { on[s] = e.target.checked; paint(); };
     boxes.appendChild(l);
   }
-  const [w, h] = face.image_size;
-  const scale = Math.min(1, 900 / Math.max(w, h));
-  canvas.width = Math.round(w * scale);
-  canvas.height = Math.round(h * scale);
+  const reg = region(face);
+  const m = fit(canvas, reg);
   const img = new Image();
   const ctx = canvas.getContext('2d');
   function paint() {
     ctx.clearRect(0, 0, canvas.width, canvas.height);
-    if (img.complete && img.naturalWidth) ctx.drawImage(img, 0, 0, canvas.width, canvas.height);
-    const r = Math.max(1.5, canvas.width / 250);
+    if (img.complete && img.naturalWidth) ctx.drawImage(img, ...reg, 0, 0, canvas.width, canvas.height);
+    const r = Math.max(2, Math.min(5, canvas.width / 160));
     for (const s of sets) {
       if (!on[s]) continue;
       ctx.fillStyle = LM_COLORS[s] || '#e040fb';
       ctx.strokeStyle = 'rgba(0,0,0,0.6)';
       for (const [x, y] of face.landmarks[s]) {
         ctx.beginPath();
-        ctx.arc(x * scale, y * scale, r, 0, 2 * Math.PI);
+        ctx.arc(m.x(x), m.y(y), r, 0, 2 * Math.PI);
         ctx.fill();
         ctx.stroke();
       }
@@ -306,7 +339,7 @@ const viewer = (() => {
     scene = new Scene();
     scene.background = new Color(0xdfe3ea);
     camera = new PerspectiveCamera(30, 1, 1, 5000);
-    scene.add(new HemisphereLight(0xffffff, 0x667788, 1.6));
+    scene.add(new HemisphereLight(0xffffff, 0x667788, 2.2));
     const key = new DirectionalLight(0xffffff, 1.6);
     key.position.set(0.3, 0.4, 1);
     camera.add(key);  // a head light: the face stays lit while it turns
@@ -373,4 +406,5 @@ const viewer = (() => {
 setupDrop();
 $('form').addEventListener('submit', submit);
 $('nonzero').addEventListener('change', () => { if (state.face) drawBlendshapes(state.face); });
+$('whole').addEventListener('change', () => { if (state.face) { drawOverlay(state.face); drawLandmarks(state.face); } });
 loadInfo().catch((e) => showError(`cannot reach the server: ${e.message}`));
