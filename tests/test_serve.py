@@ -88,6 +88,23 @@ def test_bad_requests_are_refused_before_any_work(tmp_path):
     assert list(tmp_path.iterdir()) == [], "a refused request left a result folder"
 
 
+def test_only_the_newest_results_are_kept(tmp_path):
+    from facerecon.serve import Engine
+
+    eng = Engine(tmp_path, max_results=3)
+    ids = []
+    for _ in range(5):
+        rid, out = eng._new_result()
+        (out / "x.json").write_text("{}")
+        eng._register(rid, out / "x.json")
+        ids.append(rid)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(ids[2:])
+    assert eng.file(ids[4], "x.json").read_text() == "{}"
+    for rid, name in ((ids[0], "x.json"), (ids[4], "y.json"), (ids[4], "../" + ids[3] + "/x.json")):
+        with pytest.raises(FileNotFoundError):
+            eng.file(rid, name)
+
+
 def test_unique_stems_and_landmark_sets():
     from facerecon.serve.engine import landmark_sets, safe_stem, unique_stems
 
@@ -112,17 +129,29 @@ def test_unique_stems_and_landmark_sets():
 
 # -- the HTTP API ------------------------------------------------------------------------------------
 
-@pytest.fixture(scope="module")
-def client(tmp_path_factory):
+def _client(workdir, **engine_options):
     pytest.importorskip("fastapi", reason="the serve extra is not installed: pip install 'facerecon[serve]'")
     pytest.importorskip("httpx", reason="FastAPI's TestClient needs httpx: pip install 'facerecon[serve-test]'")
     from fastapi.testclient import TestClient
 
     from facerecon.serve import Engine, create_app
 
-    eng = Engine(tmp_path_factory.mktemp("serve"), max_results=3)
-    with TestClient(create_app(eng, default_method="regress")) as c:
-        c.engine = eng
+    eng = Engine(workdir, **engine_options)
+    c = TestClient(create_app(eng, default_method="regress"))
+    c.engine = eng
+    return c
+
+
+@pytest.fixture(scope="module")
+def client(tmp_path_factory):
+    with _client(tmp_path_factory.mktemp("serve")) as c:
+        yield c
+
+
+@pytest.fixture(scope="module")
+def quick_client(tmp_path_factory):
+    """Three formats only (the page's and the JSON), keeping 3 results: for sets and videos."""
+    with _client(tmp_path_factory.mktemp("serve"), formats=("json", "overlay", "glb"), max_results=3) as c:
         yield c
 
 
@@ -184,7 +213,14 @@ def test_photo_result_matches_the_api(client, astronaut_path, tmp_path):
     assert np.abs(np.array(face["landmarks"]["68"]) - ref.lm68).max() < 0.02
     assert face["image_size"] == [512, 512] and face["masks"] == []
 
-    # The same files as Reconstruction.save, each fetchable; names come from the upload's name.
+    # The answer brings the page's formats; the rest follow: then the same files as Reconstruction.save,
+    # each fetchable, named from the upload's name.
+    assert {d["format"] for d in face["downloads"]} == {"overlay", "glb"}
+    assert client.engine.wait(res["id"], 120)
+    st = client.get(res["status"]).json()
+    assert st["done"] and st["error"] is None and len(st["downloads"]) == 1
+    face["downloads"] = st["downloads"][0]
+    assert [d["format"] for d in face["downloads"][:2]] == ["overlay", "glb"]
     written = {p.name for p in ref.save(tmp_path, stem="astro_naut")}
     assert {d["name"] for d in face["downloads"]} == written
     glb = client.get(face["glb"])
@@ -202,7 +238,7 @@ def test_photo_result_matches_the_api(client, astronaut_path, tmp_path):
         assert client.get(f"/api/results/{rid}/{bad}").status_code == 404
 
 
-def test_set_and_video(client, astronaut_path):
+def test_set_and_video(quick_client, astronaut_path):
     """Two photos of one person (two share a name) -> two faces with their own files; a 4-frame
     video, every 2nd frame -> frames 0 and 2, a CSV with one row per frame, first and last shown."""
     need_asset("ict-facekit")
@@ -212,7 +248,7 @@ def test_set_and_video(client, astronaut_path):
 
     mirrored = io.BytesIO()
     Image.open(io.BytesIO(data)).transpose(Image.Transpose.FLIP_LEFT_RIGHT).save(mirrored, "PNG")
-    r = client.post("/api/reconstruct", data={"method": "regress"},
+    r = quick_client.post("/api/reconstruct", data={"method": "regress"},
                     files=[("files", ("me.png", data, "image/png")), ("files", ("me.png", mirrored.getvalue(),
                                                                                 "image/png"))])
     assert r.status_code == 200, r.text
@@ -225,29 +261,26 @@ def test_set_and_video(client, astronaut_path):
     assert "me.glb" in names and "me_2.glb" in names
 
     rgb = np.asarray(Image.open(io.BytesIO(data)).convert("RGB").resize((256, 256)))
-    path = Path(client.engine.workdir) / "clip.avi"
+    path = Path(quick_client.engine.workdir) / "clip.avi"
     w = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 10, (256, 256))
     for k in range(4):
         w.write(np.ascontiguousarray(np.roll(rgb, 3 * k, axis=1)[..., ::-1]))
     w.release()
-    r = client.post("/api/reconstruct", data={"method": "regress", "stride": "2", "max_frames": "10"},
+    r = quick_client.post("/api/reconstruct", data={"method": "regress", "stride": "2", "max_frames": "10"},
                     files=[("files", ("clip.avi", path.read_bytes(), "video/x-msvideo"))])
     assert r.status_code == 200, r.text
     res = r.json()
     assert res["kind"] == "video" and [f["frame"] for f in res["frames"]] == [0, 2]
     assert [f["stem"] for f in res["faces"]] == ["frame00000", "frame00002"]
-    csv_rows = client.get(res["frames_csv"]).text.strip().splitlines()
+    csv_rows = quick_client.get(res["frames_csv"]).text.strip().splitlines()
     assert csv_rows[0].startswith("frame,yaw_deg,pitch_deg,roll_deg,tx_mm,ty_mm,tz_mm,")
     assert [row.split(",")[0] for row in csv_rows[1:]] == ["0", "2"]
     assert float(csv_rows[2].split(",")[1]) == pytest.approx(res["frames"][1]["pose_deg"]["yaw"], abs=1e-5)
 
-    r = client.post("/api/reconstruct", data={"method": "regress"},
+    r = quick_client.post("/api/reconstruct", data={"method": "regress"},
                     files=[("files", ("broken.mp4", b"\x00" * 100, "video/mp4"))])
     assert r.status_code == 422 and r.json()["error"].startswith("broken.mp4: ")
     assert "Traceback" not in r.text
-    # max_results=3: the oldest results are gone, with their folders.
-    kept = [p.name for p in Path(client.engine.workdir).iterdir() if p.is_dir()]
-    assert len(kept) <= 3
 
 
 def test_requests_run_one_at_a_time_and_a_full_queue_is_refused(tmp_path, astronaut_path):
@@ -304,7 +337,9 @@ def _run_probe(tmp_path, astronaut_path, live, peak, entered):
     for t in threads:
         t.join(60)
     assert not errors and len(out) == 2 and peak[0] == 1
-    assert [d["format"] for d in out[0]["faces"][0]["downloads"]] == ["json"]
+    assert out[0]["faces"][0]["downloads"] == []          # json is not a page format: written after
+    assert eng.wait(out[0]["id"], 60)
+    assert [d["name"] for d in eng.status(out[0]["id"])["downloads"][0]] == ["a.json"]
 
 
 def test_cli_serve_parses_and_refuses_an_unknown_method(capsys):

@@ -4,8 +4,10 @@
     GET  /api/info                  methods, output formats, limits, version
     POST /api/reconstruct           multipart: files (1 photo, N photos of one person, or 1 video),
                                     method, photometric (0/1), max_frames, stride -> the result payload
+    GET  /api/results/{id}          {"done", "error", "downloads"}: the downloads written so far
+                                    (the page's own formats come with the answer, the rest just after)
     GET  /api/results/{id}/{name}   one file of a result (only names that result wrote)
-    GET  /api/results/{id}/all.zip  every file of a result
+    GET  /api/results/{id}/all.zip  every file of a result (once all are written)
 
 Errors are JSON `{"error": message}`: 4xx for what the user can fix (a bad file, no face: the
 message names the file), 503 when busy, 500 "internal error" for the rest (traceback in the
@@ -18,6 +20,7 @@ import io
 import logging
 import zipfile
 from pathlib import Path
+from typing import Annotated
 
 from ..errors import FaceReconError
 from ..errors import MissingExtraError as _Missing
@@ -68,8 +71,9 @@ def create_app(engine: "Engine | None" = None, default_method: str = "fit"):
                            "max_frames": engine.limits.max_frames}}
 
     @app.post("/api/reconstruct")
-    def reconstruct(files: list[UploadFile] = File(default=[]), method: str = Form(default_method),
-                    photometric: int = Form(1), max_frames: int | None = Form(None), stride: int = Form(1)):
+    def reconstruct(files: Annotated[list[UploadFile], File()] = [],  # noqa: B006 - FastAPI copies defaults
+                    method: Annotated[str, Form()] = default_method, photometric: Annotated[int, Form()] = 1,
+                    max_frames: Annotated[int | None, Form()] = None, stride: Annotated[int, Form()] = 1):
         limit = int(engine.limits.max_upload_mb * 1e6)
         uploads, total = [], 0
         for f in files:
@@ -86,6 +90,13 @@ def create_app(engine: "Engine | None" = None, default_method: str = "fit"):
             # A bad file, no face, a missing optional extra: the user's to fix, and the message says how.
             log.info("refused: %s", e)
             return error(422, str(e))
+
+    @app.get("/api/results/{rid}")
+    def status(rid: str):
+        try:
+            return engine.status(rid)
+        except FileNotFoundError:
+            return error(404, f"no result {rid!r} (results are kept for the last {engine.max_results} requests)")
 
     @app.get("/api/results/{rid}/all.zip")
     def all_zip(rid: str):

@@ -3,7 +3,10 @@
 `Engine.run(uploads, method)` decides what the uploads are (one photo, several photos of one
 person, or one short video), reconstructs them through `facerecon.api`, writes every output format
 of each shown face into a result folder (one per request, the oldest dropped past `max_results`),
-and returns the plain-dict payload the page renders. Models are built once per method and kept;
+and returns the plain-dict payload the page renders. The formats the page shows (overlay, GLB, part
+masks) are written before the answer; the other downloads right after it, in the background
+(`status(id)` says when they are all there), so the page does not wait for a dozen files it may
+never fetch. Models are built once per method and kept;
 reconstructions run one at a time (the CPU is the bottleneck; torch already uses its threads), and
 at most `max_pending` requests wait: the next one gets `BusyError` (HTTP 503).
 """
@@ -20,7 +23,7 @@ import threading
 import time
 import uuid
 from collections import OrderedDict
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
 import numpy as np
@@ -108,6 +111,20 @@ def _floats(d: dict | None, nd: int = 6) -> dict | None:
     return None if d is None else {k: round(float(v), nd) for k, v in d.items()}
 
 
+#: Formats written before the answer (the page shows them); the rest follow in the background.
+PAGE_FORMATS = ("overlay", "glb")
+
+
+@dataclass
+class _Result:
+    """A kept result: its files by name, each shown face's downloads, and whether all are written."""
+
+    files: dict = field(default_factory=dict)
+    downloads: list = field(default_factory=list)
+    done: threading.Event = field(default_factory=threading.Event)
+    error: str | None = None
+
+
 class Engine:
     """Reconstructs uploads and keeps their results on disk.
 
@@ -131,7 +148,7 @@ class Engine:
         self.max_pending = max_pending
         self._model = None
         self._recons: dict[str, api.FaceReconstructor] = {}
-        self._results: OrderedDict[str, dict[str, Path]] = OrderedDict()
+        self._results: OrderedDict[str, _Result] = OrderedDict()
         self._work = threading.Lock()      # one reconstruction at a time
         self._state = threading.Lock()     # counters, caches, the result index
         self._pending = 0
@@ -172,10 +189,52 @@ class Engine:
             self._pending += 1
         try:
             with self._work:
-                return self._run(uploads, method, photometric, max_frames, stride)
+                payload, later = self._run(uploads, method, photometric, max_frames, stride)
         finally:
             with self._state:
                 self._pending -= 1
+        threading.Thread(target=self._finish, args=(payload["id"], later), name="facerecon-outputs",
+                         daemon=True).start()
+        return payload
+
+    def _finish(self, rid: str, later: list) -> None:
+        """Write the formats left for after the answer (under the work lock: one job at a time)."""
+        res = self._results.get(rid)
+        try:
+            with self._work:
+                if rid not in self._results:  # dropped meanwhile
+                    return
+                for i, (r, out, stem, item) in enumerate(later):
+                    rest = tuple(f for f in self.formats if f not in self._page_formats())
+                    if rest:
+                        full = r.export_item(rest)
+                        full = replace(full, images={**item.images, **full.images})
+                        self._export(rid, i, full, out, stem, rest)
+        except Exception as e:  # reported to the page, logged with its traceback
+            log.exception("writing the outputs of result %s", rid)
+            if res is not None:
+                res.error = f"some outputs could not be written ({type(e).__name__}: {e})"
+        finally:
+            if res is not None:
+                res.done.set()
+
+    def _page_formats(self) -> tuple[str, ...]:
+        return tuple(f for f in self.formats if f in PAGE_FORMATS or f.startswith(MASK_PREFIX))
+
+    def status(self, rid: str) -> dict:
+        """{"done": all outputs written, "error": message or None, "downloads": per shown face}."""
+        res = self._results.get(rid)
+        if res is None:
+            raise FileNotFoundError(rid)
+        with self._state:
+            return {"done": res.done.is_set(), "error": res.error, "downloads": [list(d) for d in res.downloads]}
+
+    def wait(self, rid: str, timeout: float | None = None) -> bool:
+        """Wait until every output of `rid` is written; False on timeout."""
+        res = self._results.get(rid)
+        if res is None:
+            raise FileNotFoundError(rid)
+        return res.done.wait(timeout)
 
     def _check(self, uploads, method, max_frames, stride) -> None:
         if not uploads:
@@ -203,13 +262,14 @@ class Engine:
         out = self.workdir / rid
         out.mkdir(parents=True)
         with self._state:
-            self._results[rid] = {}
+            self._results[rid] = _Result()
             while len(self._results) > self.max_results:
-                old, _ = self._results.popitem(last=False)
+                old, gone = self._results.popitem(last=False)
+                gone.done.set()
                 shutil.rmtree(self.workdir / old, ignore_errors=True)
         return rid, out
 
-    def _run(self, uploads, method, photometric, max_frames, stride) -> dict:
+    def _run(self, uploads, method, photometric, max_frames, stride) -> tuple[dict, list]:
         rid, out = self._new_result()
         t0 = time.perf_counter()
         skipped: list[str] = []
@@ -241,7 +301,11 @@ class Engine:
                     shown = [r.with_image(r.image, upload_of[r.source]) for r in shown]
             t_rec = time.perf_counter() - t0
             t1 = time.perf_counter()
-            faces = [self._write_face(rid, out, r, stem) for r, stem in zip(shown, stems)]
+            faces, later = [], []
+            for i, (r, stem) in enumerate(zip(shown, stems)):
+                face, item = self._write_face(rid, i, out, r, stem)
+                faces.append(face)
+                later.append((r, out, stem, item))
             t_out = time.perf_counter() - t1
         except BaseException:
             shutil.rmtree(out, ignore_errors=True)
@@ -250,11 +314,12 @@ class Engine:
             raise
         if frames is not None:
             self._register(rid, out / "frames.csv")
-        return {"id": rid, "kind": kind, "method": method, "model": self.model_name, "faces": faces,
-                "frames": frames, "skipped": skipped,
-                "seconds": {"reconstruct": round(t_rec, 3), "outputs": round(t_out, 3)},
-                "frames_csv": None if frames is None else f"/api/results/{rid}/frames.csv",
-                "zip": f"/api/results/{rid}/all.zip"}
+        payload = {"id": rid, "kind": kind, "method": method, "model": self.model_name, "faces": faces,
+                   "frames": frames, "skipped": skipped,
+                   "seconds": {"reconstruct": round(t_rec, 3), "outputs": round(t_out, 3)},
+                   "frames_csv": None if frames is None else f"/api/results/{rid}/frames.csv",
+                   "status": f"/api/results/{rid}", "zip": f"/api/results/{rid}/all.zip"}
+        return payload, later
 
     def _video(self, method: str, upload: Upload, out: Path, photometric: bool, max_frames: int, stride: int):
         path = out / f"input{Path(upload.name).suffix.lower()}"
@@ -290,27 +355,39 @@ class Engine:
     def _register(self, rid: str, path: Path) -> str:
         with self._state:
             if rid in self._results:
-                self._results[rid][path.name] = path
+                self._results[rid].files[path.name] = path
         return f"/api/results/{rid}/{path.name}"
 
-    def _write_face(self, rid: str, out: Path, r, stem: str) -> dict:
-        """Every output format of one face, one format at a time (so each file is known by its
-        format), plus the photo as the page draws it (EXIF applied); the face's payload."""
+    def _export(self, rid: str, face: int, item, out: Path, stem: str, formats) -> dict[str, list[Path]]:
+        """Write `formats` of one face one at a time (so each file is known by its format) and add
+        them to the face's downloads."""
         descriptions = api.output_formats()
-        item = r.export_item(self.formats)
-        downloads, by_format = [], {}
-        for name in self.formats:
+        by_format = {}
+        for name in formats:
             paths = exporters.export(item, out, stem, [name])
             by_format[name] = paths
-            for p in paths:
-                downloads.append({"format": name, "description": descriptions.get(name, ""), "name": p.name,
-                                  "url": self._register(rid, p), "bytes": p.stat().st_size})
+            rows = [{"format": name, "description": descriptions.get(name, ""), "name": p.name,
+                     "url": self._register(rid, p), "bytes": p.stat().st_size} for p in paths]
+            with self._state:
+                res = self._results.get(rid)
+                if res is not None:
+                    while len(res.downloads) <= face:
+                        res.downloads.append([])
+                    res.downloads[face].extend(rows)
+        return by_format
+
+    def _write_face(self, rid: str, index: int, out: Path, r, stem: str) -> tuple[dict, object]:
+        """The page's formats of one face and the photo as the page draws it (EXIF applied); the
+        face's payload, and the ExportItem whose rendered images the other formats reuse."""
+        page = self._page_formats()
+        item = r.export_item(page)
+        by_format = self._export(rid, index, item, out, stem, page)
         photo = None
         if r.image is not None:
-            p = out / f"{stem}_input.jpg"
-            buf = io.BytesIO()
             from PIL import Image as PILImage
 
+            p = out / f"{stem}_input.jpg"
+            buf = io.BytesIO()
             PILImage.fromarray(r.image).save(buf, format="JPEG", quality=90)
             write_bytes(p, buf.getvalue())
             photo = self._register(rid, p)
@@ -322,6 +399,8 @@ class Engine:
                  for name, paths in by_format.items() if name.startswith(MASK_PREFIX)
                  for p in paths if p.suffix == ".png"]
         h, w = (r.image.shape[:2] if r.image is not None else (r.camera.height, r.camera.width))
+        with self._state:
+            downloads = list(self._results[rid].downloads[index]) if page else []
         return {
             "source": Path(r.source).name, "stem": stem, "method": r.method,
             "pose_deg": _floats(r.pose_deg), "translation_mm": [round(float(x), 6) for x in r.translation_mm],
@@ -329,22 +408,25 @@ class Engine:
             "photo": photo, "overlay": first("overlay", "_overlay.png"), "glb": first("glb", ".glb"),
             "masks": masks, "downloads": downloads,
             "times": {k: round(float(v), 4) for k, v in r.times.items()},
-        }
+        }, item
 
     # -- files ---------------------------------------------------------------------------------
     def file(self, rid: str, name: str) -> Path:
         """A file of a kept result, by its name (only names the result wrote: no paths)."""
         with self._state:
-            p = self._results.get(rid, {}).get(name)
+            res = self._results.get(rid)
+            p = None if res is None else res.files.get(name)
         if p is None or not p.is_file():
             raise FileNotFoundError(f"{rid}/{name}")
         return p
 
-    def files(self, rid: str) -> list[Path]:
+    def files(self, rid: str, timeout: float = 300.0) -> list[Path]:
+        """Every file of a kept result, once all are written (waits up to `timeout` s for them)."""
+        self.wait(rid, timeout)
         with self._state:
             if rid not in self._results:
                 raise FileNotFoundError(rid)
-            return [p for p in self._results[rid].values() if p.is_file()]
+            return [p for p in self._results[rid].files.values() if p.is_file()]
 
     def close(self) -> None:
         if self._own_dir:

@@ -62,7 +62,7 @@ class BackgroundServer:
         self._server.should_exit = True
         self._thread.join(timeout=10)
 
-    def __enter__(self) -> BackgroundServer:
+    def __enter__(self):  # -> self, started
         return self.start()
 
     def __exit__(self, *exc) -> None:

@@ -117,9 +117,10 @@ function render(res) {
     picker.appendChild(o);
   });
   $('face-picker').hidden = res.faces.length < 2;
-  picker.onchange = () => showFace(res.faces[+picker.value]);
+  picker.onchange = () => { showFace(res.faces[+picker.value]); if ($('downloads').dataset.done === '0') showDownloads(state.face.downloads, null, true); };
   showFace(res.faces[0]);
   renderVideo(res);
+  pollDownloads(res);
 }
 
 function showFace(face) {
@@ -144,9 +145,34 @@ function showFace(face) {
     fig.querySelector('img').src = m.url;
     masks.appendChild(fig);
   }
+  showDownloads(face.downloads);
+}
+
+// The page's own formats come with the answer; the other downloads are written just after it.
+async function pollDownloads(res) {
+  const dl = $('downloads'), zip = $('zip');
+  dl.dataset.done = '0';
+  zip.classList.add('disabled');
+  while (state.result === res) {
+    const r = await fetch(res.status);
+    if (!r.ok) return;
+    const st = await r.json();
+    st.downloads.forEach((d, i) => { if (res.faces[i]) res.faces[i].downloads = d; });
+    if (state.result !== res) return;
+    showDownloads(state.face.downloads, st.done ? st.error : null, !st.done);
+    if (st.done) {
+      dl.dataset.done = '1';
+      zip.classList.remove('disabled');
+      return;
+    }
+    await new Promise((ok) => setTimeout(ok, 400));
+  }
+}
+
+function showDownloads(list, error = null, pending = false) {
   const dl = $('downloads');
   dl.innerHTML = '';
-  for (const d of face.downloads) {
+  for (const d of list) {
     const a = document.createElement('a');
     a.className = 'button';
     a.href = d.url;
@@ -155,6 +181,12 @@ function showFace(face) {
     a.title = `${d.format}: ${d.description} (${(d.bytes / 1024).toFixed(0)} KB)`;
     a.dataset.format = d.format;
     dl.appendChild(a);
+  }
+  if (pending || error) {
+    const note = document.createElement('span');
+    note.className = error ? 'error small' : 'muted small';
+    note.textContent = error || 'writing the other files…';
+    dl.appendChild(note);
   }
 }
 
