@@ -152,6 +152,7 @@ class Engine:
         self._work = threading.Lock()      # one reconstruction at a time
         self._state = threading.Lock()     # counters, caches, the result index
         self._pending = 0
+        self._closed = False
 
     # -- models --------------------------------------------------------------------------------
     def methods(self) -> dict[str, str]:
@@ -202,7 +203,7 @@ class Engine:
         res = self._results.get(rid)
         try:
             with self._work:
-                if rid not in self._results:  # dropped meanwhile
+                if rid not in self._results or self._closed:  # dropped meanwhile, or shutting down
                     return
                 for i, (r, out, stem, item) in enumerate(later):
                     rest = tuple(f for f in self.formats if f not in self._page_formats())
@@ -429,5 +430,8 @@ class Engine:
             return [p for p in self._results[rid].files.values() if p.is_file()]
 
     def close(self) -> None:
-        if self._own_dir:
-            shutil.rmtree(self.workdir, ignore_errors=True)
+        """Let the running job finish, drop the jobs not started, remove an own temporary workdir."""
+        self._closed = True
+        with self._work:
+            if self._own_dir:
+                shutil.rmtree(self.workdir, ignore_errors=True)
