@@ -23,7 +23,7 @@ import threading
 import time
 import uuid
 from collections import OrderedDict
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
@@ -181,8 +181,16 @@ class Engine:
     # -- requests ------------------------------------------------------------------------------
     def run(self, uploads: list[Upload], method: str, photometric: bool = True, max_frames: int | None = None,
             stride: int = 1) -> dict:
-        """Reconstruct the uploads; returns the page's payload (see `_payload`). Raises ServeError
-        (bad request, too large, busy) or FaceReconError (a bad file, no face: the message says which)."""
+        """Reconstruct the uploads; returns the page's payload: {"id", "kind" ("photo", "set", "video"),
+        "method", "model", "faces": [per shown face: "source", "stem", "pose_deg" (degrees),
+        "translation_mm", "blendshapes" (ARKit name: weight, or None), "landmarks" ({"68": (68, 2) original
+        px, ...}), "image_size" [w, h], "photo", "overlay", "glb" (URLs), "masks", "downloads" (written so
+        far), "times" (s)], "frames" (video: per frame "frame" index, "pose_deg", "translation_mm",
+        "blendshapes"; else None), "skipped", "seconds" {"reconstruct", "outputs"}, "frames_csv", "status",
+        "zip" (URLs)}. The downloads not yet written follow in a background job (`status`, `wait`).
+
+        Raises ServeError (bad request, too large, busy) or FaceReconError (a bad file, no face: the
+        message says which)."""
         self._check(uploads, method, max_frames, stride)
         with self._state:
             if self._pending >= self.max_pending:
@@ -205,12 +213,10 @@ class Engine:
             with self._work:
                 if rid not in self._results or self._closed:  # dropped meanwhile, or shutting down
                     return
-                for i, (r, out, stem, item) in enumerate(later):
+                for i, (r, out, stem) in enumerate(later):
                     rest = tuple(f for f in self.formats if f not in self._page_formats())
                     if rest:
-                        full = r.export_item(rest)
-                        full = replace(full, images={**item.images, **full.images})
-                        self._export(rid, i, full, out, stem, rest)
+                        self._export(rid, i, r.export_item(rest), out, stem, rest)
         except Exception as e:  # reported to the page, logged with its traceback
             log.exception("writing the outputs of result %s", rid)
             if res is not None:
@@ -304,9 +310,9 @@ class Engine:
             t1 = time.perf_counter()
             faces, later = [], []
             for i, (r, stem) in enumerate(zip(shown, stems)):
-                face, item = self._write_face(rid, i, out, r, stem)
+                face = self._write_face(rid, i, out, r, stem)
                 faces.append(face)
-                later.append((r, out, stem, item))
+                later.append((r, out, stem))
             t_out = time.perf_counter() - t1
         except BaseException:
             shutil.rmtree(out, ignore_errors=True)
@@ -377,9 +383,9 @@ class Engine:
                     res.downloads[face].extend(rows)
         return by_format
 
-    def _write_face(self, rid: str, index: int, out: Path, r, stem: str) -> tuple[dict, object]:
+    def _write_face(self, rid: str, index: int, out: Path, r, stem: str) -> dict:
         """The page's formats of one face and the photo as the page draws it (EXIF applied); the
-        face's payload, and the ExportItem whose rendered images the other formats reuse."""
+        face's payload."""
         page = self._page_formats()
         item = r.export_item(page)
         by_format = self._export(rid, index, item, out, stem, page)
@@ -409,7 +415,7 @@ class Engine:
             "photo": photo, "overlay": first("overlay", "_overlay.png"), "glb": first("glb", ".glb"),
             "masks": masks, "downloads": downloads,
             "times": {k: round(float(v), 4) for k, v in r.times.items()},
-        }, item
+        }
 
     # -- files ---------------------------------------------------------------------------------
     def file(self, rid: str, name: str) -> Path:
