@@ -120,11 +120,15 @@ def test_unique_stems_and_landmark_sets():
         lm68_crop: np.ndarray
         lm5: np.ndarray
 
+        @property
+        def lm134(self):  # a property counts too
+            return np.ones((134, 2))
+
     r = R(np.arange(136, dtype=np.float32).reshape(68, 2) / 3, np.zeros((106, 2)), np.zeros((68, 2)),
           np.zeros((4, 2)))
     sets = landmark_sets(r)
-    assert sorted(sets) == ["106", "68"]          # lm5 has 4 points, not 5: not a landmark set
-    assert np.allclose(sets["68"], r.lm68, atol=0.005) and len(sets["106"]) == 106
+    assert list(sets) == ["68", "106", "134"]     # lm5 has 4 points, not 5: not a landmark set
+    assert np.allclose(sets["68"], r.lm68, atol=0.005) and len(sets["106"]) == 106 and sets["134"][0] == [1, 1]
 
 
 # -- the HTTP API ------------------------------------------------------------------------------------

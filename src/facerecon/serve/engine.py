@@ -96,13 +96,18 @@ def unique_stems(names: list[str]) -> list[str]:
 
 
 def landmark_sets(rec) -> dict[str, list[list[float]]]:
-    """Every landmark set a Reconstruction carries in original-image pixels: its fields named `lmN`
-    holding (N, 2) arrays ("68" from `lm68`, "106" once a method provides `lm106`), rounded to 0.01 px."""
+    """Every landmark set a Reconstruction carries in original-image pixels: its fields or properties
+    named `lmN` holding (N, 2) arrays ("68" from `lm68`, "106" once a method provides `lm106`; None:
+    not for this result), rounded to 0.01 px, by N."""
+    names = {f.name for f in fields(rec)} | {n for n in dir(type(rec)) if isinstance(getattr(type(rec), n, None),
+                                                                                   property)}
     out = {}
-    for f in fields(rec):
-        m = re.fullmatch(r"lm(\d+)", f.name)
-        a = getattr(rec, f.name)
-        if m and isinstance(a, np.ndarray) and a.ndim == 2 and a.shape == (int(m.group(1)), 2):
+    for name in sorted(names, key=lambda n: (len(n), n)):
+        m = re.fullmatch(r"lm(\d+)", name)
+        if not m:
+            continue
+        a = getattr(rec, name)
+        if isinstance(a, np.ndarray) and a.ndim == 2 and a.shape == (int(m.group(1)), 2):
             out[m.group(1)] = np.round(a.astype(np.float64), 2).tolist()
     return out
 

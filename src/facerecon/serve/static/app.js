@@ -154,9 +154,16 @@ async function pollDownloads(res) {
   dl.dataset.done = '0';
   zip.classList.add('disabled');
   while (state.result === res) {
-    const r = await fetch(res.status);
-    if (!r.ok) return;
-    const st = await r.json();
+    let st;
+    try {
+      const r = await fetch(res.status);
+      st = await r.json();
+      if (!r.ok) throw new Error(st.error || `HTTP ${r.status}`);
+    } catch (err) {
+      showDownloads(state.face.downloads, `cannot list the downloads: ${err.message || err}`);
+      dl.dataset.done = 'error';
+      return;
+    }
     st.downloads.forEach((d, i) => { if (res.faces[i]) res.faces[i].downloads = d; });
     if (state.result !== res) return;
     showDownloads(state.face.downloads, st.done ? st.error : null, !st.done);
