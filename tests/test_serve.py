@@ -353,3 +353,13 @@ def test_cli_serve_parses_and_refuses_an_unknown_method(capsys):
     assert (args.port, args.method, args.host) == (8123, "regress", "127.0.0.1")
     assert main(["serve", "--method", "nope"]) == 2
     assert "unknown method 'nope'" in capsys.readouterr().err
+
+
+def test_cli_serve_without_the_extra_says_what_to_install(monkeypatch, capsys):
+    import sys
+
+    from facerecon.cli.main import main
+
+    monkeypatch.setitem(sys.modules, "fastapi", None)  # as if not installed: import raises ImportError
+    assert main(["serve", "--method", "regress"]) == 2
+    assert "pip install \"facerecon[serve]\"" in capsys.readouterr().err
