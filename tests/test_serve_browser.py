@@ -93,7 +93,7 @@ def test_upload_a_photo_and_see_the_result(browser, server, astronaut_path, tmp_
     box = page.locator("#viewer canvas").bounding_box()
     page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
     page.mouse.down()
-    page.mouse.move(box["x"] + box["width"] * 0.8, box["y"] + box["height"] / 2, steps=5)
+    page.mouse.move(box["x"] + box["width"] * 0.58, box["y"] + box["height"] / 2, steps=5)  # ~30°
     page.mouse.up()
     turned = _png(page.locator("#viewer canvas").screenshot())
     assert np.abs(turned - canvas).mean() > 2, "dragging did not rotate the mesh"
