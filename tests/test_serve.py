@@ -363,3 +363,33 @@ def test_cli_serve_without_the_extra_says_what_to_install(monkeypatch, capsys):
     monkeypatch.setitem(sys.modules, "fastapi", None)  # as if not installed: import raises ImportError
     assert main(["serve", "--method", "regress"]) == 2
     assert "pip install \"facerecon[serve]\"" in capsys.readouterr().err
+
+
+def test_an_unexpected_error_is_a_500_without_traceback(tmp_path, monkeypatch):
+    pytest.importorskip("fastapi", reason="the serve extra is not installed: pip install 'facerecon[serve]'")
+    pytest.importorskip("httpx", reason="FastAPI's TestClient needs httpx: pip install 'facerecon[serve-test]'")
+    from fastapi.testclient import TestClient
+
+    from facerecon.serve import Engine, create_app
+
+    eng = Engine(tmp_path)
+
+    def broken(*a, **k):
+        raise RuntimeError("secret internals at /some/path")
+
+    import logging
+
+    logged = []
+    handler = logging.Handler()
+    handler.emit = lambda rec: logged.append(logging.Formatter().format(rec))
+    logger = logging.getLogger("facerecon.serve.app")
+    logger.addHandler(handler)
+    monkeypatch.setattr(eng, "run", broken)
+    try:
+        with TestClient(create_app(eng), raise_server_exceptions=False) as c:
+            r = c.post("/api/reconstruct", files=[("files", ("a.jpg", b"x", "image/jpeg"))])
+    finally:
+        logger.removeHandler(handler)
+    assert r.status_code == 500 and r.json() == {"error": "internal error (RuntimeError); see the server's log"}
+    assert "secret" not in r.text and "Traceback" not in r.text
+    assert any("secret internals" in m and "Traceback" in m for m in logged)  # ... the server's log has it
