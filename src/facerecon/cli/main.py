@@ -11,6 +11,7 @@ from ..errors import FaceReconError
 
 # Subcommand modules, in help order. Each registers one top-level command.
 COMMANDS = ["demo_cmd", "reconstruct_cmd", "assets_cmd", "decode_cmd", "preprocess_cmd", "eval_cmd", "train_cmd"]
+COMMANDS.append("serve_cmd")  # the local web page (facerecon.serve)
 
 
 def build_parser() -> argparse.ArgumentParser:
