@@ -40,9 +40,9 @@ sys.path.insert(0, str(ROOT / "src"))
 if "FACERECON_ASSETS" not in os.environ and (ROOT.parent / "shared" / "assets").is_dir():
     os.environ["FACERECON_ASSETS"] = str(ROOT.parent / "shared" / "assets")
 
-import trimesh  # noqa: E402
+import trimesh
 
-from facerecon.models.ict import VARIANTS, load_ict_data  # noqa: E402
+from facerecon.models.ict import VARIANTS, load_ict_data
 
 OUT = ROOT / "src" / "facerecon" / "data" / "ict_annotations.json"
 PARTS = ("right_eye", "left_eye", "right_brow", "left_brow", "nose", "upper_lip", "lower_lip", "skin")
@@ -241,23 +241,26 @@ def main() -> None:
     d = outer - c
     outer_g = outer + 0.8 * d / np.linalg.norm(d, axis=1, keepdims=True)
     in_lips = in_poly(xy, outer_g)
-    upper_in = catmull_rom(L[[60, 61, 62, 63, 64], :2])
-    lower_in = catmull_rom(L[[60, 67, 66, 65, 64], :2])
+    # The mouth line: halfway between the upper and lower halves of the rim of ICT's mouth opening
+    # (split at its corners, the rim's extremes in x), as a function of x.
+    mouth_loop = min(loops, key=lambda lp: np.linalg.norm(V[lp].mean(0) - L[60:68].mean(0)))
+    ml = np.array(mouth_loop)
+    a, b = int(np.argmin(V[ml, 0])), int(np.argmax(V[ml, 0]))
+    half1 = ml[min(a, b):max(a, b) + 1]
+    half2 = np.concatenate([ml[max(a, b):], ml[:min(a, b) + 1]])
+    up_h, lo_h = (half1, half2) if V[half1, 1].mean() > V[half2, 1].mean() else (half2, half1)
 
-    def curve_y(curve, x):
-        o = np.argsort(curve[:, 0])
-        return np.interp(x, curve[o, 0], curve[o, 1])
+    def curve_y(idx, x):
+        o = np.argsort(V[idx, 0])
+        return np.interp(x, V[idx[o], 0], V[idx[o], 1])
 
-    mouth_y = 0.5 * (curve_y(upper_in, xy[:, 0]) + curve_y(lower_in, xy[:, 0]))
+    mouth_y = 0.5 * (curve_y(up_h, xy[:, 0]) + curve_y(lo_h, xy[:, 0]))
     lip_sel = in_lips & np.isin(labels, (7, OTHER))
     labels[lip_sel & (xy[:, 1] >= mouth_y)] = 5
     labels[lip_sel & (xy[:, 1] < mouth_y)] = 6
-    # The lips' inner surfaces curl back into the mouth (behind the contour in x, y): the rim of
-    # ICT's mouth opening and what lies between it and the lip contour belong to the lips too.
-    mouth_loop = min(loops, key=lambda lp: np.linalg.norm(V[lp].mean(0) - L[60:68].mean(0)))
-    ml = np.array(mouth_loop)
-    labels[ml[V[ml, 1] >= mouth_y[ml]]] = 5
-    labels[ml[V[ml, 1] < mouth_y[ml]]] = 6
+    # The lips' inner surfaces curl back into the mouth: the rim of the opening belongs to the lips.
+    labels[up_h] = 5
+    labels[lo_h] = 6
 
     # -- eyes: the rim vertices ---------------------------------------------------------------------
     for part, name in ((0, "right_eye"), (1, "left_eye")):
@@ -284,7 +287,7 @@ def main() -> None:
     for name in ("right_brow", "left_brow"):
         idx, lo = brow_lower[name]
         curve = catmull_rom(lo, per=40)
-        samples = [curve[int(round(t * (len(curve) - 1)))] for t in (0.15, 0.4, 0.65, 0.9)]
+        samples = [curve[round(t * (len(curve) - 1))] for t in (0.15, 0.4, 0.65, 0.9)]
         d = [P.surface(p) for p in samples]
         lower_defs[name] = (idx, curve)
         # curve runs outer -> inner; image order is left -> right
@@ -312,8 +315,8 @@ def main() -> None:
     Q = Points(V, lm_vid, lm_off, mesh)
     for name, idx in (("right_brow", list(range(17, 22))), ("left_brow", list(range(22, 27)))):
         ups = [Q.of68(k) for k in idx]  # image left -> right
-        lo_idx, lo_curve = lower_defs[name]
-        los = [Q.surface(lo_curve[int(round(t * (len(lo_curve) - 1)))]) for t in np.linspace(0.0, 1.0, 5)]
+        _lo_idx, lo_curve = lower_defs[name]
+        los = [Q.surface(lo_curve[round(t * (len(lo_curve) - 1))]) for t in np.linspace(0.0, 1.0, 5)]
         if name == "left_brow":
             los = los[::-1]
         Q.rows.extend(ups + los)
@@ -364,7 +367,7 @@ def main() -> None:
         d = c106[i, :2] - centre
         ang, r = np.arctan2(d[1], d[0]), np.linalg.norm(d)
         dang = np.abs((ang_v - ang + np.pi) % (2 * np.pi) - np.pi)
-        sel = inside & (dang * r_v < 2.5) & (r_v > 0.45 * r) & (r_v < r + 3.0)
+        sel = inside & (dang * r_v < 4.0) & (r_v > 0.45 * r) & (r_v < r + 3.0)
         lines.append([int(i) for i in np.nonzero(sel)[0]])
 
     counts = {p: int((labels == i).sum()) for i, p in enumerate(PARTS)}
@@ -372,7 +375,7 @@ def main() -> None:
     out = {
         "about": ("ICT-FaceKit face-variant annotations made by scripts/make_ict_annotations.py from ICT's mean "
                   "face, topology and facerecon's 68 landmarks; see docs/landmarks.md and docs/parts.md"),
-        "n_vertices": int(len(V)),
+        "n_vertices": len(V),
         "part_names": list(PARTS),
         "other_label": OTHER,
         "vertex_parts": "".join(str(int(x)) for x in labels),

@@ -24,11 +24,11 @@ sys.path.insert(0, str(ROOT / "src"))
 if "FACERECON_ASSETS" not in os.environ and (ROOT.parent / "shared" / "assets").is_dir():
     os.environ["FACERECON_ASSETS"] = str(ROOT.parent / "shared" / "assets")
 
-from facerecon.geometry.camera import PerspectiveCamera  # noqa: E402
-from facerecon.geometry.rotations import euler_to_matrix  # noqa: E402
-from facerecon.models import load_model  # noqa: E402
-from facerecon.models.annotations import annotations_for  # noqa: E402
-from facerecon.render.parts import part_label_map  # noqa: E402
+from facerecon.geometry.camera import PerspectiveCamera
+from facerecon.geometry.rotations import euler_to_matrix
+from facerecon.models import load_model
+from facerecon.models.annotations import annotations_for
+from facerecon.render.parts import part_label_map
 
 #: Background, then the eight parts in PART_NAMES order (V3's demo palette, roughly).
 COLOURS = np.array([(255, 255, 255), (0, 205, 0), (0, 138, 0), (139, 76, 57), (139, 54, 38), (154, 50, 205),

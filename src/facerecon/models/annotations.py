@@ -163,6 +163,16 @@ class FaceAnnotations:
         return out
 
 
+def mirror_vertices(mean_shape) -> np.ndarray:
+    """(V, 3) a left-right symmetric mean face (model x = the subject's left) -> (V,) int64: each
+    vertex's mirror image, the vertex nearest to (-x, y, z). The UV symmetry map of the extracted
+    texture is this map carried through the UV layout."""
+    from scipy.spatial import cKDTree
+
+    v = mean_shape.detach().cpu().double().numpy() if isinstance(mean_shape, torch.Tensor) else np.asarray(mean_shape)
+    return cKDTree(v).query(v * np.array([-1.0, 1.0, 1.0]))[1].astype(np.int64)
+
+
 def _set(name: str, d: dict) -> LandmarkSet:
     return LandmarkSet(name, np.asarray(d["vertices"], np.int64), np.asarray(d["weights"], np.float64),
                        np.asarray(d["offsets_mm"], np.float64))
@@ -210,4 +220,4 @@ def annotations_for(model) -> FaceAnnotations | None:
         return None
 
 
-__all__ = ["OTHER", "PART_NAMES", "SKIN", "FaceAnnotations", "LandmarkSet", "annotations_for", "ict_annotations"]
+__all__ = ["OTHER", "PART_NAMES", "SKIN", "FaceAnnotations", "LandmarkSet", "annotations_for", "ict_annotations", "mirror_vertices"]
