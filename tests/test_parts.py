@@ -310,3 +310,36 @@ def test_seg_and_landmark_exporters(tmp_path):
     from dataclasses import replace
 
     assert export(replace(it, landmarks=None), tmp_path / "b", "f", ("landmarks",)) == []
+
+
+# -------------------------------------------------------------------------- through Reconstruction
+
+def test_reconstruction_outputs_in_crop_and_image_pixels(tmp_path, ict_model):
+    from tests.test_export import _reconstruction
+
+    rec, _ = _reconstruction(ict_model, (300, 400))
+    crop = rec.crop
+    # The 68 of the set equal the Reconstruction's own 68; every set maps crop -> image by the crop's similarity.
+    assert np.allclose(rec.landmarks_2d("lm68", "image"), rec.lm68)
+    l106 = rec.landmarks_2d("lm106", "crop")
+    assert np.allclose(l106[[52, 55, 58, 61, 84, 90, 46]], rec.lm68_crop[[36, 39, 42, 45, 48, 54, 30]], atol=1e-3)
+    for name in ("lm106", "lm106_2d", "lm134"):
+        c, i = rec.landmarks_2d(name, "crop"), rec.landmarks_2d(name, "image")
+        assert np.allclose(crop.crop_to_original(c.astype(np.float64)), i, atol=1e-2), name
+    # Masks: the crop's and the photo's agree through the crop's similarity (nearest pixel).
+    seg_c, seg_i = rec.part_masks("crop"), rec.part_masks("image")
+    vis_c = rec.part_masks("crop", visible=True)
+    assert seg_c.shape == (8, 224, 224) and seg_i.shape == (8, 300, 400) and vis_c.shape == (224, 224)
+    ys, xs = np.nonzero(vis_c)
+    p = np.round(crop.crop_to_original(np.c_[xs, ys].astype(np.float64))).astype(int)
+    ok = (p[:, 0] >= 0) & (p[:, 0] < 400) & (p[:, 1] >= 0) & (p[:, 1] < 300)
+    agree = seg_i[vis_c[ys, xs][ok].astype(int) - 1, p[ok, 1], p[ok, 0]]
+    assert agree.mean() > 0.9
+    # save() writes the new formats (the photo is attached: the texture too).
+    paths = {q.name for q in rec.save(tmp_path, ("seg", "seg_visible", "landmarks", "extracted"), stem="f")}
+    assert paths == {"f_seg_crop.png", "f_seg.png", "f_seg_visible_crop.png", "f_seg_visible.png", "f_landmarks.json",
+                     "f_extracted.obj", "f_extracted.mtl", "f_extracted.png", "f_albedo.png"}
+    assert np.array_equal(unpack_masks(np.asarray(PILImage.open(tmp_path / "f_seg.png"))), seg_i)
+    d = json.loads((tmp_path / "f_landmarks.json").read_text())
+    assert np.allclose(d["lm134"]["image_px"], rec.landmarks_2d("lm134", "image"), atol=1e-4)
+    assert len(d["lm106_2d"]["crop_px"]) == 106 and "model_mm" not in d["lm106_2d"]

@@ -252,7 +252,11 @@ def extract_filled_uv_texture(vertices: torch.Tensor, faces: torch.Tensor, uvs: 
         m = torch.as_tensor(np.asarray(skin_mask), device=v.device).to(v.dtype)
         w = w * sample_image(m[None, ..., None], screen[None, ..., :2].reshape(1, -1, 2)).reshape(T, T).clamp(0, 1)
     if reject_outliers:
-        w = w * skin_colour_mask(colors, w)
+        from scipy.ndimage import median_filter
+
+        # A median over 7 x 7 texels turns the per-texel test into contiguous regions (no speckle).
+        keep = skin_colour_mask(colors, w).cpu().numpy()
+        w = w * torch.as_tensor(median_filter(keep, size=7), dtype=v.dtype, device=v.device)
     if feather > 0:
         from scipy.ndimage import gaussian_filter
 
