@@ -56,9 +56,6 @@ class LandmarkSet:
         pts = (v[:, idx] * w[None, ..., None]).sum(2) + off
         return pts[0] if vertices.dim() == 2 else pts
 
-    def max_vertex(self) -> int:
-        return int(self.vertices[self.weights != 0].max())
-
 
 @dataclass(frozen=True)
 class FaceAnnotations:
@@ -212,10 +209,16 @@ def annotations_for(model) -> FaceAnnotations | None:
     if name not in ("ict-face", "ict-head"):
         return None
     n = int(model.mean_shape.shape[0])
+    lm = model.landmarks68.detach().cpu().numpy().astype(np.int64)
     off = getattr(model, "landmark_offsets", None)
-    off = None if off is None else off.detach().cpu().double().numpy()
+    off = np.zeros((len(lm), 3)) if off is None else off.detach().cpu().double().numpy()
+    return _cached_ict(n, lm.tobytes(), off.tobytes())
+
+
+@lru_cache(maxsize=8)
+def _cached_ict(n: int, lm: bytes, off: bytes) -> FaceAnnotations | None:
     try:
-        return ict_annotations(n, model.landmarks68.detach().cpu().numpy(), off)
+        return ict_annotations(n, np.frombuffer(lm, np.int64), np.frombuffer(off, np.float64).reshape(-1, 3))
     except ValueError:
         return None
 
