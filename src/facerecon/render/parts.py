@@ -18,12 +18,19 @@ import numpy as np
 import torch
 
 from facerecon.geometry.camera import PerspectiveCamera
-from facerecon.render.rasterize import rasterize
+from facerecon.render import _kernels
 
 
-def _screen(vertices_world: torch.Tensor, camera: PerspectiveCamera) -> torch.Tensor:
+def _screen(vertices_world: torch.Tensor, camera: PerspectiveCamera) -> np.ndarray:
     v = vertices_world[0] if vertices_world.dim() == 3 else vertices_world
-    return camera.project(v.detach())
+    return camera.project(v.detach()).cpu().double().numpy()
+
+
+def _face_ids(scr: np.ndarray, faces: np.ndarray, camera: PerspectiveCamera) -> np.ndarray:
+    """(H, W) int64 front-most triangle per pixel, -1 background: the rasterizer's visibility pass
+    alone (`render.rasterize` without its barycentrics, which masks do not need)."""
+    return _kernels.rasterize_visibility(np.ascontiguousarray(scr[None]), np.ascontiguousarray(faces, np.int64),
+                                         camera.height, camera.width, max(float(camera.near), 1e-12), False)[0]
 
 
 @torch.no_grad()
@@ -41,15 +48,13 @@ def part_masks(vertices_world: torch.Tensor, faces, labels, camera: PerspectiveC
         (P, H, W) bool.
     """
     scr = _screen(vertices_world, camera)
-    faces = torch.as_tensor(np.asarray(faces), dtype=torch.int64)
+    faces = np.asarray(faces, np.int64)
     labels = np.asarray(labels)
     out = np.zeros((n_parts, camera.height, camera.width), bool)
     for k in range(n_parts):
-        sel = np.nonzero(labels == k)[0]
-        if len(sel) == 0:
-            continue
-        frags = rasterize(scr, faces[torch.as_tensor(sel)], (camera.height, camera.width), near=camera.near)
-        out[k] = frags.mask[0].cpu().numpy()
+        sel = labels == k
+        if sel.any():
+            out[k] = _face_ids(scr, faces[sel], camera) >= 0
     return out
 
 
@@ -65,9 +70,8 @@ def part_label_map(vertices_world: torch.Tensor, faces, labels, camera: Perspect
     """
     scr = _screen(vertices_world, camera)
     f = np.asarray(faces, np.int64)
-    frags = rasterize(scr, torch.as_tensor(f), (camera.height, camera.width), near=camera.near)
-    p2f = frags.pix_to_face[0].cpu().numpy()
-    s = scr[:, :2].cpu().double().numpy()[f]
+    p2f = _face_ids(scr, f, camera)
+    s = scr[:, :2][f]
     # Back faces are clockwise on the y-down screen: positive signed area (render.rasterize).
     area = ((s[:, 1, 0] - s[:, 0, 0]) * (s[:, 2, 1] - s[:, 0, 1])
             - (s[:, 1, 1] - s[:, 0, 1]) * (s[:, 2, 0] - s[:, 0, 0]))
