@@ -218,7 +218,7 @@ def annotations_for(model) -> FaceAnnotations | None:
 @lru_cache(maxsize=8)
 def _cached_ict(n: int, lm: bytes, off: bytes) -> FaceAnnotations | None:
     try:
-        return ict_annotations(n, np.frombuffer(lm, np.int64), np.frombuffer(off, np.float64).reshape(-1, 3))
+        return ict_annotations(n, np.frombuffer(lm, np.int64).copy(), np.frombuffer(off, np.float64).reshape(-1, 3).copy())
     except ValueError:
         return None
 
