@@ -26,6 +26,18 @@ Per face, with stem S in the output folder (the format name in brackets):
   S_depth.png, S_normals.png, S_pncc.png [maps] maps of the crop: depth (16-bit, depth_mm = value ×
                   DEPTH_UNIT_MM, 0 = background), camera-space normals ((n + 1)/2, black background),
                   PNCC (3DDFA's code, black background)
+Registered after the built-ins (3DDFA_V3's outputs; need the model's part / landmark annotations):
+  S_seg_crop.png, S_seg.png [seg] the 8 part masks (3DDFA_V3's order: right eye, left eye, right brow,
+                  left brow, nose, upper lip, lower lip, skin; "right" = the subject's right), each drawn
+                  even where the pose hides it, as one 8-bit PNG: bit k set where part k is; crop /
+                  original-photo pixels
+  S_seg_visible_crop.png, S_seg_visible.png [seg_visible] the visible part per pixel (z-buffer): 0
+                  background, k + 1 for part k
+  S_landmarks.json [landmarks] the 68, 106 (JD layout), 106_2d (jaw contour re-picked on the silhouette)
+                  and 134 landmarks in crop and original-image px (+ model/posed mm for 68, 106, 134)
+  S_extracted.obj [extracted] + .mtl + S_extracted.png: the mesh with 3DDFA_V3's extractTex-like texture
+                  (grazing samples faded, occluders rejected, unseen parts filled from the mirrored side,
+                  then the albedo); S_albedo.png: the albedo-only UV texture
 Every file is written atomically (a temp file beside it, renamed into place; deleted on error).
 
 Exporters read an `ExportItem`: plain numpy arrays, plus the images rendered beforehand by the
@@ -117,6 +129,8 @@ class ExportItem:
     landmarks3d:     (68, 3) the 68 landmarks in model space (vertex + offset), mm; or None: no
                      S_landmarks3d.json.
     landmarks3d_posed: (68, 3) the same posed (the frame of `vertices_posed`), mm; or None.
+    landmarks:       {"lm68" | "lm106" | "lm106_2d" | "lm134": {"crop_px": (N, 2), "image_px": (N, 2) and, but
+                     for lm106_2d, "model_mm": (N, 3), "posed_mm": (N, 3)}} or None: no S_landmarks.json.
     images:          {name: uint8 (or uint16) image} rendered by the caller (`images_needed`):
                      "recon_crop" (S,S,4) RGBA, "geometry_crop" (S,S,3), "geometry_side" (S,S,3),
                      "landmarks_crop" (S,S,3), "overlay" (h,w,3), "texture" (T,T,3), "depth_crop" (S,S)
@@ -150,6 +164,7 @@ class ExportItem:
     landmarks3d: np.ndarray | None = None
     landmarks3d_posed: np.ndarray | None = None
     images: dict = field(default_factory=dict)
+    landmarks: dict | None = None
 
     def __post_init__(self):
         v = np.shape(self.vertices)
@@ -485,3 +500,90 @@ register_exporter("landmarks3d", export_landmarks3d, (), "S_landmarks3d.json: th
 register_exporter("maps", export_maps, ("depth_crop", "normals_crop"), "S_depth.png (16-bit, 0.1 mm units), "
                   "S_normals.png, S_pncc.png: depth, camera-space normal and PNCC maps of the crop",
                   wants=("pncc_crop",))
+
+
+# -- 3DDFA_V3's outputs (registered after the built-ins) -------------------------------------------
+
+#: The part order of the seg files (bit k / label k + 1); models.annotations.PART_NAMES says the same.
+SEG_PARTS = ("right_eye", "left_eye", "right_brow", "left_brow", "nose", "upper_lip", "lower_lip", "skin")
+
+
+def export_seg(item: ExportItem, out: Path, stem: str) -> list[Path]:
+    paths = []
+    for name, suffix in (("seg_crop", "seg_crop"), ("seg_image", "seg")):
+        if name in item.images:
+            path = out / f"{stem}_{suffix}.png"
+            write_png(path, item.images[name])
+            paths.append(path)
+    return paths
+
+
+def export_seg_visible(item: ExportItem, out: Path, stem: str) -> list[Path]:
+    paths = []
+    for name, suffix in (("seg_visible_crop", "seg_visible_crop"), ("seg_visible_image", "seg_visible")):
+        if name in item.images:
+            path = out / f"{stem}_{suffix}.png"
+            write_png(path, item.images[name])
+            paths.append(path)
+    return paths
+
+
+#: What S_landmarks.json's sets are.
+LANDMARK_CONVENTIONS = {
+    "lm68": "iBUG/Multi-PIE 68 points in the BFM/3DDFA/AFLW2000-3D convention (index 0 on the subject's right)",
+    "lm106": "JD 106-point layout (Grand Challenge of 106-Point Facial Landmark Localization) as 3DDFA_V3 uses it: "
+             "0-32 jaw, 33-42 brows (upper), 43-46 nose bridge, 47-51 nose base, 52-63 eyes, 64-71 brows (lower), "
+             "72-77 lid midpoints and eye centres, 78-83 nose sides, 84-103 lips, 104-105 pupils (docs/landmarks.md)",
+    "lm106_2d": "lm106 with the jaw points 0-32 (but 16) re-picked per pose on the silhouette (3DDFA_V3's ldm106_2d)",
+    "lm134": "facerecon's 134 (3DDFA_V3's set covers brows, eyes and lips only; its exact layout is unpublished): "
+             "0-19 brows, 20-67 eyes, 68-101 outer lip, 102-133 inner lip (docs/landmarks.md)",
+}
+
+
+def landmarks_json(item: ExportItem) -> dict | None:
+    """The S_landmarks.json content (None without landmark sets)."""
+    if item.landmarks is None:
+        return None
+    rows = lambda a: [[float(x) for x in r] for r in np.asarray(a, np.float64)]
+    info = {"schema_version": SCHEMA_VERSION, "source": item.source, "model": item.model,
+            "frames": "crop_px / image_px: pixels of the crop / original photo (centres at integers, y down); "
+                      "model_mm: model space; posed_mm: the frame of S_posed.obj"}
+    for name, sets in item.landmarks.items():
+        info[name] = {k: rows(v) for k, v in sets.items()}
+        if name in LANDMARK_CONVENTIONS:
+            info[name]["convention"] = LANDMARK_CONVENTIONS[name]
+    return info
+
+
+def export_landmarks(item: ExportItem, out: Path, stem: str) -> list[Path]:
+    info = landmarks_json(item)
+    if info is None:
+        return []
+    path = out / f"{stem}_landmarks.json"
+    write_text(path, json.dumps(info, indent=1))
+    return [path]
+
+
+def export_extracted(item: ExportItem, out: Path, stem: str) -> list[Path]:
+    if len(item.uv) == 0:
+        return []
+    path = out / f"{stem}_extracted.obj"
+    write_obj(path, item.vertices, item.faces, uv=item.uv, uv_faces=item.uv_faces if len(item.uv_faces) else None,
+              texture=item.images["texture_extracted"])
+    paths = [out / f"{stem}_extracted.{e}" for e in ("obj", "mtl", "png")]
+    if "texture_albedo" in item.images:
+        write_png(out / f"{stem}_albedo.png", item.images["texture_albedo"])
+        paths.append(out / f"{stem}_albedo.png")
+    return paths
+
+
+register_exporter("seg", export_seg, ("seg_crop",), "S_seg_crop.png, S_seg.png: the 8 part masks (bit k = part k; "
+                  "each part drawn even where hidden), crop and original-photo pixels", wants=("seg_image",))
+register_exporter("seg_visible", export_seg_visible, ("seg_visible_crop",), "S_seg_visible_crop.png, "
+                  "S_seg_visible.png: visible part per pixel (0 background, k + 1 part k), crop and photo pixels",
+                  wants=("seg_visible_image",))
+register_exporter("landmarks", export_landmarks, (), "S_landmarks.json: 68, 106, 106_2d and 134 landmarks, crop "
+                  "and original-image px (needs the model's annotations)")
+register_exporter("extracted", export_extracted, ("texture_extracted",), "S_extracted.obj/.mtl/.png: mesh with a "
+                  "texture from the photo, unseen parts filled (mirror, then albedo); S_albedo.png: the albedo-only "
+                  "texture (needs the photo and UVs)", wants=("texture_albedo",))

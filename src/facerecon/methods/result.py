@@ -22,6 +22,7 @@ from ..geometry.camera import PerspectiveCamera
 from ..geometry.rotations import euler_to_matrix
 from ..io import export as exporters
 from ..models import FaceGeometry, FaceParams, MorphableModel, ParamLayout
+from ..models.annotations import PART_NAMES, FaceAnnotations, annotations_for, mirror_vertices
 from ..render import views
 
 
@@ -179,6 +180,112 @@ class Reconstruction:
             posed = m.pose(lm, p.rotation.to(lm), p.translation.to(lm))
         return _np(lm[0]), _np(posed[0])
 
+    # -- 3DDFA_V3's outputs: parts, 106 / 134 landmarks, extracted texture ---------------------------
+    @property
+    def annotations(self) -> FaceAnnotations | None:
+        """The part and landmark annotations of this mesh's topology (the ICT face), or None."""
+        if self.model is None or self.correspondence is not None:
+            return None
+        return annotations_for(self.model)
+
+    def _pose_tensors(self) -> tuple[torch.Tensor, torch.Tensor]:
+        dt = self.geometry.vertices.dtype
+        rot = torch.tensor([math.radians(self.pose_deg[k]) for k in ("pitch", "yaw", "roll")], dtype=dt)
+        if self.params is not None:
+            rot = self.params.rotation[0].detach().cpu().to(dt)
+        return rot, torch.as_tensor(np.asarray(self.translation_mm), dtype=dt)
+
+    def landmarks_2d(self, name: str = "lm106", space: str = "image") -> np.ndarray | None:
+        """(N, 2) float32 landmarks in pixels of the original image (`space` 'image') or the crop ('crop').
+
+        name: 'lm68' (the 68 of `lm68`), 'lm106' (JD layout), 'lm106_2d' (its jaw re-picked on the
+        silhouette for this pose, 3DDFA_V3's ldm106_2d) or 'lm134' (docs/landmarks.md). None when
+        the topology has no annotations (106 / 134 / 106_2d).
+        """
+        if space not in ("image", "crop"):
+            raise ValueError(f"space must be 'image' or 'crop', got {space!r}")
+        if name == "lm68":
+            return self.lm68 if space == "image" else self.lm68_crop
+        if name not in ("lm106", "lm106_2d", "lm134"):
+            raise ValueError(f"unknown landmark set {name!r}; choose lm68, lm106, lm106_2d or lm134")
+        ann = self.annotations
+        if ann is None:
+            return None
+        cam = self.camera if space == "image" else self.camera_crop
+        v = self.geometry.vertices[0].detach().cpu()
+        rot, t = self._pose_tensors()
+        with torch.no_grad():
+            if name == "lm106_2d":
+                return _np(ann.contour_2d(v, rot, t, cam)).astype(np.float32)
+            pts = (ann.lm106 if name == "lm106" else ann.lm134)(v)
+            posed = pts @ euler_to_matrix(rot).T + t
+            return _np(cam.project(posed)[:, :2]).astype(np.float32)
+
+    def landmark_sets(self) -> dict | None:
+        """Every landmark set in crop and image pixels (+ model / posed mm for 68, 106, 134), as
+        `io.export.ExportItem.landmarks` holds them; None without annotations."""
+        ann = self.annotations
+        if ann is None:
+            return None
+        v = self.geometry.vertices[0].detach().cpu()
+        rot, t = self._pose_tensors()
+        R = euler_to_matrix(rot)
+        out = {}
+        for name, lmset in (("lm68", ann.lm68), ("lm106", ann.lm106), ("lm106_2d", None), ("lm134", ann.lm134)):
+            d = {"crop_px": self.landmarks_2d(name, "crop"), "image_px": self.landmarks_2d(name, "image")}
+            if lmset is not None:
+                with torch.no_grad():
+                    m = lmset(v)
+                    d["model_mm"], d["posed_mm"] = _np(m), _np(m @ R.T + t)
+            out[name] = d
+        return out
+
+    def _part_mesh(self):
+        """(posed vertices with the eye caps, faces, labels) of the part-labelled mesh, or None."""
+        ann = self.annotations
+        if ann is None:
+            return None
+        faces, labels = ann.part_mesh(self.triangles)
+        return ann.cap_vertices(self.geometry.vertices_world[0].detach().cpu()), faces, labels
+
+    def part_masks(self, space: str = "crop", visible: bool = False) -> np.ndarray | None:
+        """3DDFA_V3's part segmentation of this face.
+
+        visible False (V3's ``seg``): (8, H, W) bool, part k (`PART_NAMES` order: right eye, left eye,
+        right brow, left brow, nose, upper lip, lower lip, skin — "right" = the subject's right) drawn
+        even where the pose hides it. visible True (``seg_visible``): (H, W) uint8, 0 background,
+        k + 1 where part k is the front-most surface. space 'crop' (S × S) or 'image' (the original
+        photo's pixels). None when the topology has no annotations.
+        """
+        if space not in ("image", "crop"):
+            raise ValueError(f"space must be 'image' or 'crop', got {space!r}")
+        pm = self._part_mesh()
+        if pm is None:
+            return None
+        from ..render.parts import part_label_map, part_masks
+
+        cam = self.camera if space == "image" else self.camera_crop
+        return part_label_map(*pm, cam) if visible else part_masks(*pm, cam, n_parts=len(PART_NAMES))
+
+    def _mirror(self) -> torch.Tensor | None:
+        if self.model is None or self.correspondence is not None:
+            return None
+        return torch.as_tensor(mirror_vertices(self.model.mean_shape))
+
+    def extracted_texture(self, size: int = 512, skin_mask: np.ndarray | None = None) -> dict | None:
+        """3DDFA_V3's extractTex beside the albedo-only texture: {"texture_extracted", "texture_albedo"}
+        (T, T, 3) uint8 on the model's UV layout (`render.texture.extract_filled_uv_texture`).
+
+        skin_mask: (H, W) skin probability in [0, 1] in the original photo's pixels (a face
+        parser's output) to reject occluders; None: the colour stand-in only. None without the
+        photo or a UV layout.
+        """
+        if self.image is None or len(self.topology.uv) == 0:
+            return None
+        g, topo = self.geometry, self.topology
+        return views.extracted_texture(g.vertices_world, topo.triangles, topo.uv, topo.uv_faces, self.camera,
+                                       self.image, g.albedo, self._mirror(), size, skin_mask)
+
     def with_image(self, pixels: np.ndarray | None, source: str | None = None) -> Reconstruction:
         return replace(self, image=pixels, source=self.source if source is None else source)
 
@@ -207,7 +314,9 @@ class Reconstruction:
                 names, vertices_world=g.vertices_world, albedo=g.albedo, light=self.light, faces=topo.triangles,
                 camera_crop=self.camera_crop, crop_image=self.crop.image, lm68_crop=self.lm68_crop,
                 lm68_detected_crop=self.crop.lm68, camera_photo=self.camera, photo=self.image, uv=topo.uv,
-                uv_faces=topo.uv_faces, texture_size=texture_size, pncc_reference=self._pncc_reference())
+                uv_faces=topo.uv_faces, texture_size=texture_size, pncc_reference=self._pncc_reference(),
+                parts=self._part_mesh() if names & set(views.PART_VIEWS) else None,
+                mirror=self._mirror() if names & {"texture_extracted", "texture_albedo"} else None)
             colors = views.shaded_colors(g.albedo, g.normals, self.light)
         chosen = _formats(formats)
         lm3d = self.landmarks3d if "landmarks3d" in chosen else None
@@ -220,7 +329,8 @@ class Reconstruction:
             camera=exporters.camera_json(self.camera), box=self.face.box, detector=self.face.source,
             blendshapes=self.blendshapes, times=self.times, source=self.source, model=self.model_name, images=images,
             vertices_neutral=self.vertices_neutral if "neutral" in chosen else None,
-            landmarks3d=None if lm3d is None else lm3d[0], landmarks3d_posed=None if lm3d is None else lm3d[1])
+            landmarks3d=None if lm3d is None else lm3d[0], landmarks3d_posed=None if lm3d is None else lm3d[1],
+            landmarks=self.landmark_sets() if "landmarks" in chosen else None)
 
     def _pncc_reference(self) -> torch.Tensor:
         """The shape whose PNCC code colours the PNCC map: the model's mean face, else this mesh."""

@@ -22,6 +22,15 @@ set of formats needs, `render_images` renders exactly those, each once):
                  (n + 1)/2, black on background
   pncc_crop      (S, S, 3) 3DDFA's PNCC (`pncc_code` of a reference shape, the model's mean face),
                  black on background
+  seg_crop, seg_image            (S, S) / (H, W) uint8: the 8 part masks (3DDFA_V3's ``seg``, each part
+                 drawn even where hidden), bit k set where part k is (`render.parts.pack_masks`);
+                 crop / original-photo pixels (full size, never downscaled)
+  seg_visible_crop, seg_visible_image  (S, S) / (H, W) uint8: the visible part per pixel (V3's
+                 ``seg_visible``): 0 background, k + 1 for part k
+  texture_extracted (T, T, 3) V3's ``extractTex``: the photo's texture with grazing samples faded,
+                 occluders rejected, unseen texels filled from the mirrored side, then the albedo
+                 (`texture.extract_filled_uv_texture`)
+  texture_albedo (T, T, 3) the model's albedo alone on the UV layout (unlit)
 
 S is the crop size (the crop camera's), T the texture size.
 """
@@ -34,13 +43,17 @@ from PIL import Image as PILImage
 from PIL import ImageDraw
 
 from facerecon.geometry.camera import PerspectiveCamera
+from facerecon.render.parts import pack_masks, part_label_map, part_masks
 from facerecon.render.renderer import MeshRenderer, pncc_code
 from facerecon.render.shading import ambient_light, key_light, sh_shade
-from facerecon.render.texture import extract_uv_texture
+from facerecon.render.texture import extract_filled_uv_texture, extract_uv_texture
 
 #: Every image name `render_images` knows, in the order it renders them.
 VIEW_NAMES = ("recon_crop", "geometry_crop", "geometry_side", "landmarks_crop", "overlay", "texture", "depth_crop",
-              "normals_crop", "pncc_crop")
+              "normals_crop", "pncc_crop", "seg_crop", "seg_image", "seg_visible_crop", "seg_visible_image",
+              "texture_extracted", "texture_albedo")
+#: The images made from a part-labelled mesh (`part_images`).
+PART_VIEWS = ("seg_crop", "seg_image", "seg_visible_crop", "seg_visible_image")
 
 #: depth_crop's unit: depth_mm = value × DEPTH_UNIT_MM (io.export.DEPTH_UNIT_MM says the same).
 DEPTH_UNIT_MM = 0.1
@@ -244,6 +257,51 @@ def uv_texture(vertices_world: torch.Tensor, faces: torch.Tensor, uv: torch.Tens
     return to_u8(tex)
 
 
+def part_images(names, vertices_world: torch.Tensor, faces, labels, camera_crop: PerspectiveCamera,
+                camera_photo: PerspectiveCamera | None = None) -> dict[str, np.ndarray]:
+    """The part masks and label maps (`PART_VIEWS`) of a part-labelled mesh, no antialiasing.
+
+    Args:
+        names: which of PART_VIEWS to make ("*_image" ones need `camera_photo`).
+        vertices_world: (V', 3) or (1, V', 3) posed vertices of the labelled mesh (mm), e.g. the
+            model's plus the eye caps' (`models.annotations.FaceAnnotations.cap_vertices`).
+        faces: (F', 3) int64; labels: (F',) int64 part per triangle (8 and above: never drawn).
+        camera_crop, camera_photo: the crop's and the original photo's cameras.
+
+    Returns:
+        {name: (h, w) uint8}, see the module doc.
+    """
+    out = {}
+    for suffix, cam in (("crop", camera_crop), ("image", camera_photo)):
+        if cam is None:
+            continue
+        if f"seg_{suffix}" in names:
+            out[f"seg_{suffix}"] = pack_masks(part_masks(vertices_world, faces, labels, cam))
+        if f"seg_visible_{suffix}" in names:
+            out[f"seg_visible_{suffix}"] = part_label_map(vertices_world, faces, labels, cam)
+    return out
+
+
+def extracted_texture(vertices_world: torch.Tensor, faces: torch.Tensor, uv: torch.Tensor,
+                      uv_faces: torch.Tensor | None, camera_photo: PerspectiveCamera, photo: np.ndarray,
+                      albedo: torch.Tensor, mirror: torch.Tensor | None = None, size: int = 512,
+                      skin_mask: np.ndarray | None = None) -> dict[str, np.ndarray]:
+    """V3's ``extractTex`` beside the albedo-only texture (`texture.extract_filled_uv_texture`).
+
+    Args: as `uv_texture`, plus mirror: (V,) int64 mirror-image vertex of each vertex, or None;
+        skin_mask: (H, W) skin probability in photo pixels from a face parser, or None.
+
+    Returns:
+        {"texture_extracted": (T, T, 3) uint8, "texture_albedo": (T, T, 3) uint8}.
+    """
+    with torch.no_grad():
+        r = extract_filled_uv_texture(_batch(vertices_world)[0], _tensor(faces), _tensor(uv), camera_photo,
+                                      torch.tensor(np.asarray(photo)), _batch(albedo)[0],
+                                      None if mirror is None else _tensor(mirror), size,
+                                      uv_faces=None if uv_faces is None else _tensor(uv_faces), skin_mask=skin_mask)
+    return {"texture_extracted": to_u8(r["texture"]), "texture_albedo": to_u8(r["albedo"])}
+
+
 def landmark_image(crop_image: np.ndarray, fitted: np.ndarray, detected: np.ndarray | None = None) -> np.ndarray:
     """The crop with landmarks drawn as 3-px dots: `detected` (68, 2) amber (when given), then
     `fitted` (68, 2) green on top; both in crop pixels. Returns (S, S, 3) uint8."""
@@ -263,7 +321,8 @@ def render_images(names, *, vertices_world: torch.Tensor, albedo: torch.Tensor, 
                   camera_photo: PerspectiveCamera | None = None, photo: np.ndarray | None = None,
                   uv: torch.Tensor | None = None, uv_faces: torch.Tensor | None = None,
                   texture_size: int = 512, max_side: int | None = 1024,
-                  pncc_reference: torch.Tensor | None = None) -> dict[str, np.ndarray]:
+                  pncc_reference: torch.Tensor | None = None, parts: tuple | None = None,
+                  mirror: torch.Tensor | None = None, skin_mask: np.ndarray | None = None) -> dict[str, np.ndarray]:
     """Render each of the named images once (see the module doc for names, shapes and dtypes).
 
     Images that cannot be made are left out, and the exporters that need them are then skipped:
@@ -280,6 +339,9 @@ def render_images(names, *, vertices_world: torch.Tensor, albedo: torch.Tensor, 
         uv, uv_faces: the model's UV layout (T, 2) and (F, 3).
         texture_size, max_side: as `uv_texture`'s size and `photo_overlay`'s max_side.
         pncc_reference: (V, 3) the shape the PNCC code is made of (the model's mean face), or None.
+        parts: (vertices_world', faces', labels) of the part-labelled mesh (`part_images`), or None:
+            no part images.
+        mirror, skin_mask: as `extracted_texture`.
 
     Returns:
         {name: uint8 image}.
@@ -295,6 +357,12 @@ def render_images(names, *, vertices_world: torch.Tensor, albedo: torch.Tensor, 
         out["overlay"] = photo_overlay(vertices_world, albedo, light, faces, camera_photo, photo, max_side)
     if "texture" in want and has_photo and uv is not None and len(uv) > 0:
         out["texture"] = uv_texture(vertices_world, faces, uv, uv_faces, camera_photo, photo, albedo, texture_size)
+    if want & set(PART_VIEWS) and parts is not None:
+        out.update(part_images(want, parts[0], parts[1], parts[2], camera_crop, camera_photo))
+    if want & {"texture_extracted", "texture_albedo"} and has_photo and uv is not None and len(uv) > 0:
+        tex = extracted_texture(vertices_world, faces, uv, uv_faces, camera_photo, photo, albedo, mirror,
+                                texture_size, skin_mask)
+        out.update({k: v for k, v in tex.items() if k in want})
     maps = [n for n in ("depth_crop", "normals_crop", "pncc_crop") if n in want]
     if maps:
         out.update(crop_maps(vertices_world, faces, camera_crop, pncc_reference, maps))
