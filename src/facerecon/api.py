@@ -171,7 +171,8 @@ class FaceReconstructor:
         return [r for _, r in self.stream_video(frames, photometric, smoothing, window, overlap) if r is not None]
 
     def stream_video(self, frames, photometric: bool = False, smoothing: float = 1.0, window: int = 32,
-                     overlap: int = 8, max_carry: int = 10) -> Iterator[tuple[VideoFrame, Reconstruction | None]]:
+                     overlap: int = 8, max_carry: int = 10,
+                     redetect: int = 8) -> Iterator[tuple[VideoFrame, Reconstruction | None]]:
         """Reconstruct a video's frames in overlapping windows (`methods.video.reconstruct_windows`):
         the first window's identity is kept for the clip, pose and expression are smoothed over time
         (`smoothing`: the fit's temporal weight) and cross-faded over the `overlap` frames where
@@ -183,6 +184,9 @@ class FaceReconstructor:
             window: frames per window (0: the whole clip as one batch); overlap: frames shared by
                 consecutive windows.
             max_carry: a frame without a detection reuses the last one for up to this many frames.
+            redetect: run the face detector on every `redetect`-th frame only and, in between, the
+                landmarker on the box of the frame before, moved with its landmarks (tracking; the
+                detector runs again when the tracked landmarks jump or shrink); 1: detect every frame.
 
         Yields:
             (frame, Reconstruction or None when no face was found), for every frame, in order.
@@ -193,7 +197,9 @@ class FaceReconstructor:
         plan = Windows(window, overlap)
         request = Request(photometric=photometric, shared_identity=True, temporal=smoothing)
         pending: list[tuple[VideoFrame, str, bool]] = []  # frames read, not yet given back; False: no face
-        state = {"prev": None, "carried": 0}
+        # prev: the face of the frame before; since: frames since the detector ran; offset: the detector
+        # box's centre minus its landmarks' centre (tracking keeps it).
+        state = {"prev": None, "carried": 0, "since": 0, "offset": None}
 
         def items():
             for i, it in enumerate(frames):
@@ -201,9 +207,20 @@ class FaceReconstructor:
                 img = load_image(frame.pixels if frame else it, name=frame.name if frame else None)
                 if frame is None:
                     frame = VideoFrame(img.pixels, i, 0.0)
-                found = self.detect(img)
-                if found:
-                    state["prev"], state["carried"] = found[0], 0
+                face = None
+                if 0 < state["since"] < redetect:
+                    face = self._track(img, state["prev"], state["offset"])
+                if face is not None:
+                    state["since"] += 1
+                else:
+                    found = self.detect(img)
+                    face = found[0] if found else None
+                    state["since"] = 1 if face is not None else 0
+                    if face is not None and face.lm68 is not None:
+                        b = np.asarray(face.box, np.float64)[:4]
+                        state["offset"] = (b[:2] + b[2:]) / 2 - (face.lm68.min(0) + face.lm68.max(0)) / 2
+                if face is not None:
+                    state["prev"], state["carried"] = face, 0
                 elif state["prev"] is not None and state["carried"] < max_carry:
                     state["carried"] += 1
                 else:
@@ -226,6 +243,28 @@ class FaceReconstructor:
             yield frame, replace(rec, image=frame.pixels, source=name)
         for frame, _, _ in pending:
             yield frame, None
+
+    def _track(self, img: Image, prev: Face | None, offset: np.ndarray | None) -> Face | None:
+        """The face of `img` from the landmarker alone, on `prev`'s box re-centred on `prev`'s landmarks
+        (+ `offset`, the detector box's centre minus its landmarks' centre when it was detected); None
+        without a previous face or a landmarker, or when the result does not look like the same face
+        (its landmarks moved by more than a quarter of their size, or their size changed by 30 %)."""
+        det = self.detector
+        if prev is None or prev.lm68 is None or offset is None or not hasattr(det, "landmarks"):
+            return None
+        lo, hi = prev.lm68.min(0), prev.lm68.max(0)
+        box = np.asarray(prev.box, np.float64)[:4]
+        half = (box[2:] - box[:2]) / 2
+        centre = (lo + hi) / 2 + offset
+        face = det.landmarks(img.pixels, np.concatenate([centre - half, centre + half]), score=prev.score)
+        if face is None or face.lm68 is None:
+            return None
+        lo2, hi2 = face.lm68.min(0), face.lm68.max(0)
+        size, size2 = float(np.linalg.norm(hi - lo)), float(np.linalg.norm(hi2 - lo2))
+        moved = float(np.linalg.norm((lo2 + hi2) / 2 - (lo + hi) / 2))
+        if moved > 0.25 * size or not 0.7 < size2 / max(size, 1e-6) < 1.3:
+            return None
+        return face
 
     def reconstruct_video_file(self, path, out_dir, outputs=None, frame_formats=(), photometric: bool = False,
                                smoothing: float = 1.0, window: int = 32, overlap: int = 8, start: int = 0,
