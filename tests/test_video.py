@@ -333,7 +333,23 @@ def regressor():
 def test_api_video_file_writes_five_files(regressor, face_clip, tmp_path):
     from facerecon.api import video_outputs
 
-    s = regressor.reconstruct_video_file(face_clip, tmp_path, window=4, overlap=2, progress=False)
+    det, calls = regressor.detector, []
+
+    class Counting:  # the detector runs on the first frame; the landmarker tracks the face after it
+        def detect(self, pixels):
+            calls.append("detect")
+            return det.detect(pixels)
+
+        def landmarks(self, pixels, box, score=1.0):
+            calls.append("track")
+            return det.landmarks(pixels, box, score=score)
+
+    regressor._detector = Counting()
+    try:
+        s = regressor.reconstruct_video_file(face_clip, tmp_path, window=4, overlap=2, progress=False)
+    finally:
+        regressor._detector = det
+    assert calls == ["detect"] + ["track"] * 5
     assert (s.frames, s.faces, s.skipped) == (6, 6, [])
     names = sorted(p.name for p in tmp_path.iterdir())
     assert names == ["astro.glb", "astro_livelink.csv", "astro_overlay.mp4", "astro_sequence.csv",
