@@ -394,3 +394,22 @@ def test_cli_video_per_frame_meshes_and_names(regressor, face_clip, tmp_path, ca
     assert "%|" not in captured.err  # -q: no progress bar
     assert main(["reconstruct", "--video", str(tmp_path / "missing.mp4"), "-o", str(out)]) == 2
     assert "missing.mp4: no such video file" in capsys.readouterr().err
+
+
+def test_progress_bars_follow_quiet():
+    import logging
+
+    from facerecon import log
+
+    root = logging.getLogger("facerecon")
+    saved = (list(root.handlers), root.level, root.propagate)
+    try:
+        log.configure(-1)
+        assert log.progress(total=3).disable
+        log.configure(0)
+        assert not log.progress(total=3).disable and log.progress(total=3, show=False).disable
+        log.set_progress(False)
+        assert log.progress(total=3).disable
+    finally:
+        log.set_progress(None)
+        root.handlers[:], root.level, root.propagate = saved[0], saved[1], saved[2]
