@@ -68,6 +68,7 @@ def run(args):
             bar.update(1)
             if n % args.sample == 0:
                 samples.append((n, round(rss_mb(), 1), round(time.perf_counter() - t0, 1)))
+                print("frames, resident MB, seconds:", *samples[-1], file=sys.stderr, flush=True)
     paths = sink.close()
     wall = time.perf_counter() - t0
     ru = resource.getrusage(resource.RUSAGE_SELF)
