@@ -6,7 +6,7 @@ SHARED_ASSETS := $(abspath ../shared/assets)
 ifneq ($(wildcard $(SHARED_ASSETS)),)
 export FACERECON_ASSETS ?= $(SHARED_ASSETS)
 endif
-EXTRAS ?= dev,detect,onnx,serve,serve-test
+EXTRAS ?= dev,detect,onnx,serve,serve-test,video
 
 .PHONY: setup demo test test-slow lint bench clean
 

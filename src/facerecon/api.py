@@ -10,7 +10,8 @@ Image sets share one identity; videos add temporal smoothing. The CLI talks only
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, replace
+from collections.abc import Iterator
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -24,7 +25,7 @@ from .geometry.camera import PerspectiveCamera
 from .io import export as _export
 from .io.image import Image, load_image
 from .io.paths import expand_inputs
-from .io.video import read_frames
+from .io.video import VideoFrame, iter_frames, probe, read_frames
 from .methods import (
     Method,
     MethodContext,
@@ -47,6 +48,30 @@ def set_threads(n: int) -> None:
 def output_formats() -> dict[str, str]:
     """name -> description of every output format `Reconstruction.save` can write."""
     return _export.available_exporters()
+
+
+def video_outputs() -> dict[str, str]:
+    """name -> description of the files `FaceReconstructor.reconstruct_video_file` writes."""
+    from .methods.video import VIDEO_OUTPUTS
+
+    return dict(VIDEO_OUTPUTS)
+
+
+@dataclass(frozen=True)
+class VideoSummary:
+    """What `reconstruct_video_file` did: paths written, frames read, frames with a face, the names
+    of frames without one, seconds taken."""
+
+    paths: list[Path]
+    frames: int
+    faces: int
+    skipped: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def fps(self) -> float:
+        """Frames per second of the whole run (decode, detection, reconstruction and writing)."""
+        return self.frames / self.seconds if self.seconds > 0 else 0.0
 
 
 class FaceReconstructor:
@@ -138,23 +163,157 @@ class FaceReconstructor:
         pose and light. Images without a face are skipped (reported in `self.last_skipped`)."""
         return self._multi(images, photometric, temporal=0.0)
 
-    def reconstruct_video(self, frames, photometric: bool = False, smoothing: float = 1.0) -> list[Reconstruction]:
-        """Frames (in order) of one person -> shared identity + temporally smoothed pose/expression.
-        Frames where detection fails reuse the previous frame's detection."""
-        return self._multi(frames, photometric, temporal=smoothing, carry=True)
+    def reconstruct_video(self, frames, photometric: bool = False, smoothing: float = 1.0, window: int = 32,
+                          overlap: int = 8) -> list[Reconstruction]:
+        """Frames (in order) of one person -> shared identity + temporally smoothed pose/expression,
+        one Reconstruction per frame with a face (frames without one are in `self.last_skipped`).
+        `stream_video` does the same one window at a time; this collects its results."""
+        return [r for _, r in self.stream_video(frames, photometric, smoothing, window, overlap) if r is not None]
 
-    def _multi(self, items, photometric, temporal, carry=False):
+    def stream_video(self, frames, photometric: bool = False, smoothing: float = 1.0, window: int = 32,
+                     overlap: int = 8, max_carry: int = 10,
+                     redetect: int = 8) -> Iterator[tuple[VideoFrame, Reconstruction | None]]:
+        """Reconstruct a video's frames in overlapping windows (`methods.video.reconstruct_windows`):
+        the first window's identity is kept for the clip, pose and expression are smoothed over time
+        (`smoothing`: the fit's temporal weight) and cross-faded over the `overlap` frames where
+        windows meet; memory holds one window of frames, whatever the clip's length.
+
+        Args:
+            frames: `io.video.VideoFrame`s (e.g. `iter_frames(path)`), or images (paths, arrays, ...;
+                numbered from 0, timed at 0).
+            window: frames per window (0: the whole clip as one batch); overlap: frames shared by
+                consecutive windows.
+            max_carry: a frame without a detection reuses the last one for up to this many frames.
+            redetect: run the face detector on every `redetect`-th frame only and, in between, the
+                landmarker on the box of the frame before, moved with its landmarks (tracking; the
+                detector runs again when the tracked landmarks jump or shrink); 1: detect every frame.
+
+        Yields:
+            (frame, Reconstruction or None when no face was found), for every frame, in order.
+        """
+        from .methods.video import BREAK, Windows, reconstruct_windows
+
+        self.last_skipped = []
+        plan = Windows(window, overlap)
+        request = Request(photometric=photometric, shared_identity=True, temporal=smoothing)
+        pending: list[tuple[VideoFrame, str, bool]] = []  # frames read, not yet given back; False: no face
+        # prev: the face of the frame before; since: frames since the detector ran; offset: the detector
+        # box's centre minus its landmarks' centre (tracking keeps it).
+        state = {"prev": None, "carried": 0, "since": 0, "offset": None}
+
+        def items():
+            for i, it in enumerate(frames):
+                frame = it if isinstance(it, VideoFrame) else None
+                img = load_image(frame.pixels if frame else it, name=frame.name if frame else None)
+                if frame is None:
+                    frame = VideoFrame(img.pixels, i, 0.0)
+                face = None
+                if 0 < state["since"] < redetect:
+                    face = self._track(img, state["prev"], state["offset"])
+                if face is not None:
+                    state["since"] += 1
+                else:
+                    found = self.detect(img)
+                    face = found[0] if found else None
+                    state["since"] = 1 if face is not None else 0
+                    if face is not None and face.lm68 is not None:
+                        b = np.asarray(face.box, np.float64)[:4]
+                        state["offset"] = (b[:2] + b[2:]) / 2 - (face.lm68.min(0) + face.lm68.max(0)) / 2
+                if face is not None:
+                    state["prev"], state["carried"] = face, 0
+                elif state["prev"] is not None and state["carried"] < max_carry:
+                    state["carried"] += 1
+                else:
+                    state["prev"] = None
+                    self.last_skipped.append(img.name)
+                    pending.append((frame, img.name, False))
+                    yield BREAK
+                    continue
+                pending.append((frame, img.name, True))
+                crop = self.crop(img, state["prev"])
+                check_landmarks(self.method, [crop])
+                yield crop, state["prev"], frame
+
+        for frame, rec in reconstruct_windows(self.method, self.context, items(), request, plan):
+            while pending and not pending[0][2]:
+                yield pending.pop(0)[0], None
+            if rec is None:  # after a gap: every frame before it was given back
+                continue
+            _, name, _ = pending.pop(0)
+            yield frame, replace(rec, image=frame.pixels, source=name)
+        for frame, _, _ in pending:
+            yield frame, None
+
+    def _track(self, img: Image, prev: Face | None, offset: np.ndarray | None) -> Face | None:
+        """The face of `img` from the landmarker alone, on `prev`'s box re-centred on `prev`'s landmarks
+        (+ `offset`, the detector box's centre minus its landmarks' centre when it was detected); None
+        without a previous face or a landmarker, or when the result does not look like the same face
+        (its landmarks moved by more than a quarter of their size, or their size changed by 30 %)."""
+        det = self.detector
+        if prev is None or prev.lm68 is None or offset is None or not hasattr(det, "landmarks"):
+            return None
+        lo, hi = prev.lm68.min(0), prev.lm68.max(0)
+        box = np.asarray(prev.box, np.float64)[:4]
+        half = (box[2:] - box[:2]) / 2
+        centre = (lo + hi) / 2 + offset
+        face = det.landmarks(img.pixels, np.concatenate([centre - half, centre + half]), score=prev.score)
+        if face is None or face.lm68 is None:
+            return None
+        lo2, hi2 = face.lm68.min(0), face.lm68.max(0)
+        size, size2 = float(np.linalg.norm(hi - lo)), float(np.linalg.norm(hi2 - lo2))
+        moved = float(np.linalg.norm((lo2 + hi2) / 2 - (lo + hi) / 2))
+        if moved > 0.25 * size or not 0.7 < size2 / max(size, 1e-6) < 1.3:
+            return None
+        return face
+
+    def reconstruct_video_file(self, path, out_dir, outputs=None, frame_formats=(), photometric: bool = False,
+                               smoothing: float = 1.0, window: int = 32, overlap: int = 8, start: int = 0,
+                               max_frames: int | None = None, stride: int = 1, stem: str | None = None,
+                               progress: bool = True) -> VideoSummary:
+        """Reconstruct a video file into `out_dir`, streaming (decode → windows → outputs):
+        `stem`_overlay.mp4, `stem`_sequence.csv/.npz, `stem`.glb (animated), `stem`_livelink.csv
+        (`video_outputs()`; None: all), and per-frame files of `frame_formats` (exporter names,
+        e.g. ("obj",)) in `out_dir`/frames/ named by frame number. A progress bar shows frames/s.
+        Raises InputImageError for an unreadable video and NoFaceError when no frame has a face."""
+        from .log import progress as bar
+        from .methods.video import VIDEO_OUTPUTS, VideoOutputs
+
+        info = probe(path)
+        stem = stem or Path(path).stem
+        sink = VideoOutputs(out_dir, stem, info.fps / stride, tuple(VIDEO_OUTPUTS) if outputs is None else outputs,
+                            frame_formats, source=Path(path).name)
+        total = max(0, info.frames - start)
+        total = -(-total // stride) if total else None
+        if max_frames is not None:
+            total = min(total or max_frames, max_frames)
+        n = faces = 0
+        t0 = time.perf_counter()
+        try:
+            with bar(total=total, desc=Path(path).name, unit="frame", show=progress) as pbar:
+                stream = self.stream_video(iter_frames(path, start, max_frames, stride), photometric, smoothing,
+                                           window, overlap)
+                for frame, rec in stream:
+                    sink.add(frame, rec)
+                    n += 1
+                    faces += rec is not None
+                    pbar.update(1)
+        except BaseException:
+            sink.abort()
+            raise
+        if not faces:
+            sink.abort()
+            raise NoFaceError(f"{path}: no face found in any of {n} frames")
+        paths = sink.close()
+        return VideoSummary(paths, n, faces, list(self.last_skipped), time.perf_counter() - t0)
+
+    def _multi(self, items, photometric, temporal):
         imgs, faces, self.last_skipped = [], [], []
-        prev = None
         for it in items:
             img = load_image(it)
             found = self.detect(img)
-            if not found and carry and prev is not None:
-                found = [prev]
             if not found:
                 self.last_skipped.append(img.name)
                 continue
-            prev = found[0]
             imgs.append(img)
             faces.append(found[0])
         if not faces:
@@ -239,14 +398,19 @@ __all__ = [
     "FaceReconstructor",
     "FitConfig",
     "Reconstruction",
+    "VideoFrame",
+    "VideoSummary",
     "available_methods",
     "camera_for_original",
     "decode",
     "expand_inputs",
+    "iter_frames",
     "load_image",
     "output_formats",
+    "probe",
     "read_coefficients",
     "read_frames",
     "register_method",
     "set_threads",
+    "video_outputs",
 ]

@@ -19,6 +19,7 @@ from contextlib import contextmanager
 
 _native = logging.getLogger("facerecon.native")
 _lock = threading.Lock()
+_bars: dict[str, bool | None] = {"enabled": None}
 
 
 class _StderrHandler(logging.StreamHandler):
@@ -46,6 +47,23 @@ def configure(verbosity: int = 0, stream=None) -> None:
     h._facerecon = True
     root.addHandler(h)
     root.propagate = False
+    _bars["enabled"] = None if verbosity >= 0 else False
+
+
+def set_progress(enabled: bool | None) -> None:
+    """Progress bars of long library work (fits, videos): True on, False off, None: on unless the
+    command line asked for --quiet (`configure(-1)`)."""
+    _bars["enabled"] = enabled
+
+
+def progress(iterable=None, show: bool = True, **kwargs):
+    """A tqdm bar (to stderr) for long library work, shown when `show` unless `--quiet` /
+    `set_progress(False)`. Keyword arguments go to tqdm (desc, total, unit, leave, ...)."""
+    from tqdm import tqdm
+
+    kwargs["disable"] = not show or _bars["enabled"] is False
+    kwargs.setdefault("dynamic_ncols", True)
+    return tqdm(iterable, **kwargs)
 
 
 @contextmanager
@@ -84,4 +102,4 @@ def native_stderr_to_log() -> Iterator[None]:
         _lock.release()
 
 
-__all__ = ["configure", "native_stderr_to_log"]
+__all__ = ["configure", "native_stderr_to_log", "progress", "set_progress"]

@@ -20,9 +20,19 @@ def add_parser(sub) -> None:
                    help="photometric fitting steps (default 80); with --method regress: refine the "
                         "regressed face with N steps (= --method regress+refine)")
     p.add_argument("--set", action="store_true", help="all inputs show ONE person: share identity")
-    p.add_argument("--video", help="a video file (frames share identity, temporally smoothed)")
+    p.add_argument("--video", help="a video file (frames share identity, temporally smoothed): writes an overlay "
+                                   "MP4, the sequence (CSV + NPZ), an animated GLB and an ARKit CSV (--outputs "
+                                   "picks among mp4,sequence,glb,livelink; image formats given there are written "
+                                   "per frame into OUT/frames/); the fit is landmark-only unless --refine N is given")
     p.add_argument("--stride", type=int, default=1, help="video: use every N-th frame")
+    p.add_argument("--start", type=int, default=0, help="video: first frame number to use")
     p.add_argument("--max-frames", type=int, default=None, help="video: stop after N frames")
+    p.add_argument("--window", type=int, default=32,
+                   help="video: frames reconstructed together (memory and the smoothing's reach; 0: whole clip)")
+    p.add_argument("--overlap", type=int, default=8, help="video: frames shared by consecutive windows")
+    p.add_argument("--smoothing", type=float, default=1.0, help="video: weight of temporal smoothness (0: off)")
+    p.add_argument("--per-frame-meshes", action="store_true",
+                   help="video: also write each frame's mesh (OUT/frames/frameNNNNNN.obj, numbered as in the video)")
     p.add_argument("--max-faces", type=int, default=1, help="faces per image, largest first")
     p.add_argument("--detector", default="auto",
                    help="detector backend; auto: the method's choice ('fast' for --method regress, else 'default')")
@@ -67,10 +77,16 @@ def run(args) -> int:
         return 2
     if args.threads:
         api.set_threads(args.threads)
-    what = tuple(formats) if args.outputs == "all" else tuple(s.strip() for s in args.outputs.split(","))
-    bad = set(what) - set(formats)
+    if args.video:
+        video_formats = api.video_outputs()
+        what = tuple(video_formats) if args.outputs == "all" else tuple(s.strip() for s in args.outputs.split(","))
+        bad = set(what) - set(formats) - set(video_formats)
+    else:
+        what = tuple(formats) if args.outputs == "all" else tuple(s.strip() for s in args.outputs.split(","))
+        bad = set(what) - set(formats)
     if bad:
-        print(f"facerecon: unknown outputs {sorted(bad)}; choose from {','.join(formats)}", file=sys.stderr)
+        choices = ",".join([*formats, *(api.video_outputs() if args.video else ())])
+        print(f"facerecon: unknown outputs {sorted(bad)}; choose from {choices}", file=sys.stderr)
         return 2
     method = "regress+refine" if args.method == "regress" and args.refine is not None else args.method
     options = {}
@@ -81,17 +97,25 @@ def run(args) -> int:
     rec = api.FaceReconstructor(args.model, detector=args.detector, device=args.device, method=method, **options)
     out = Path(args.output)
     photometric = not args.no_photometric
+    if args.video:  # the photometric stages cost ~10x the landmark fit per frame: only when asked (--refine)
+        photometric = photometric and args.refine is not None
     failures: list[str] = []
     reported: set[int] = set()  # failures already shown as they happened
     n_faces = 0
 
     if args.video:
-        frames = list(api.read_frames(args.video, max_frames=args.max_frames, stride=args.stride))
-        recs = rec.reconstruct_video(frames, photometric=photometric)
-        for i, r in enumerate(tqdm(recs, desc="writing", unit="frame", disable=args.quiet)):
-            r.save(out, what, stem=f"frame{i:05d}")
-        n_faces = len(recs)
-        failures += [f"{s}: no face" for s in rec.last_skipped]
+        video_formats = api.video_outputs()
+        per_frame = tuple(w for w in what if w not in video_formats)
+        if args.per_frame_meshes and "obj" not in per_frame:
+            per_frame += ("obj",)
+        summary = rec.reconstruct_video_file(
+            args.video, out, outputs=tuple(w for w in what if w in video_formats), frame_formats=per_frame,
+            photometric=photometric, smoothing=args.smoothing, window=args.window, overlap=args.overlap,
+            start=args.start, max_frames=args.max_frames, stride=args.stride, progress=not args.quiet)
+        n_faces = summary.faces
+        if summary.skipped:
+            failures.append(f"{args.video}: no face in {len(summary.skipped)} of {summary.frames} frames "
+                            f"({', '.join(summary.skipped[:5])}{', ...' if len(summary.skipped) > 5 else ''})")
     else:
         paths, problems = api.expand_inputs(args.inputs)
         failures += problems

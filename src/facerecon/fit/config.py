@@ -44,6 +44,7 @@ class FitConfig:
     w_identity: float = 20.0  # identity-perceptual (only with an encoder)
     w_temporal: float = 0.0  # video: smoothness of pose and expression across frames
     share_identity: bool = False  # image set / video: one identity (and albedo) for the batch
+    keep_identity: bool = False  # with `FitTargets.init`: keep its identity fixed (video windows after the first)
     estimate_albedo: bool = True  # per-vertex residual when the model has no albedo basis
     render_size: int = 224
     seed: int = 0

@@ -20,6 +20,7 @@ import torch
 
 from ..geometry.camera import PerspectiveCamera
 from ..geometry.mesh import edge_topology
+from ..log import progress
 from ..models.morphable import MorphableModel
 from ..objective import deep3d_landmark_weights
 from ..render.renderer import MeshRenderer
@@ -80,28 +81,43 @@ class Fitter:
 
     def fit(self, targets: FitTargets) -> FitResult:
         cfg = self.cfg
-        with num_threads(1) as n_all:
+        B = int(targets.lm68.shape[0])
+        photo = targets.image is not None and cfg.steps_photo > 0
+        # A batch (an image set, a video window) is a long fit: a per-stage bar, gone when done.
+        bar = progress(total=cfg.steps_pose + cfg.steps_shape + (cfg.steps_photo + cfg.steps_albedo) * photo,
+                       show=B > 1, desc=f"fit ({B} faces)", unit="step", leave=False)
+        with num_threads(1) as n_all, bar:
             torch.manual_seed(cfg.seed)
             times, t0 = {}, time.perf_counter()
             fixed_identity = sets.starts_from_independent_fits(cfg, targets)
             if fixed_identity:
+                bar.set_postfix_str("independent fits")
                 targets = sets.independent_start(self, targets)
                 times["independent"] = time.perf_counter() - t0
-            problem = stages.FitProblem.build(self, targets, fit_identity=not fixed_identity)
+            keep = fixed_identity or (cfg.keep_identity and targets.init is not None)
+            problem = stages.FitProblem.build(self, targets, fit_identity=not keep)
 
             t = time.perf_counter()
+            bar.set_postfix_str("pose")
             v = stages.initial_variables(self, problem, targets.init)
             v = stages.pose_stage(self, problem, v)
             times["pose"] = time.perf_counter() - t
+            bar.update(cfg.steps_pose)
             t = time.perf_counter()
+            bar.set_postfix_str("shape")
             v = stages.shape_stage(self, problem, v)
             times["shape"] = time.perf_counter() - t
+            bar.update(cfg.steps_shape)
             if problem.image is not None and cfg.steps_photo > 0:
                 t = time.perf_counter()
+                bar.set_postfix_str("photometric")
                 with num_threads(n_all):  # renders and images: worth the threads
                     inputs = stages.PhotoInputs.build(self, problem)
                     v = stages.photo_stage(self, problem, v, inputs)
+                    bar.update(cfg.steps_photo)
+                    bar.set_postfix_str("albedo")
                     v = stages.albedo_stage(self, problem, v, inputs)
+                    bar.update(cfg.steps_albedo)
                 times["photo"] = time.perf_counter() - t
             res = stages.fit_result(self, problem, v)
             times["total"] = time.perf_counter() - t0

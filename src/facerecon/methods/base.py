@@ -24,7 +24,7 @@ from ..align import Crop
 from ..detect.base import Face
 from ..errors import FaceReconError
 from ..geometry.camera import PerspectiveCamera
-from ..models import MorphableModel
+from ..models import FaceParams, MorphableModel
 from ..registry import Registry
 from .result import Reconstruction
 
@@ -46,11 +46,17 @@ class Request:
     photometric: use the photo's pixels, not only landmarks (methods that always or never do ignore it).
     shared_identity: the batch shows ONE person (an image set or a video): one identity for all.
     temporal: video: weight of temporal smoothness over the batch, frames in order (0: off).
+    start: FaceParams (batch B) to start from, e.g. a video window's overlap with the window before
+        (methods without model parameters ignore it); None: the method's own start.
+    keep_identity: keep `start`'s identity (and albedo) fixed: a video's later windows keep the one
+        its first window estimated.
     """
 
     photometric: bool = True
     shared_identity: bool = False
     temporal: float = 0.0
+    start: FaceParams | None = None
+    keep_identity: bool = False
 
 
 @runtime_checkable

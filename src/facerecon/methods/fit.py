@@ -46,9 +46,10 @@ class FitMethod:
 
     def config_for(self, request: Request) -> FitConfig:
         """The schedule for a request: an image set or a video shares one identity (and smooths)."""
-        if not (request.shared_identity or request.temporal):
+        if not (request.shared_identity or request.temporal or request.keep_identity):
             return self.config
-        return replace(self.config, share_identity=request.shared_identity, w_temporal=request.temporal)
+        return replace(self.config, share_identity=request.shared_identity, w_temporal=request.temporal,
+                       keep_identity=request.keep_identity and request.start is not None)
 
     def targets(self, crops: list[Crop], faces: list[Face], request: Request) -> FitTargets:
         return build_targets(crops, faces, self.context.model.mean_shape, self.config, self.dense_map,
@@ -62,7 +63,10 @@ class FitMethod:
 
     def reconstruct(self, crops: list[Crop], faces: list[Face], request: Request | None = None) -> list[Reconstruction]:
         request = request or Request()
-        res = self.run(self.targets(crops, faces, request), self.config_for(request))
+        targets = self.targets(crops, faces, request)
+        if request.start is not None:
+            targets = replace(targets, init=request.start)
+        res = self.run(targets, self.config_for(request))
         return from_params(self.context.model, self.context.camera, res.params, res.lm68, crops, faces, self.name,
                            {f"fit_{k}": v for k, v in res.times.items()})
 

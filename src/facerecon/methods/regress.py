@@ -17,6 +17,13 @@ from .fit import FitMethod
 from .result import Reconstruction, from_params
 
 
+def keep_identity(params, start):
+    """`params` with the identity and albedo of `start`'s first face (a video's carried identity)."""
+    B = params.batch_size
+    src = start.map(lambda t: t.to(params.identity))
+    return params.replace(identity=src.identity[:1].expand(B, -1).clone(), albedo=src.albedo[:1].expand(B, -1).clone())
+
+
 class RegressMethod:
     """The regressor (Deep3D's R-Net, `facerecon.regress`) behind the method protocol.
 
@@ -48,7 +55,9 @@ class RegressMethod:
         model = self.context.model
         params = self.regressor.predict(np.stack([c.image for c in crops]))
         params = params.map(lambda t: t.to(device=self.context.device, dtype=model.mean_shape.dtype))
-        if request.shared_identity:
+        if request.keep_identity and request.start is not None:
+            params = keep_identity(params, request.start)
+        elif request.shared_identity:
             from ..regress.predict import aggregate_identity
 
             params = aggregate_identity(params)

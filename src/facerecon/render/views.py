@@ -202,7 +202,7 @@ def crop_views(vertices_world: torch.Tensor, albedo: torch.Tensor, light: torch.
 
 def photo_overlay(vertices_world: torch.Tensor, albedo: torch.Tensor, light: torch.Tensor | None,
                   faces: torch.Tensor, camera_photo: PerspectiveCamera, photo: np.ndarray,
-                  max_side: int | None = 1024) -> np.ndarray:
+                  max_side: int | None = 1024, renderer: MeshRenderer | None = None) -> np.ndarray:
     """The shaded face rendered (antialiased) over the whole original photo.
 
     Args:
@@ -211,6 +211,8 @@ def photo_overlay(vertices_world: torch.Tensor, albedo: torch.Tensor, light: tor
         photo: (H, W, 3) uint8.
         max_side: photos with a longer side are resized (bilinear) so that it is `max_side`, and
             rendered with the camera scaled alike (bounds the render cost); None: never.
+        renderer: a `MeshRenderer` of `faces` with the "overlay" output to reuse (a video's frames:
+            building one costs more than a small frame's render); its camera is replaced per call.
 
     Returns:
         (h, w, 3) uint8: (H, W) or the downscaled size.
@@ -223,10 +225,11 @@ def photo_overlay(vertices_world: torch.Tensor, albedo: torch.Tensor, light: tor
     if scale < 1.0:
         cam = cam.scaled(scale)
         photo = np.asarray(PILImage.fromarray(photo).resize((cam.width, cam.height), PILImage.BILINEAR))
-    renderer = MeshRenderer(cam, _tensor(faces), outputs=("overlay",), antialias=True)
+    renderer = renderer or MeshRenderer(cam, _tensor(faces), outputs=("overlay",), antialias=True)
     with torch.no_grad():
         bg = torch.tensor(photo, dtype=v.dtype) / 255.0
-        ov = renderer(v, _batch(albedo), _light(light, v), background=bg[None]).overlay[0]
+        ov = renderer(v, _batch(albedo), _light(light, v), background=bg[None], camera=cam,
+                      outputs=("overlay",)).overlay[0]
     return to_u8(ov[..., :3].clamp(0, 1))
 
 
