@@ -16,18 +16,18 @@ MediaPipe's full-range detector (``FaceDetection(model_selection=1)``, a sparse 
 feature-pyramid head) is not reproduced: `BlazeFace` is the short-range one.
 
 Coordinates here are MediaPipe's normalised ones (0 and 1 at the image's outer pixel edges);
-warps sample like OpenCV (pixel centres at integers, src = M⁻¹·dst), with its 1/32-pixel
-coordinate grid and rounding to uint8, so that our tensors match MediaPipe's.
+warps reproduce OpenCV's fixed-point bilinear sampling, so that our input tensors match MediaPipe's.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from ..nets.blazeface import BlazeFaceShortRange
 from ..nets.facemesh import FaceMeshNet
@@ -80,26 +80,31 @@ def ssd_anchors(size: int, strides: tuple[int, ...], interpolated: bool) -> np.n
 def warp(pixels: np.ndarray, roi_px: tuple[float, float, float, float, float], size: int,
          border: str) -> torch.Tensor:
     """Sample the rotated rectangle (cx, cy, w, h, rotation) in pixels of `pixels` (H, W, 3) uint8
-    onto a size×size grid, as OpenCV's warpPerspective(INTER_LINEAR) does for MediaPipe's
-    ImageToTensorCalculator: dst pixel (u, v) reads src = centre + R·((u/size − ½)·w, (v/size − ½)·h).
+    onto a size×size grid as OpenCV's warpPerspective(INTER_LINEAR) does in MediaPipe's
+    ImageToTensorCalculator: dst pixel (u, v) reads src = centre + R·((u/size − ½)·w, (v/size − ½)·h)
+    (pixel centres at integers), with OpenCV's fixed-point arithmetic for uint8 images: source
+    coordinates rounded to 1/32 pixel, 15-bit bilinear weights, the sum rounded half up.
 
-    border: "replicate" or "zero". Returns (1, 3, size, size) float32 in 0..255, rounded like a uint8 warp.
+    border: "replicate" (clamped taps) or "zero". Returns (1, 3, size, size) float32 in 0..255.
     """
     cx, cy, w, h, rot = roi_px
     c, s = math.cos(rot), math.sin(rot)
     t = np.arange(size, dtype=np.float64) / size - 0.5
     u, v = np.meshgrid(t * w, t * h, indexing="xy")
-    x = cx + c * u - s * v
-    y = cy + s * u + c * v
-    # OpenCV quantises source coordinates to 1/32 pixel.
-    x = np.round(x * 32) / 32
-    y = np.round(y * 32) / 32
+    X = np.rint((cx + c * u - s * v) * 32).astype(np.int64)
+    Y = np.rint((cy + s * u + c * v) * 32).astype(np.int64)
+    x0, y0, fx, fy = X >> 5, Y >> 5, (X & 31).astype(np.int32), (Y & 31).astype(np.int32)
     H, W = pixels.shape[:2]
-    grid = np.stack([2 * x / max(W - 1, 1) - 1, 2 * y / max(H - 1, 1) - 1], -1)
-    img = torch.from_numpy(np.ascontiguousarray(pixels.transpose(2, 0, 1))).float()[None]
-    out = F.grid_sample(img, torch.from_numpy(grid).float()[None], mode="bilinear",
-                        padding_mode="border" if border == "replicate" else "zeros", align_corners=True)
-    return out.round().clamp(0, 255)
+    acc = np.full((size, size, pixels.shape[2]), 1 << 14, np.int32)  # + half: rounds the >> 15
+    for dy, wy in ((0, 32 - fy), (1, fy)):
+        for dx, wx in ((0, 32 - fx), (1, fx)):
+            xi, yi = x0 + dx, y0 + dy
+            val = pixels[np.clip(yi, 0, H - 1), np.clip(xi, 0, W - 1)].astype(np.int32)
+            if border != "replicate":
+                val *= ((xi >= 0) & (xi < W) & (yi >= 0) & (yi < H))[..., None]
+            acc += val * (wy * wx * 32)[..., None]  # the 4 weights sum to 2**15
+    out = acc >> 15
+    return torch.from_numpy(np.ascontiguousarray(out.transpose(2, 0, 1), dtype=np.float32))[None]
 
 
 def _iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -185,20 +190,35 @@ def roi_from_detection(det: Detection, width: int, height: int, scale: float = 1
     return Roi((x0 + x1) / 2, (y0 + y1) / 2, long_side / width * scale, long_side / height * scale, rot)
 
 
+@contextmanager
+def _threads(n: int | None) -> Iterator[None]:
+    # Both networks are hundreds of tiny ops: extra intra-op threads only add synchronisation (and
+    # stall when the cores are busy), as for the fitter's landmark stages (fit/threads.py).
+    prev = torch.get_num_threads()
+    if n is not None and n != prev:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        if torch.get_num_threads() != prev:
+            torch.set_num_threads(prev)
+
+
 class FaceMeshGraph:
     """Static-image FaceMesh: detector -> ROI -> landmark network -> points.
 
     __call__(pixels (H, W, 3) uint8 RGB) -> (468, 3) float64 normalised points (x / W, y / H,
     z relative, in units of the image width like x) or None when no face is detected or the face
-    flag is below `min_presence`.
+    flag is below `min_presence`. threads: torch intra-op threads while it runs (None: unchanged).
     """
 
     def __init__(self, detector: BlazeFace, landmarks: FaceMeshNet, min_detection: float = 0.5,
-                 min_presence: float = 0.5) -> None:
+                 min_presence: float = 0.5, threads: int | None = 1) -> None:
         self.detector = detector
         self.net = landmarks.eval()
         self.min_detection = min_detection
         self.min_presence = min_presence
+        self.threads = threads
 
     def landmarks_in_roi(self, pixels: np.ndarray, roi: Roi) -> tuple[np.ndarray, float]:
         """The landmark network on `roi`: ((468, 3) normalised image points, face probability)."""
@@ -217,9 +237,10 @@ class FaceMeshGraph:
         return out, prob
 
     def __call__(self, pixels: np.ndarray) -> np.ndarray | None:
-        dets = self.detector(pixels, self.min_detection)
-        if not dets:
-            return None
-        H, W = pixels.shape[:2]
-        pts, prob = self.landmarks_in_roi(pixels, roi_from_detection(dets[0], W, H))
+        with _threads(self.threads):
+            dets = self.detector(pixels, self.min_detection)
+            if not dets:
+                return None
+            H, W = pixels.shape[:2]
+            pts, prob = self.landmarks_in_roi(pixels, roi_from_detection(dets[0], W, H))
         return pts if prob > self.min_presence else None
