@@ -77,6 +77,71 @@ def ssd_anchors(size: int, strides: tuple[int, ...], interpolated: bool) -> np.n
     return np.concatenate(out).astype(np.float32)
 
 
+def _lu_solve(a: list[list[float]], b: list[float]) -> list[float]:
+    """Gaussian elimination with partial pivoting in OpenCV's operation order (its LU solver), so that
+    the perspective matrix comes out bit-identical to cv::getPerspectiveTransform's."""
+    n = len(b)
+    for i in range(n):
+        k = max(range(i, n), key=lambda r: (abs(a[r][i]), -r))
+        if k != i:
+            a[i], a[k], b[i], b[k] = a[k], a[i], b[k], b[i]
+        d = -1.0 / a[i][i]
+        for j in range(i + 1, n):
+            alpha = a[j][i] * d
+            for c in range(i + 1, n):
+                a[j][c] += alpha * a[i][c]
+            b[j] += alpha * b[i]
+    for i in range(n - 1, -1, -1):
+        s = b[i]
+        for c in range(i + 1, n):
+            s -= a[i][c] * b[c]
+        b[i] = s / a[i][i]
+    return b
+
+
+def _inv3(m: list[float]) -> list[float]:
+    """3×3 inverse by cofactors (OpenCV's cv::invert for 3×3 matrices), row-major in and out."""
+    (a, b, c), (d, e, f), (g, h, i) = m[0:3], m[3:6], m[6:9]
+    det = 1.0 / (a * (e * i - h * f) - b * (d * i - g * f) + c * (d * h - g * e))
+    return [(e * i - f * h) * det, (c * h - b * i) * det, (b * f - c * e) * det,
+            (f * g - d * i) * det, (a * i - c * g) * det, (c * d - a * f) * det,
+            (d * h - e * g) * det, (b * g - a * h) * det, (a * e - b * d) * det]
+
+
+def _opencv_source_coords(roi_px: tuple[float, float, float, float, float], size: int) -> tuple[np.ndarray, np.ndarray]:
+    """(size, size) int64 source x, y in 1/32 pixels, computed as OpenCV does, to the bit: float32
+    box corners (cv::boxPoints), getPerspectiveTransform, its inverse, then per 64-pixel block
+    rint((M⁻¹·(block start) + M⁻¹₀·x) · 32 / w). Coordinates exactly on a rounding tie are common
+    (a 450-pixel image letterboxed to 128: x·32 = 112.5·j) and go whichever way OpenCV's float
+    error sends them."""
+    cx, cy, w, h = (np.float32(v) for v in roi_px[:4])
+    ang = float(np.float32(roi_px[4] * 180 / math.pi)) * math.pi / 180
+    a, b = np.float32(math.sin(ang) * 0.5), np.float32(math.cos(ang) * 0.5)
+    p0 = (cx - a * h - b * w, cy + b * h - a * w)
+    p1 = (cx + a * h - b * w, cy - b * h - a * w)
+    src = [p0, p1, (2 * cx - p0[0], 2 * cy - p0[1]), (2 * cx - p1[0], 2 * cy - p1[1])]
+    dst = [(0.0, size), (0.0, 0.0), (size, 0.0), (size, size)]
+    rows, rhs = [[0.0] * 8 for _ in range(8)], [0.0] * 8
+    for k, ((x, y), (u, v)) in enumerate(zip(src, dst)):
+        fu, fv = np.float32(u), np.float32(v)
+        rows[k] = [float(x), float(y), 1.0, 0.0, 0.0, 0.0, -float(x * fu), -float(y * fu)]
+        rows[k + 4] = [0.0, 0.0, 0.0, float(x), float(y), 1.0, -float(x * fv), -float(y * fv)]
+        rhs[k], rhs[k + 4] = u, v
+    m = np.array(_inv3(_lu_solve(rows, rhs) + [1.0])).reshape(3, 3)
+    j = np.arange(size, dtype=np.float64)
+    y = j[:, None]
+    x0 = (j // 64 * 64)[None, :]  # OpenCV's block start (blocks of 16 rows × 64 columns here)
+    x1 = (j % 64)[None, :]
+    X0 = m[0, 0] * x0 + m[0, 1] * y + m[0, 2]
+    Y0 = m[1, 0] * x0 + m[1, 1] * y + m[1, 2]
+    W0 = m[2, 0] * x0 + m[2, 1] * y + m[2, 2]
+    W = W0 + m[2, 0] * x1
+    W = np.where(W != 0, 32.0 / np.where(W != 0, W, 1.0), 0.0)
+    X = np.rint((X0 + m[0, 0] * x1) * W).astype(np.int64)
+    Y = np.rint((Y0 + m[1, 0] * x1) * W).astype(np.int64)
+    return X, Y
+
+
 def warp(pixels: np.ndarray, roi_px: tuple[float, float, float, float, float], size: int,
          border: str) -> torch.Tensor:
     """Sample the rotated rectangle (cx, cy, w, h, rotation) in pixels of `pixels` (H, W, 3) uint8
@@ -87,12 +152,7 @@ def warp(pixels: np.ndarray, roi_px: tuple[float, float, float, float, float], s
 
     border: "replicate" (clamped taps) or "zero". Returns (1, 3, size, size) float32 in 0..255.
     """
-    cx, cy, w, h, rot = roi_px
-    c, s = math.cos(rot), math.sin(rot)
-    t = np.arange(size, dtype=np.float64) / size - 0.5
-    u, v = np.meshgrid(t * w, t * h, indexing="xy")
-    X = np.rint((cx + c * u - s * v) * 32).astype(np.int64)
-    Y = np.rint((cy + s * u + c * v) * 32).astype(np.int64)
+    X, Y = _opencv_source_coords(roi_px, size)
     x0, y0, fx, fy = X >> 5, Y >> 5, (X & 31).astype(np.int32), (Y & 31).astype(np.int32)
     H, W = pixels.shape[:2]
     acc = np.full((size, size, pixels.shape[2]), 1 << 14, np.int32)  # + half: rounds the >> 15

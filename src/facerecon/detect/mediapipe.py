@@ -39,7 +39,7 @@ def _import_mediapipe():
     try:
         import mediapipe as mp
     except ImportError:
-        raise MissingExtraError("detect", "mediapipe", "the mediapipe backend") from None
+        raise MissingExtraError("mediapipe-legacy", "mediapipe", "the mediapipe-legacy backend") from None
     return mp
 
 
@@ -170,9 +170,14 @@ class MediaPipeLandmarker:
         from ..nets.facemesh import FaceMeshNet
         from .facemesh import BlazeFace, FaceMeshGraph
 
-        det = BlazeFace(BlazeFaceShortRange.from_tflite(
-            assets.path(ASSET, "face_detection/face_detection_short_range.tflite", asset_dir)))
-        net = FaceMeshNet.from_tflite(assets.path(ASSET, "face_landmark/face_landmark.tflite", asset_dir))
+        def weights(name: str) -> Path:
+            # Verified: the package fallback may hold another mediapipe version's files.
+            f = assets.path(ASSET, name, asset_dir)
+            assets.verify(ASSET, name, f)
+            return f
+
+        det = BlazeFace(BlazeFaceShortRange.from_tflite(weights("face_detection/face_detection_short_range.tflite")))
+        net = FaceMeshNet.from_tflite(weights("face_landmark/face_landmark.tflite"))
         self._graph = FaceMeshGraph(det, net, min_detection=self.min_detection_confidence)
 
     def _build(self, mp, refine_landmarks, min_detection_confidence, model_selection) -> None:

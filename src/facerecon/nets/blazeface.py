@@ -95,7 +95,7 @@ def load_tflite(net: nn.Module, path: str | os.PathLike, names: dict[str, tuple[
     pads = {k: v for k, v in consts.items() if k.endswith("/Paddings")}
     weights = {k: v for k, v in consts.items() if k not in pads}
     # Shape constants of RESHAPE ops are structure, not weights.
-    weights = {k: v for k, v in weights.items() if not (v.dtype.kind == "i")}
+    weights = {k: v for k, v in weights.items() if v.dtype.kind != "i"}
     wanted = {tf for tf, _ in names.values()}
     extra, missing = sorted(set(weights) - wanted), sorted(wanted - set(weights))
     sd_keys = set(net.state_dict())
@@ -112,7 +112,7 @@ def load_tflite(net: nn.Module, path: str | os.PathLike, names: dict[str, tuple[
         raise tflite.TFLiteError(f"{path}: unexpected padding ops {sorted(pads)}")
     sd = {}
     for key, (tf_name, conv) in names.items():
-        sd[key] = torch.from_numpy(np.ascontiguousarray(conv(weights[tf_name]), dtype=np.float32))
+        sd[key] = torch.from_numpy(np.array(conv(weights[tf_name]), dtype=np.float32, order="C"))
     net.load_state_dict(sd, strict=True)  # also checks every shape
     return net.eval()
 
