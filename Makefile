@@ -7,6 +7,9 @@ ifneq ($(wildcard $(SHARED_ASSETS)),)
 export FACERECON_ASSETS ?= $(SHARED_ASSETS)
 endif
 EXTRAS ?= dev,detect,onnx,serve,serve-test,video
+# The reference for FaceMesh tests (legacy mp.solutions API); its wheel also carries the
+# "mediapipe-facemesh" weights, found by the asset search. Empty to skip.
+MEDIAPIPE_REF ?= mediapipe==0.10.21
 
 .PHONY: setup demo test test-slow lint bench clean
 
@@ -14,6 +17,7 @@ $(BIN)/facerecon: pyproject.toml
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -e ".[$(EXTRAS)]"
+	$(if $(MEDIAPIPE_REF),$(BIN)/pip install -q "$(MEDIAPIPE_REF)")
 	touch $@
 
 setup: $(BIN)/facerecon

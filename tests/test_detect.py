@@ -242,9 +242,9 @@ def test_missing_mediapipe_names_extra(monkeypatch):
     from facerecon.detect import mediapipe as mpmod
 
     monkeypatch.setitem(sys.modules, "mediapipe", None)  # makes `import mediapipe` raise ImportError
-    with pytest.raises(MissingExtraError, match=r'pip install "facerecon\[detect\]"') as e:
-        mpmod.MediaPipeLandmarker()
-    assert "mediapipe backend" in str(e.value)
+    with pytest.raises(MissingExtraError, match=r'pip install "facerecon\[mediapipe-legacy\]"') as e:
+        mpmod.MediaPipeLandmarker(backend="mediapipe-legacy")
+    assert "mediapipe-legacy backend" in str(e.value)
 
 
 def test_missing_dlib_names_extra(monkeypatch):
@@ -256,7 +256,7 @@ def test_missing_dlib_names_extra(monkeypatch):
 
 
 def test_mediapipe_on_dev_image(dev_face):
-    pytest.importorskip("mediapipe", reason="optional extra 'detect' (mediapipe) not installed")
+    need_asset("mediapipe-facemesh")
     from facerecon.detect.mediapipe import MediaPipeLandmarker
 
     img, gt = dev_face

@@ -1,7 +1,9 @@
 """Asset registry: every external file facerecon uses, where to find it and how to check it.
 
 Resolution order for an asset folder: an explicit path → ``$FACERECON_ASSETS/<name>`` →
-``~/.cache/facerecon/assets/<name>``. Nothing is ever downloaded: a missing asset raises
+``~/.cache/facerecon/assets/<name>`` → for assets with a `package_dir`, that folder inside an
+installed pip package (found with importlib's finder, without importing the package; e.g. the
+MediaPipe model files inside an installed ``mediapipe`` wheel). Nothing is ever downloaded: a missing asset raises
 `AssetError` listing the paths searched and how to obtain the files. Derived files (unpacked or
 converted models) go to `cache_dir()` (``$FACERECON_CACHE`` or ``~/.cache/facerecon``).
 """
@@ -9,6 +11,7 @@ converted models) go to `cache_dir()` (``$FACERECON_CACHE`` or ``~/.cache/facere
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +29,8 @@ class Asset:
     obtain: str  # URL / registration page / instructions
     files: tuple[tuple[str, str | None], ...]  # (relative path, sha256 or None when user-supplied)
     optional_files: tuple[str, ...] = ()
+    # Fallback location inside an installed pip package: (top-level package, subfolder, ...).
+    package_dir: tuple[str, ...] = ()
 
 
 REGISTRY: dict[str, Asset] = {
@@ -108,6 +113,20 @@ REGISTRY: dict[str, Asset] = {
             "https://github.com/Xiaoccer/MobileFaceNet_Pytorch (model/best/068.ckpt → mobilefacenet_068.ckpt)",
             (("mobilefacenet_068.ckpt", "e839247cdbdfc023fb7cadeaf53a4549d50c8fc24ad154c02e35920ea8910d99"),),
         ),
+        Asset(
+            "mediapipe-facemesh",
+            "MediaPipe FaceMesh 468-point landmark network and short-range BlazeFace detector (TFLite; run by our PyTorch ports)",
+            "Apache-2.0",
+            "https://storage.googleapis.com/mediapipe-assets/face_landmark.tflite and "
+            "face_detection_short_range.tflite (into face_landmark/ and face_detection/), or "
+            "mediapipe/modules/ of the mediapipe==0.10.21 wheel (an installed mediapipe is found automatically)",
+            (
+                ("face_landmark/face_landmark.tflite", "1055cb9d4a9ca8b8c688902a3a5194311138ba256bcc94e336d8373a5f30c814"),
+                ("face_detection/face_detection_short_range.tflite",
+                 "bbff11cebd1eb27a1e004cae0b0e63ec8c551cbf34a4451148b4908b8db3eca8"),
+            ),
+            package_dir=("mediapipe", "modules"),
+        ),
     ]
 }
 
@@ -127,7 +146,22 @@ def search_paths(name: str, explicit: str | os.PathLike | None = None) -> list[P
     if env:
         paths.append(Path(env) / name)
     paths.append(Path.home() / ".cache" / "facerecon" / "assets" / name)
+    asset = REGISTRY.get(name)
+    if asset is not None and asset.package_dir:
+        paths += package_paths(asset.package_dir)
     return paths
+
+
+def package_paths(package_dir: tuple[str, ...]) -> list[Path]:
+    """Folders `package_dir[1:]` inside the installed top-level package `package_dir[0]` (none when
+    it is not installed). The package is located by importlib's finder, never imported."""
+    try:
+        spec = importlib.util.find_spec(package_dir[0])
+    except (ImportError, ValueError):
+        return []
+    if spec is None or not spec.submodule_search_locations:
+        return []
+    return [Path(loc).joinpath(*package_dir[1:]) for loc in spec.submodule_search_locations]
 
 
 def _get(name: str) -> Asset:

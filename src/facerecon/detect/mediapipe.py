@@ -1,7 +1,10 @@
 """MediaPipe backend: BlazeFace boxes + FaceMesh 468 points, mapped to iBUG-68 and 5 points.
 
-Uses `mediapipe==0.10.21`'s legacy `mp.solutions.face_detection` and `mp.solutions.face_mesh`
-(static_image_mode=True); the models ship inside the wheel, nothing is downloaded.
+Default (backend="torch"): our PyTorch ports of MediaPipe's networks (`nets/facemesh.py`,
+`nets/blazeface.py`) inside a reproduction of its static-image FaceMesh graph (`detect/facemesh.py`),
+weights read from the Apache-2.0 ``.tflite`` files of asset "mediapipe-facemesh" (found inside an
+installed ``mediapipe`` wheel too). No mediapipe package is needed. backend="mediapipe-legacy" runs
+mediapipe 0.10's legacy `mp.solutions` API instead, for comparison.
 
 FaceMesh points are not iBUG landmarks: FaceMesh's jaw vertices are fixed on the surface while
 iBUG's jaw line is a contour, eyebrows are defined differently, etc. `Mapping468To68` turns the
@@ -20,20 +23,23 @@ from pathlib import Path
 import numpy as np
 from PIL import Image as PILImage
 
-from ..errors import MissingExtraError
+from .. import assets
+from ..errors import FaceReconError, MissingExtraError
 from ..geometry.landmarks import lm5_from_lm68_contour
 from ..log import native_stderr_to_log
 from .base import Face, sort_by_size
 from .retinaface import as_pixels
 
 MAPPING_FILE = "mediapipe_468_to_68.json"
+ASSET = "mediapipe-facemesh"
+BACKENDS = ("torch", "mediapipe-legacy")
 
 
 def _import_mediapipe():
     try:
         import mediapipe as mp
     except ImportError:
-        raise MissingExtraError("detect", "mediapipe", "the mediapipe backend") from None
+        raise MissingExtraError("mediapipe-legacy", "mediapipe", "the mediapipe-legacy backend") from None
     return mp
 
 
@@ -113,10 +119,15 @@ class MediaPipeLandmarker:
     landmarks(image, box) -> Face | None: FaceMesh on a square crop around a given box (any
     detector's), None when FaceMesh finds no face there.
 
-    refine_landmarks: adds 10 iris points (478 total) — slower, not used by the 68 mapping.
+    refine_landmarks: adds 10 iris points (478 total) — slower, not used by the 68 mapping;
+               mediapipe-legacy backend only.
     mapping: "learned" (default), "nearest", a path to a mapping JSON, or a `Mapping468To68`.
     crop_size: side in pixels of the square crop handed to FaceMesh (upscales small faces; FaceMesh's
                own detector misses faces that fill the frame, hence the `expand` margin).
+    model_selection: the legacy backend's `boxes()` detector (1 = full range); the torch backend's
+               `boxes()` always uses the short-range detector (the full-range model is not ported).
+    backend: "torch" (default; our networks, no mediapipe package) or "mediapipe-legacy".
+    asset_dir: folder of the "mediapipe-facemesh" asset (default: the asset search path).
     """
 
     name = "mediapipe"
@@ -129,10 +140,14 @@ class MediaPipeLandmarker:
         crop_size: int = 192,
         expand: float = 2.2,
         model_selection: int = 1,
+        backend: str = "torch",
+        asset_dir: str | Path | None = None,
     ) -> None:
-        mp = _import_mediapipe()
-        self._mp = mp
+        if backend not in BACKENDS:
+            raise FaceReconError(f"unknown MediaPipe backend '{backend}'; known: {', '.join(BACKENDS)}")
+        self.backend = backend
         self.refine_landmarks = refine_landmarks
+        self.min_detection_confidence = min_detection_confidence
         self.crop_size = crop_size
         self.expand = expand
         if isinstance(mapping, Mapping468To68):
@@ -141,8 +156,29 @@ class MediaPipeLandmarker:
             self.mapping = Mapping468To68.load(kind=str(mapping))
         else:
             self.mapping = Mapping468To68.load(mapping)
-        with native_stderr_to_log():  # TFLite / absl start-up chatter
-            self._build(mp, refine_landmarks, min_detection_confidence, model_selection)
+        if backend == "torch":
+            if refine_landmarks:
+                raise FaceReconError("refine_landmarks (iris points) needs backend='mediapipe-legacy'")
+            self._build_torch(asset_dir)
+        else:
+            mp = _import_mediapipe()
+            with native_stderr_to_log():  # TFLite / absl start-up chatter
+                self._build(mp, refine_landmarks, min_detection_confidence, model_selection)
+
+    def _build_torch(self, asset_dir) -> None:
+        from ..nets.blazeface import BlazeFaceShortRange
+        from ..nets.facemesh import FaceMeshNet
+        from .facemesh import BlazeFace, FaceMeshGraph
+
+        def weights(name: str) -> Path:
+            # Verified: the package fallback may hold another mediapipe version's files.
+            f = assets.path(ASSET, name, asset_dir)
+            assets.verify(ASSET, name, f)
+            return f
+
+        det = BlazeFace(BlazeFaceShortRange.from_tflite(weights("face_detection/face_detection_short_range.tflite")))
+        net = FaceMeshNet.from_tflite(weights("face_landmark/face_landmark.tflite"))
+        self._graph = FaceMeshGraph(det, net, min_detection=self.min_detection_confidence)
 
     def _build(self, mp, refine_landmarks, min_detection_confidence, model_selection) -> None:
         self._mesh = mp.solutions.face_mesh.FaceMesh(
@@ -159,22 +195,30 @@ class MediaPipeLandmarker:
         self._det.process(blank)
 
     def close(self) -> None:
-        self._mesh.close()
-        self._det.close()
+        if self.backend == "mediapipe-legacy":
+            self._mesh.close()
+            self._det.close()
 
     # -- raw FaceMesh -------------------------------------------------------------------------
-    def mesh(self, pixels: np.ndarray) -> np.ndarray | None:
-        """FaceMesh on a whole (H, W, 3) RGB array: (468|478, 3) float32 (x, y pixels; z in pixels,
-        relative, smaller = closer to the camera) or None."""
+    def _normalised_mesh(self, pixels: np.ndarray) -> np.ndarray | None:
+        """(N, 3) MediaPipe-normalised points (x / W, y / H, z in units of W) or None."""
+        if self.backend == "torch":
+            return self._graph(np.ascontiguousarray(pixels))
         with native_stderr_to_log():
             res = self._mesh.process(np.ascontiguousarray(pixels))
         if not res.multi_face_landmarks:
             return None
+        return np.array([(p.x, p.y, p.z) for p in res.multi_face_landmarks[0].landmark], dtype=np.float64)
+
+    def mesh(self, pixels: np.ndarray) -> np.ndarray | None:
+        """FaceMesh on a whole (H, W, 3) RGB array: (468|478, 3) float32 (x, y pixels; z in pixels,
+        relative, smaller = closer to the camera) or None."""
+        a = self._normalised_mesh(pixels)
+        if a is None:
+            return None
         h, w = pixels.shape[:2]
-        lm = res.multi_face_landmarks[0].landmark
-        a = np.array([(p.x, p.y, p.z) for p in lm], dtype=np.float32)
         # Normalised coordinates have pixel edges at 0 and 1; our pixel centres sit at integers.
-        return np.stack([a[:, 0] * w - 0.5, a[:, 1] * h - 0.5, a[:, 2] * w], axis=1)
+        return np.stack([a[:, 0] * w - 0.5, a[:, 1] * h - 0.5, a[:, 2] * w], axis=1).astype(np.float32)
 
     def mesh_in_box(self, pixels: np.ndarray, box) -> np.ndarray | None:
         """FaceMesh on a square crop (side = expand * max(box w, h), zero padded, resized to
@@ -222,12 +266,16 @@ class MediaPipeLandmarker:
         """BlazeFace boxes: [(box (4,) float32 pixels, score)], unsorted."""
         pixels = as_pixels(image)
         h, w = pixels.shape[:2]
+        scale = np.float32([w, h, w, h])
+        if self.backend == "torch":
+            dets = self._graph.detector(pixels, max(0.5, self.min_detection_confidence))
+            return [(np.float32(d.box) * scale - 0.5, d.score) for d in dets]
         with native_stderr_to_log():
             res = self._det.process(pixels)
         out = []
         for d in res.detections or []:
             b = d.location_data.relative_bounding_box
-            box = np.float32([b.xmin * w, b.ymin * h, (b.xmin + b.width) * w, (b.ymin + b.height) * h]) - 0.5
+            box = np.float32([b.xmin, b.ymin, b.xmin + b.width, b.ymin + b.height]) * scale - 0.5
             out.append((box, float(d.score[0])))
         return out
 

@@ -15,7 +15,7 @@ from dataclasses import replace
 
 import numpy as np
 
-from ..errors import MissingExtraError
+from ..errors import AssetError, MissingExtraError
 from ..geometry.landmarks import lm5_from_lm68_contour, yaw_gate
 from .base import Face, sort_by_size
 from .nms import box_area, box_intersection
@@ -59,7 +59,8 @@ class DefaultPipeline:
               fails), "switch" (FaceMesh when |yaw| <= blend_yaw[0], else 3DDFA).
     blend_yaw: (full, zero) |yaw| in degrees (3DDFA's estimate) where FaceMesh's weight is
                `mediapipe_weight_max` / 0.
-    use_mediapipe: None = when installed; False = never; True = required (MissingExtraError).
+    use_mediapipe: None = when the FaceMesh weights (asset mediapipe-facemesh) are found; False =
+                   never; True = required (AssetError when missing).
     dense: attach FaceMesh's 468 points as `Face.dense` (when MediaPipe is available and 3DDFA's
            |yaw| < 50°, `geometry.landmarks.yaw_gate`) for the fitter's dense correspondences; the 68
            landmarks are unchanged.
@@ -102,7 +103,7 @@ class DefaultPipeline:
                 from .mediapipe import MediaPipeLandmarker
 
                 self.mediapipe = MediaPipeLandmarker()
-            except MissingExtraError:
+            except (MissingExtraError, AssetError):  # no FaceMesh weights: 3DDFA alone
                 if use_mediapipe:
                     raise
 

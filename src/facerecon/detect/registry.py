@@ -9,7 +9,7 @@ from importlib import import_module
 BACKENDS: dict[str, tuple[str, str, str]] = {
     "retinaface": ("retinaface", "RetinaFaceDetector", "RetinaFace-MobileNet0.25: boxes + 5 points"),
     "faceboxes": ("faceboxes", "FaceBoxesDetector", "FaceBoxes (3DDFA_V2's detector): boxes only"),
-    "mediapipe": ("mediapipe", "MediaPipeLandmarker", "BlazeFace + FaceMesh 468 -> 68 points (extra: detect)"),
+    "mediapipe": ("mediapipe", "MediaPipeLandmarker", "BlazeFace + FaceMesh 468 -> 68 points (asset: mediapipe-facemesh)"),
     "dlib": ("dlib", "DlibLandmarker", "dlib HOG + 68-point predictor (extra: dlib)"),
     "3ddfa": ("tddfa", "TDDFALandmarker", "3DDFA_V2 68-point landmarker (needs a box; pose + shape)"),
     "default": ("pipeline", "DefaultPipeline", "RetinaFace/FaceBoxes boxes + 3DDFA_V2 (+ FaceMesh blend) landmarks"),
