@@ -215,11 +215,14 @@ def test_photo_result_matches_the_api(client, astronaut_path, tmp_path):
     assert face["blendshapes"].keys() == ref.blendshapes.keys()
     assert max(abs(face["blendshapes"][k] - v) for k, v in ref.blendshapes.items()) < 1e-4
     assert np.abs(np.array(face["landmarks"]["68"]) - ref.lm68).max() < 0.02
-    assert face["image_size"] == [512, 512] and face["masks"] == []
+    assert set(face["landmarks"]) == {"68", "106", "134"}
+    assert np.abs(np.array(face["landmarks"]["106"]) - ref.lm106).max() < 0.02
+    assert face["image_size"] == [512, 512]
+    assert {m["format"] for m in face["masks"]} == {"seg", "seg_visible"}
 
     # The answer brings the page's formats; the rest follow: then the same files as Reconstruction.save,
     # each fetchable, named from the upload's name.
-    assert {d["format"] for d in face["downloads"]} == {"overlay", "glb"}
+    assert {d["format"] for d in face["downloads"]} == {"overlay", "glb", "seg", "seg_visible"}
     assert client.engine.wait(res["id"], 120)
     st = client.get(res["status"]).json()
     assert st["done"] and st["error"] is None and len(st["downloads"]) == 1

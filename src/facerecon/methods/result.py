@@ -221,6 +221,16 @@ class Reconstruction:
             posed = pts @ euler_to_matrix(rot).T + t
             return _np(cam.project(posed)[:, :2]).astype(np.float32)
 
+    @property
+    def lm106(self) -> np.ndarray | None:
+        """(106, 2) float32 JD-layout landmarks in original-image pixels; None without annotations."""
+        return self.landmarks_2d("lm106", "image")
+
+    @property
+    def lm134(self) -> np.ndarray | None:
+        """(134, 2) float32 dense eye/brow/lip landmarks in original-image pixels; None without annotations."""
+        return self.landmarks_2d("lm134", "image")
+
     def landmark_sets(self) -> dict | None:
         """Every landmark set in crop and image pixels (+ model / posed mm for 68, 106, 134), as
         `io.export.ExportItem.landmarks` holds them; None without annotations."""
