@@ -7,18 +7,24 @@ ifneq ($(wildcard $(SHARED_ASSETS)),)
 export FACERECON_ASSETS ?= $(SHARED_ASSETS)
 endif
 EXTRAS ?= dev,detect,onnx
+# What `make demo` needs; `assets fetch` leaves assets that are already present alone.
+DEMO_ASSETS ?= ict-facekit 3ddfa-v2 bfm-metadata
 
 .PHONY: setup demo test test-slow lint bench clean
 
+# The package asks only torch>=2.1; installing torch==2.13.0 first makes pip take the CPU wheel on this
+# machine's disk (PyPI's default Linux torch is the multi-GB CUDA build).
 $(BIN)/facerecon: pyproject.toml
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q "torch==2.13.0"
 	$(BIN)/pip install -q -e ".[$(EXTRAS)]"
 	touch $@
 
 setup: $(BIN)/facerecon
 
 demo: setup
+	$(BIN)/facerecon assets fetch $(DEMO_ASSETS)
 	$(BIN)/facerecon assets list --no-hash
 	$(BIN)/facerecon demo -o out/demo
 
