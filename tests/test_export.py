@@ -429,8 +429,8 @@ def _head_fields(rec, model):
         albedo = head.albedo_mean.expand_as(v).clone()
         albedo[:, :model.n_vertices] = rec.geometry.albedo
         colors = shaded_colors(albedo, vertex_normals(posed, head.faces), p.light)
-    return dict(head_vertices=v[0].numpy(), head_vertices_posed=posed[0].numpy(), head_faces=head.faces.numpy(),
-                head_colors=colors)
+    return {"head_vertices": v[0].numpy(), "head_vertices_posed": posed[0].numpy(), "head_faces": head.faces.numpy(),
+            "head_colors": colors}
 
 
 #: Files per format of a reconstruction with a photo, UVs and model parameters.

@@ -279,7 +279,7 @@ def tar_members(path: Path) -> list[tuple[str, bytes, int, int, str]]:
 
 
 def test_pack_from_upstream_archive_is_verified_and_deterministic(toy, env):
-    asset, srv, www = toy
+    _, srv, www = toy
     folder = fetch.fetch("toy", progress=False)
     packed = folder / "Toy.tar.xz"
     members = tar_members(packed)
@@ -298,7 +298,7 @@ def test_pack_from_upstream_archive_is_verified_and_deterministic(toy, env):
 
 @pytest.mark.parametrize("damage", ["changed", "missing", "extra"])
 def test_pack_rejects_a_wrong_member(toy, env, damage):
-    asset, srv, www = toy
+    www = toy[2]
     members = dict(TOY_MEMBERS)
     if damage == "changed":
         members["Toy/m03.txt"] = b"tampered\n"

@@ -30,7 +30,9 @@ TOGETHER = "onnx,render,train,demo,dev,eval"
 # Extras resolved on their own, with the versions they must support. `detect` still holds
 # mediapipe==0.10.21 (legacy mp.solutions API, no 3.13 wheels, numpy<2) until the FaceMesh port
 # drops it: then add "3.13" here and delete its KNOWN_PINNED entry.
-ALONE = {"detect": ["3.10", "3.11", "3.12"], "dlib": VERSIONS}
+ALONE = {"detect": ["3.10", "3.11", "3.12"]}
+# Extras that cannot resolve from wheels alone, and why (they are not part of any supported install path).
+SOURCE_ONLY = {"dlib": "face-recognition-models>=0.3 is published only as an sdist (a 100 MB data package)"}
 KNOWN_PINNED = {"detect": "mediapipe==0.10.21 until the PyTorch FaceMesh replaces mp.solutions"}
 
 
@@ -55,7 +57,7 @@ def test_metadata_has_no_exact_or_upper_pins_on_core_packages():
 def test_extras_named_in_the_resolution_lists_exist():
     extras = set(PYPROJECT["project"]["optional-dependencies"])
     assert set(TOGETHER.split(",")) | set(ALONE) <= extras
-    assert extras == set(TOGETHER.split(",")) | set(ALONE), "every extra is resolved somewhere"
+    assert extras == set(TOGETHER.split(",")) | set(ALONE) | set(SOURCE_ONLY), "every extra is resolved somewhere"
 
 
 def pypi_reachable() -> bool:
@@ -82,7 +84,7 @@ def resolve(wheel: Path, version: str, extras: str, tmp_path: Path) -> dict[str,
     cmd = [sys.executable, "-m", "pip", "install", "-q", "--dry-run", "--ignore-installed",
            "--python-version", version, "--only-binary=:all:", "--report", str(report),
            f"facerecon[{extras}] @ {wheel.as_uri()}"]
-    r = subprocess.run(cmd, capture_output=True, text=True)
+    r = subprocess.run(cmd, capture_output=True, text=True, check=False)
     assert r.returncode == 0, f"{' '.join(cmd)}\n{r.stderr[-3000:]}"
     return {i["metadata"]["name"].lower(): i["metadata"]["version"] for i in json.loads(report.read_text())["install"]}
 

@@ -248,8 +248,8 @@ class Reconstruction:
             blendshapes=self.blendshapes, times=self.times, source=self.source, model=self.model_name, images=images,
             vertices_neutral=self.vertices_neutral if "neutral" in chosen else None,
             landmarks3d=None if lm3d is None else lm3d[0], landmarks3d_posed=None if lm3d is None else lm3d[1],
-            **({} if head is None else dict(head_vertices=head[0], head_vertices_posed=head[1], head_faces=head[2],
-                                            head_colors=head[3])))
+            **({} if head is None else {"head_vertices": head[0], "head_vertices_posed": head[1],
+                                        "head_faces": head[2], "head_colors": head[3]}))
 
     def _pncc_reference(self) -> torch.Tensor:
         """The shape whose PNCC code colours the PNCC map: the model's mean face, else this mesh."""
