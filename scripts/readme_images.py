@@ -50,7 +50,7 @@ def render(v: np.ndarray, faces: np.ndarray, colors: np.ndarray, size: int, exte
     vt = torch.as_tensor(v, dtype=torch.float32)[None]
     white = torch.ones(1, size, size, 3)
     with torch.no_grad():
-        out = r(vt, torch.as_tensor(colors, dtype=torch.float32)[None], key_light(1, front=0.5, vertical=0.15),
+        out = r(vt, torch.as_tensor(colors, dtype=torch.float32)[None], key_light(1),
                 background=white).overlay[0]
     return (out[..., :3].clamp(0, 1).numpy() * 255 + 0.5).astype(np.uint8)
 
@@ -78,13 +78,13 @@ def glb_views(glb: Path, size: int = 320) -> np.ndarray:
     # Texels the photo did not see are black in the texture: show them as neutral skin grey.
     unseen = colors.max(1) < 0.02
     colors[unseen] = 0.6
-    return np.concatenate([render(turn(m.vertices, a), m.faces, colors, size, 200) for a in (-35, 0, 35)], 1)
+    return np.concatenate([render(turn(m.vertices, a), m.faces, colors, size, 250) for a in (-35, 0, 35)], 1)
 
 
 def head_views(obj: Path, size: int = 320) -> np.ndarray:
     m = trimesh.load(obj, process=False)
-    grey = np.full((len(m.vertices), 3), 0.75)
-    return np.concatenate([render(turn(m.vertices, a), m.faces, grey, size, 260) for a in (0, 40, 90)], 1)
+    grey = np.full((len(m.vertices), 3), 0.7)
+    return np.concatenate([render(turn(m.vertices, a), m.faces, grey, size, 340) for a in (0, 40, 90)], 1)
 
 
 def main(demo: Path, out: Path) -> None:

@@ -35,8 +35,8 @@ class Source:
         by member against `manifest`, and its own sha256 is only a fast path.
     manifest: for `pack`: a file in ``facerecon/data`` in ``sha256sum`` format (``<sha256>  <path
         inside the packed file>``) naming every member.
-    packed_sha256: the sha256 our deterministic pack produced here (CPython's lzma, liblzma 5.x);
-        another liblzma may give other bytes with the same members.
+    packed_sha256: optionally, the sha256 our deterministic pack produced (a fast path for the
+        check); another liblzma may give other bytes with the same members.
     """
 
     url: str
@@ -95,8 +95,7 @@ REGISTRY: dict[str, Asset] = {
             sources=(
                 ("FaceXModel.tar.xz", Source(
                     f"https://github.com/{_ICT[0]}/archive/{_ICT[1]}.zip", member=f"ICT-FaceKit-{_ICT[1]}/FaceXModel",
-                    pack="tar.xz", manifest="ict_facexmodel.sha256",
-                    packed_sha256="PACKED_SHA")),
+                    pack="tar.xz", manifest="ict_facexmodel.sha256")),
                 ("LICENSE", github(*_ICT, "LICENSE")),
                 ("ICT-README.md", github(*_ICT, "README.md")),
             ),

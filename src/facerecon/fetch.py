@@ -16,6 +16,7 @@ with an HTTP Range request (a server that ignores Range restarts the file from z
 from __future__ import annotations
 
 import hashlib
+import http.client
 import io
 import logging
 import os
@@ -186,7 +187,7 @@ def download(url: str, part: Path, *, progress: bool = True, timeout: float = 60
                     fh.write(block)
                     n += len(block)
                     bar.update(len(block))
-        except (OSError, ValueError) as e:  # connection reset, timeout, IncompleteRead
+        except (OSError, ValueError, http.client.HTTPException) as e:  # reset, timeout, IncompleteRead
             raise AssetError(f"download of {url} interrupted after {n} bytes ({e}); "
                              "run the command again to resume") from None
         finally:
