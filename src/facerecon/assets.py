@@ -33,8 +33,8 @@ class Source:
         folder) into the file, deterministically (sorted names, fixed mtime/owner/mode, xz preset 6).
         A re-packed archive's sha256 depends on the xz encoder, so a packed file is verified member
         by member against `manifest`, and its own sha256 is only a fast path.
-    manifest: for `pack`: a file in ``facerecon/data`` in ``sha256sum`` format (``<sha256>  <path
-        inside the packed file>``) naming every member.
+    manifest: for `pack`: a file in ``facerecon/data`` (or an absolute path) in ``sha256sum``
+        format (``<sha256>  <path inside the packed file>``) naming every member.
     packed_sha256: optionally, the sha256 our deterministic pack produced (a fast path for the
         check); another liblzma may give other bytes with the same members.
     """
