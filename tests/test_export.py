@@ -411,11 +411,30 @@ def _item_from(rec, model, photo, formats):
         times=rec.times, source=rec.source, model=rec.model_name, images=images,
         vertices_neutral=np_(neutral) if "neutral" in formats else None,
         landmarks3d=np_(lm3d[0]) if "landmarks3d" in formats else None,
-        landmarks3d_posed=np_(lm3d_posed[0]) if "landmarks3d" in formats else None)
+        landmarks3d_posed=np_(lm3d_posed[0]) if "landmarks3d" in formats else None,
+        **(_head_fields(rec, model) if "head" in formats else {}))
+
+
+def _head_fields(rec, model):
+    """The full ICT head decoded independently of `Reconstruction.head` (the variant loaded by name)."""
+    from facerecon.geometry.mesh import vertex_normals
+    from facerecon.models import load_model
+    from facerecon.render.views import shaded_colors
+
+    head = load_model("ict", variant="head").to(model.mean_shape)
+    p = rec.params
+    with torch.no_grad():
+        v = head.shape(p.identity, p.expression)
+        posed = head.pose(v, p.rotation, p.translation)
+        albedo = head.albedo_mean.expand_as(v).clone()
+        albedo[:, :model.n_vertices] = rec.geometry.albedo
+        colors = shaded_colors(albedo, vertex_normals(posed, head.faces), p.light)
+    return {"head_vertices": v[0].numpy(), "head_vertices_posed": posed[0].numpy(), "head_faces": head.faces.numpy(),
+            "head_colors": colors}
 
 
 #: Files per format of a reconstruction with a photo, UVs and model parameters.
-N_FILES = {"textured": 3, "maps": 3}
+N_FILES = {"textured": 3, "maps": 3, "head": 2}
 
 
 @pytest.mark.assets

@@ -26,6 +26,9 @@ Per face, with stem S in the output folder (the format name in brackets):
   S_depth.png, S_normals.png, S_pncc.png [maps] maps of the crop: depth (16-bit, depth_mm = value ×
                   DEPTH_UNIT_MM, 0 = background), camera-space normals ((n + 1)/2, black background),
                   PNCC (3DDFA's code, black background)
+  S_head.obj, S_head_posed.obj [head] the model's full head (ICT: 26,719 vertices with neck, mouth
+                  socket, eyes, teeth; its first V vertices are S.obj's) in model space like S.obj and
+                  posed like S_posed.obj, mm, shaded vertex colours (only for models with a head)
 Registered after the built-ins (3DDFA_V3's outputs; need the model's part / landmark annotations):
   S_seg_crop.png, S_seg.png [seg] the 8 part masks (3DDFA_V3's order: right eye, left eye, right brow,
                   left brow, nose, upper lip, lower lip, skin; "right" = the subject's right), each drawn
@@ -88,7 +91,7 @@ SCHEMA_VERSION = 2
 
 #: The built-in formats, in the order `export` writes them.
 ALL = ("mat", "npz", "obj", "textured", "ply", "json", "panel", "overlay", "glb", "posed", "neutral", "landmarks3d",
-       "maps")
+       "maps", "head")
 
 
 @dataclass(frozen=True, eq=False, kw_only=True)
@@ -131,6 +134,11 @@ class ExportItem:
     landmarks3d_posed: (68, 3) the same posed (the frame of `vertices_posed`), mm; or None.
     landmarks:       {"lm68" | "lm106" | "lm106_2d" | "lm134": {"crop_px": (N, 2), "image_px": (N, 2) and, but
                      for lm106_2d, "model_mm": (N, 3), "posed_mm": (N, 3)}} or None: no S_landmarks.json.
+    head_vertices:   (Vh, 3) the model's full head with this face's identity and expression, model
+                     space, mm (its first V rows are `vertices`); or None: no S_head*.obj.
+    head_vertices_posed: (Vh, 3) the same posed like `vertices_posed`, mm; or None.
+    head_faces:      (Fh, 3) int64 triangles of the head; or None.
+    head_colors:     (Vh, 3) shaded vertex colours of the head in [0, 1]; or None.
     images:          {name: uint8 (or uint16) image} rendered by the caller (`images_needed`):
                      "recon_crop" (S,S,4) RGBA, "geometry_crop" (S,S,3), "geometry_side" (S,S,3),
                      "landmarks_crop" (S,S,3), "overlay" (h,w,3), "texture" (T,T,3), "depth_crop" (S,S)
@@ -165,6 +173,10 @@ class ExportItem:
     landmarks3d_posed: np.ndarray | None = None
     images: dict = field(default_factory=dict)
     landmarks: dict | None = None
+    head_vertices: np.ndarray | None = None
+    head_vertices_posed: np.ndarray | None = None
+    head_faces: np.ndarray | None = None
+    head_colors: np.ndarray | None = None
 
     def __post_init__(self):
         v = np.shape(self.vertices)
@@ -183,6 +195,13 @@ class ExportItem:
             a = getattr(self, name)
             if a is not None and (np.ndim(a) != 2 or np.shape(a)[1] != 3):
                 raise ValueError(f"ExportItem.{name} must be (N, 3), got {np.shape(a)}")
+        head = [getattr(self, n) for n in ("head_vertices", "head_vertices_posed", "head_faces", "head_colors")]
+        if any(a is not None for a in head):
+            hv = np.shape(head[0])
+            if any(a is None for a in head) or len(hv) != 2 or hv[1] != 3 or hv[0] < v[0] \
+                    or np.shape(head[1]) != hv or np.shape(head[3]) != hv or np.ndim(head[2]) != 2:
+                raise ValueError("ExportItem.head_*: all four or none; head_vertices, head_vertices_posed, "
+                                 f"head_colors (Vh >= V, 3), head_faces (Fh, 3); got {[np.shape(a) for a in head]}")
         bad = {k: getattr(a, "dtype", type(a)) for k, a in self.images.items()
                if not isinstance(a, np.ndarray) or a.dtype not in (np.uint8, np.uint16)}
         if bad:
@@ -478,6 +497,15 @@ def export_maps(item: ExportItem, out: Path, stem: str) -> list[Path]:
     return paths
 
 
+def export_head(item: ExportItem, out: Path, stem: str) -> list[Path]:
+    if item.head_vertices is None:
+        return []
+    model, posed = out / f"{stem}_head.obj", out / f"{stem}_head_posed.obj"
+    write_obj(model, item.head_vertices, item.head_faces, colors=item.head_colors)
+    write_obj(posed, item.head_vertices_posed, item.head_faces, colors=item.head_colors)
+    return [model, posed]
+
+
 register_exporter("mat", export_mat, ("recon_crop",), "S.mat: Deep3D's fields (MATLAB v5)")
 register_exporter("npz", export_npz, ("recon_crop",), "S.npz: the .mat's fields as a compressed .npz")
 register_exporter("obj", export_obj, (), "S.obj: model-space mesh (mm) with shaded vertex colours")
@@ -587,3 +615,5 @@ register_exporter("landmarks", export_landmarks, (), "S_landmarks.json: 68, 106,
 register_exporter("extracted", export_extracted, ("texture_extracted",), "S_extracted.obj/.mtl/.png: mesh with a "
                   "texture from the photo, unseen parts filled (mirror, then albedo); S_albedo.png: the albedo-only "
                   "texture (needs the photo and UVs)", wants=("texture_albedo",))
+register_exporter("head", export_head, (), "S_head.obj (model space, like S.obj) and S_head_posed.obj (camera frame, "
+                  "like S_posed.obj): the model's full head (ICT: neck, mouth socket, eyes, teeth), mm")

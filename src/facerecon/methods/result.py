@@ -19,6 +19,7 @@ import torch
 from ..align import Crop
 from ..detect.base import Face
 from ..geometry.camera import PerspectiveCamera
+from ..geometry.mesh import vertex_normals
 from ..geometry.rotations import euler_to_matrix
 from ..io import export as exporters
 from ..models import FaceGeometry, FaceParams, MorphableModel, ParamLayout
@@ -295,6 +296,30 @@ class Reconstruction:
         g, topo = self.geometry, self.topology
         return views.extracted_texture(g.vertices_world, topo.triangles, topo.uv, topo.uv_faces, self.camera,
                                        self.image, g.albedo, self._mirror(), size, skin_mask)
+    @property
+    def head(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None:
+        """The model family's full head (ICT: 26,719 vertices with neck, mouth socket, eyes, teeth)
+        decoded with this face's identity and expression and posed like it: ((Vh, 3) model space mm,
+        (Vh, 3) posed in the crop camera's frame mm, (Fh, 3) int64 triangles, (Vh, 3) shaded colours
+        in [0, 1]). Its first V vertices are this mesh's. None without model parameters or without a
+        head model (BFM). Decoded on each call."""
+        if self.params is None or self.model is None or self.correspondence is not None:
+            return None
+        from ..models import head_model
+
+        hm = head_model(self.model)
+        if hm is None:
+            return None
+        p, V = self.params, self.model.n_vertices
+        with torch.no_grad():
+            v = hm.shape(p.identity.to(hm.mean_shape), p.expression.to(hm.mean_shape))
+            posed = hm.pose(v, p.rotation.to(v), p.translation.to(v))
+            normals = vertex_normals(posed, hm.faces)
+            # The head's documented constant albedo, with this face's (fitted) reflectance on its vertices.
+            albedo = hm.albedo_mean.expand_as(v).clone()
+            albedo[:, :V] = self.geometry.albedo.to(albedo)
+            colors = views.shaded_colors(albedo, normals, self.light)
+        return _np(v[0]), _np(posed[0]), _np(hm.faces), colors
 
     def with_image(self, pixels: np.ndarray | None, source: str | None = None) -> Reconstruction:
         return replace(self, image=pixels, source=self.source if source is None else source)
@@ -330,6 +355,7 @@ class Reconstruction:
             colors = views.shaded_colors(g.albedo, g.normals, self.light)
         chosen = _formats(formats)
         lm3d = self.landmarks3d if "landmarks3d" in chosen else None
+        head = self.head if "head" in chosen else None
         return exporters.ExportItem(
             vertices=_np(g.vertices[0]), vertices_posed=_np(g.vertices_world[0]), faces=self.triangles,
             colors=colors, albedo=_np(g.albedo[0]), uv=_np(topo.uv), uv_faces=_np(topo.uv_faces), coeff=self.coeff,
@@ -340,7 +366,9 @@ class Reconstruction:
             blendshapes=self.blendshapes, times=self.times, source=self.source, model=self.model_name, images=images,
             vertices_neutral=self.vertices_neutral if "neutral" in chosen else None,
             landmarks3d=None if lm3d is None else lm3d[0], landmarks3d_posed=None if lm3d is None else lm3d[1],
-            landmarks=self.landmark_sets() if "landmarks" in chosen else None)
+            landmarks=self.landmark_sets() if "landmarks" in chosen else None,
+            **({} if head is None else {"head_vertices": head[0], "head_vertices_posed": head[1],
+                                        "head_faces": head[2], "head_colors": head[3]}))
 
     def _pncc_reference(self) -> torch.Tensor:
         """The shape whose PNCC code colours the PNCC map: the model's mean face, else this mesh."""

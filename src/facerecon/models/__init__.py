@@ -1,5 +1,7 @@
 """Morphable models: `load_model("ict")` (default, MIT) or `load_model("bfm")` (user-supplied BFM09)."""
 
+import functools
+
 from .layout import FaceParams, ParamLayout
 from .morphable import FaceGeometry, ModelData, MorphableModel
 
@@ -19,4 +21,28 @@ def load_model(name: str = "ict", variant: str | None = None, asset_dir=None, **
     raise ValueError(f"unknown model '{name}'; choose 'ict' or 'bfm'")
 
 
-__all__ = ["FaceGeometry", "FaceParams", "ModelData", "MorphableModel", "ParamLayout", "load_model"]
+def head_model(model: MorphableModel) -> MorphableModel | None:
+    """The full-head model of `model`'s family, whose first `model.n_vertices` vertices are `model`'s,
+    with the same basis sizes, dtype and device; None for a family without one (BFM).
+
+    ICT: the 'face' and 'narrow' variants are vertex prefixes of the 26,719-vertex head (head, neck,
+    mouth socket, eyes, teeth, lashes), decoded by the same identity and expression coefficients."""
+    if not model.name.startswith("ict-"):
+        return None
+    head = _ict_head(model.layout.n_identity, model.layout.n_expression)
+    ref = model.mean_shape
+    if head.mean_shape.dtype != ref.dtype or head.mean_shape.device != ref.device:
+        import copy
+
+        head = copy.deepcopy(head).to(ref)
+    return head
+
+
+@functools.lru_cache(maxsize=2)
+def _ict_head(n_identity: int, n_expression: int) -> MorphableModel:
+    from .ict import load_ict_data
+
+    return MorphableModel(load_ict_data("head"), n_identity=n_identity, n_expression=n_expression)
+
+
+__all__ = ["FaceGeometry", "FaceParams", "ModelData", "MorphableModel", "ParamLayout", "head_model", "load_model"]
