@@ -85,9 +85,20 @@ def env(tmp_path, monkeypatch):
     return root
 
 
+def origin(n: str) -> Path | None:
+    """Where the test finds asset n's files: the shared folder, else an installed package holding them
+    (the MediaPipe weights inside an installed mediapipe wheel)."""
+    a = assets.REGISTRY[n]
+    for d in [SHARED / n] + (assets.package_paths(a.package_dir) if a.package_dir else []):
+        if all((d / f).is_file() for f, _ in a.files + a.extras):
+            return d
+    return None
+
+
 def need_shared():
-    if not all((SHARED / n).is_dir() for n in FETCHABLE):
-        pytest.skip(f"shared assets not found at {SHARED} (set FACERECON_ASSETS)")
+    missing = [n for n in FETCHABLE if origin(n) is None]
+    if missing:
+        pytest.skip(f"assets {missing} not found at {SHARED} (set FACERECON_ASSETS) or in installed packages")
 
 
 def make_mirror(dest: Path, names=FETCHABLE) -> Path:
@@ -97,7 +108,8 @@ def make_mirror(dest: Path, names=FETCHABLE) -> Path:
         a = assets.REGISTRY[n]
         for f, _ in a.files + a.extras:
             (dest / n).mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(SHARED / n / f, dest / n / f)
+            (dest / n / f).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(origin(n) / f, dest / n / f)
     return dest
 
 
@@ -109,17 +121,20 @@ def mirror(tmp_path):
 
 
 def test_fetch_all_from_mirror_then_nothing_to_do(env, mirror, capsys):
+    # Assets an installed package already holds (the mediapipe wheel's weights) count as present.
+    in_pkg = {n for n in FETCHABLE if origin(n) is not None and origin(n) != SHARED / n}
     assert main(["-q", "assets", "fetch", "--all", "--mirror", mirror.url]) == 0
     for n in FETCHABLE:
         st = assets.check(n)
-        assert st.state == "found" and st.location == env / n, (n, st)
+        assert st.state == "found" and (n in in_pkg or st.location == env / n), (n, st)
         a = assets.REGISTRY[n]
         for f, h in a.files + a.extras:
-            assert sha((env / n / f).read_bytes()) == h, (n, f)
+            assert sha((st.location / f).read_bytes()) == h, (n, f)
     assert not (env / ".fetch").exists() and not list(env.rglob("*.part")) and not list(env.rglob("*.tmp"))
     assert not (env / "bfm09").exists()  # user-supplied: never attempted
     served = len(mirror.log)
-    assert served == sum(len(assets.REGISTRY[n].files + assets.REGISTRY[n].extras) for n in FETCHABLE)
+    assert served == sum(len(assets.REGISTRY[n].files + assets.REGISTRY[n].extras) for n in FETCHABLE
+                         if n not in in_pkg)
     # Present and valid: a second run downloads nothing; list and path still work.
     assert main(["-q", "assets", "fetch", "--all", "--mirror", mirror.url]) == 0
     assert len(mirror.log) == served
@@ -344,8 +359,11 @@ def test_every_downloadable_file_has_a_pinned_upstream_source():
         for f, h in a.files + a.extras:
             src = assets.source(a, f)
             assert src is not None and re.fullmatch(r"[0-9a-f]{64}", h), (n, f)
-            assert re.match(r"https://(raw\.githubusercontent\.com|github\.com)/[\w.-]+/[\w.-]+/(archive/)?[0-9a-f]{40}",
-                            src.url), src.url
+            # A GitHub commit, or a PyPI file (immutable once published; its name holds the version).
+            assert (re.match(r"https://(raw\.githubusercontent\.com|github\.com)/[\w.-]+/[\w.-]+/(archive/)?[0-9a-f]{40}",
+                             src.url)
+                    or re.fullmatch(r"https://files\.pythonhosted\.org/packages/[0-9a-f/]+/[\w.-]+-\d[\w.]*-[\w.-]+\.whl",
+                                    src.url)), src.url
     assert not fetch.fetchable("bfm09")
 
 
@@ -404,3 +422,18 @@ def test_only_the_cli_imports_the_downloader():
             if isinstance(node, ast.ImportFrom):
                 names = [node.module or ""] + [a.name for a in node.names]
                 assert "fetch" not in names and not (node.module or "").endswith(".fetch"), p
+
+
+def test_fetch_nested_files_even_when_a_package_holds_them(env, tmp_path):
+    """mediapipe-facemesh's files sit in subfolders; --force fetches them although an installed
+    mediapipe may already provide the asset."""
+    name = "mediapipe-facemesh"
+    if origin(name) is None:
+        pytest.skip("no copy of the MediaPipe weights (shared folder or installed mediapipe)")
+    srv = Server(make_mirror(tmp_path / "mirror", [name]))
+    try:
+        assert main(["-q", "assets", "fetch", name, "--force", "--mirror", srv.url]) == 0
+    finally:
+        srv.close()
+    for f, h in assets.REGISTRY[name].files:
+        assert sha((env / name / f).read_bytes()) == h, f

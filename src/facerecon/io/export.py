@@ -530,6 +530,10 @@ register_exporter("maps", export_maps, ("depth_crop", "normals_crop"), "S_depth.
                   wants=("pncc_crop",))
 
 
+register_exporter("head", export_head, (), "S_head.obj (model space, like S.obj) and S_head_posed.obj (camera frame, "
+                  "like S_posed.obj): the model's full head (ICT: neck, mouth socket, eyes, teeth), mm")
+
+
 # -- 3DDFA_V3's outputs (registered after the built-ins) -------------------------------------------
 
 #: The part order of the seg files (bit k / label k + 1); models.annotations.PART_NAMES says the same.
@@ -615,5 +619,3 @@ register_exporter("landmarks", export_landmarks, (), "S_landmarks.json: 68, 106,
 register_exporter("extracted", export_extracted, ("texture_extracted",), "S_extracted.obj/.mtl/.png: mesh with a "
                   "texture from the photo, unseen parts filled (mirror, then albedo); S_albedo.png: the albedo-only "
                   "texture (needs the photo and UVs)", wants=("texture_albedo",))
-register_exporter("head", export_head, (), "S_head.obj (model space, like S.obj) and S_head_posed.obj (camera frame, "
-                  "like S_posed.obj): the model's full head (ICT: neck, mouth socket, eyes, teeth), mm")
