@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from . import threads as _threads
 from .align import Crop, align_face
 from .detect.base import Face
 from .errors import FaceReconError, NoFaceError
@@ -39,9 +40,11 @@ from .methods import (
 from .models import FaceParams, MorphableModel, load_model
 
 
-def set_threads(n: int) -> None:
-    """torch's CPU threads for this process."""
-    torch.set_num_threads(int(n))
+def set_threads(n: int | None = None) -> dict[str, int]:
+    """The thread policy (`facerecon.threads`) for this process: `n` torch intra-op threads (None: the
+    cores this process may use), one inter-op thread, `n` numba threads, and the OpenMP/BLAS
+    environment for the processes it starts. Returns the counts now in force."""
+    return _threads.apply(n)
 
 
 def output_formats() -> dict[str, str]:

@@ -1,0 +1,107 @@
+"""`--engine ray`: the same items through Ray Data, on a local Ray started here or an existing
+cluster (`address`). Actors (one per worker, `threads` CPUs each) hold the loaded models; the
+driver streams the inputs in chunks (so its memory stays flat) and records the results exactly as
+the local engine does. On a multi-node cluster the inputs and the output folder must be on a
+filesystem every node sees at the same path (docs/batch.md).
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import pickle
+from collections.abc import Iterator
+
+from .. import threads as thread_policy
+from ..errors import FaceReconError, MissingExtraError
+from .inputs import InputItem
+from .work import BatchConfig, build_reconstructor, process_item
+
+log = logging.getLogger(__name__)
+
+
+class _Actor:
+    """A Ray Data callable class: built once per actor (models loaded), then called per batch."""
+
+    def __init__(self, cfg: BatchConfig, n_threads: int):
+        from .. import log as facerecon_log
+
+        facerecon_log.configure(-1)
+        thread_policy.apply(n_threads)
+        self.cfg = cfg
+        self.rec = build_reconstructor(cfg)
+
+    def __call__(self, batch: dict) -> dict:
+        out = []
+        for source, stem in zip(batch["source"], batch["stem"]):
+            out.append(pickle.dumps(process_item(self.rec, self.cfg, str(source), str(stem))))
+        return {"source": list(batch["source"]), "result": out}
+
+
+def _ray():
+    try:
+        import ray
+        import ray.data
+    except ImportError:
+        raise MissingExtraError("ray", "ray[data]", "facerecon batch --engine ray") from None
+    return ray
+
+
+class RayEngine:
+    """workers actors x threads CPUs each. address: None starts a local Ray sized to this
+    machine's cores (workers x threads <= cores); "auto" or "ray://host:port" joins a cluster,
+    where `workers` may exceed one machine's cores. chunk: items per Ray Dataset."""
+
+    name = "ray"
+
+    def __init__(self, cfg: BatchConfig, workers: int = 1, threads: int | None = None, address: str | None = None,
+                 chunk: int = 4096):
+        self.cfg = cfg
+        if address:
+            self.workers, self.threads = max(1, workers), max(1, threads or 1)
+        else:
+            self.workers, self.threads = thread_policy.split_cores(workers, threads)
+        self.address = address
+        self.chunk = chunk
+        self._started = False
+
+    def _init(self):
+        ray = _ray()
+        if not ray.is_initialized():
+            env = {"env_vars": thread_policy.thread_env(self.threads)}
+            kw = {"runtime_env": env, "log_to_driver": False, "include_dashboard": False, "configure_logging": False}
+            if self.address:
+                ray.init(address=self.address, **kw)
+            else:
+                ray.init(num_cpus=thread_policy.available_cores(), **kw)
+            self._started = True
+        ctx = ray.data.DataContext.get_current()
+        ctx.enable_progress_bars = False
+        ctx.verbose_progress = False
+        return ray
+
+    def run(self, items: Iterator[InputItem]) -> Iterator[tuple[InputItem, list[dict], dict | None]]:
+        ray = self._init()
+        items = iter(items)
+        try:
+            while True:
+                chunk = list(itertools.islice(items, self.chunk))
+                if not chunk:
+                    return
+                by_source = {it.source: it for it in chunk}
+                ds = ray.data.from_items([{"source": it.source, "stem": it.stem} for it in chunk],
+                                         override_num_blocks=max(1, min(len(chunk), 4 * self.workers)))
+                ds = ds.map_batches(_Actor, fn_constructor_kwargs={"cfg": self.cfg, "n_threads": self.threads},
+                                    batch_size=1, concurrency=self.workers, num_cpus=self.threads)
+                try:
+                    for row in ds.iter_rows():
+                        rows, fail = pickle.loads(row["result"])
+                        yield by_source[row["source"]], rows, fail
+                except ray.exceptions.RayError as e:
+                    raise FaceReconError(f"the Ray job failed: {str(e).splitlines()[0]}") from None
+        finally:
+            if self._started:
+                ray.shutdown()
+
+
+__all__ = ["RayEngine"]
