@@ -68,6 +68,9 @@ def run_batch(inputs: Iterable[str], cfg: BatchConfig, engine: str = "local", wo
     store = ResultStore(out, flush_items, flush_seconds)
     if not resume:
         store.reset()
+    # Temp files of atomic writes a kill interrupted (outputs never start with a dot).
+    for tmp in (out / "faces").glob(".*"):
+        tmp.unlink(missing_ok=True)
     store.consolidate()  # a killed run's parts become table rows before anything is redone
     seen = store.done()  # grows by one key per new input (~100 bytes): the only per-input memory
     skipped = 0

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io as _io
 import logging
 import os
+import re
 import struct
 import warnings
 from dataclasses import dataclass
@@ -174,8 +175,12 @@ def load_image(source, name: str | None = None, max_pixels: int | None = MAX_PIX
                 if max_side is not None and max(img.size) > max_side:
                     img.thumbnail((max_side, max_side), PILImage.LANCZOS)
                 pixels = _to_rgb8(img)
-    except PILImage.DecompressionBombError as e:
-        raise InputImageError(f"{label}: refused as a decompression bomb ({e})", "too_large") from None
+    except PILImage.DecompressionBombError as e:  # Pillow's own guard fires in open(), before ours
+        n = re.search(r"\((\d+) pixels\)", str(e))
+        size = f"{int(n.group(1)) / 1e6:.0f} MP" if n else "too many pixels"
+        limit = f"{max_pixels / 1e6:.0f} MP" if max_pixels else "Pillow's"
+        raise InputImageError(f"{label}: declares {size}, above the {limit} limit (not decoded)",
+                              "too_large") from None
     except UnidentifiedImageError:
         raise InputImageError(f"{label}: not an image (unknown format)", "not_an_image") from None
     except PermissionError:
