@@ -6,7 +6,7 @@ SHARED_ASSETS := $(abspath ../shared/assets)
 ifneq ($(wildcard $(SHARED_ASSETS)),)
 export FACERECON_ASSETS ?= $(SHARED_ASSETS)
 endif
-EXTRAS ?= dev,detect,onnx
+EXTRAS ?= dev,detect,onnx,batch
 
 .PHONY: setup demo test test-slow lint bench clean
 

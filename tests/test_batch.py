@@ -5,6 +5,7 @@ lost and nothing duplicated, and the thread policy sets what it says."""
 from __future__ import annotations
 
 import io
+import json
 import os
 import signal
 import struct
@@ -129,6 +130,12 @@ def test_bad_inputs_never_stop_a_batch_and_resume_skips_done(tmp_path):
     assert lm[:, 0].max() > 600 and lm[:, 0].max() < 1600  # file pixels, not the 512-px copy
     assert rows["anim.gif"]["frames"] == 3 and rows["pages.tif"]["frames"] == 2
     assert len(rows["good0.png"]["params"]) > 100 and len(rows["good0.png"]["landmarks"]) == 136
+    # The worker ran under the thread policy: cores // workers threads in torch and numba.
+    from facerecon.threads import available_cores
+
+    info = json.loads((out / "summary.json").read_text())
+    assert info["threads"] == available_cores() and info["worker_threads"]["torch"] == available_cores()
+    assert info["worker_threads"]["numba"] == available_cores() and info["worker_threads"]["torch_interop"] == 1
     for r in res:
         assert (out / r["outputs"][0]).is_file() and r["outputs"][0].endswith(f"{r['stem']}.json")
     # Resume: everything recorded is skipped, nothing is added.
@@ -224,7 +231,7 @@ def test_iter_inputs_streams_folders_globs_and_manifests(tmp_path):
     (tmp_path / "list.txt").write_text("# comment\nimgs/a.jpg\n\nimgs/sub/c.jpg\n")
     (tmp_path / "list.csv").write_text("id,path\n1,imgs/b.png\n2,imgs/sub/c.jpg\n")
     (tmp_path / "bare.csv").write_text("imgs/a.jpg,1\n")
-    names = lambda items: sorted(os.path.relpath(i.source, tmp_path) for i in items)  # noqa: E731
+    names = lambda items: sorted(os.path.relpath(i.source, tmp_path) for i in items)
     assert names(iter_inputs([d])) == ["imgs/a.jpg", "imgs/b.png", "imgs/v.mp4"]
     assert names(iter_inputs([d], recursive=True)) == ["imgs/a.jpg", "imgs/b.png", "imgs/sub/c.jpg", "imgs/v.mp4"]
     assert names(iter_inputs([tmp_path / "list.txt"])) == ["imgs/a.jpg", "imgs/sub/c.jpg"]
@@ -284,21 +291,30 @@ def test_thread_policy_sets_the_counts():
     assert env == {"OMP_WAIT_POLICY": "ACTIVE", "KMP_BLOCKTIME": "0"}  # the user's choice stands
 
 
-def test_worker_processes_get_the_policy(tmp_path):
-    """A spawned worker runs with threads = cores // workers in torch, numba and the OpenMP env."""
-    from facerecon.batch.local import LocalEngine
+@pytest.mark.slow
+def test_ray_engine_writes_what_the_local_engine_writes(tmp_path):
+    """Ray Data on a local Ray: the same rows, failures and files as the local engine (and resume)."""
+    need_asset("ict-facekit")
+    pytest.importorskip("ray.data", reason="the ray extra is not installed (pip install 'facerecon[ray]')")
+    from facerecon.batch import run_batch
 
-    eng = LocalEngine(_cfg(tmp_path), workers=2, threads=1)
-    assert (eng.workers, eng.threads) == (2, 1)
-    saved = dict(os.environ)
-    from facerecon import threads
-
-    threads.apply_env(eng.threads)
-    try:
-        code = ("import os, torch, numba; from facerecon import threads; c = threads.apply(int(os.environ"
-                "['OMP_NUM_THREADS'])); print(c['torch'], c['numba'], os.environ['OMP_WAIT_POLICY'])")
-        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
-    finally:
-        os.environ.clear()
-        os.environ.update(saved)
-    assert out.split() == ["1", "1", "PASSIVE"]
+    want = build_corpus(tmp_path / "in")
+    (tmp_path / "in" / "crash.png").unlink()  # a dying actor is Ray's to retry, not compared here
+    del want["crash.png"]
+    runs = {}
+    for engine in ("local", "ray"):
+        out = tmp_path / engine
+        s = run_batch([str(tmp_path / "in")], _cfg(out), engine=engine, workers=1, progress=False)
+        res, fail = _tables(out)
+        runs[engine] = ({Path(r["source"]).name: r for r in res}, {Path(r["source"]).name: r["reason"] for r in fail})
+        assert s.images_ok + s.images_failed == len(want)
+        assert sorted(p.name for p in (out / "faces").iterdir()) == sorted(r["outputs"][0].split("/")[-1]
+                                                                           for r in res)
+    (lres, lfail), (rres, rfail) = runs["local"], runs["ray"]
+    assert rfail == lfail == {k: v for k, v in want.items() if v is not None}
+    assert rres.keys() == lres.keys()
+    for k in lres:
+        np.testing.assert_allclose(rres[k]["landmarks"], lres[k]["landmarks"], atol=1e-3)
+        assert rres[k]["stem"] == lres[k]["stem"]
+    s = run_batch([str(tmp_path / "in")], _cfg(tmp_path / "ray"), engine="ray", workers=1, progress=False)
+    assert s.skipped_done == len(want) and s.images_ok == 0

@@ -30,13 +30,13 @@ def _worker_main(conn, cfg: BatchConfig, n_threads: int, cores: list[int] | None
     facerecon_log.configure(-1)
     if cores:
         thread_policy.pin(cores)
-    thread_policy.apply(n_threads)
+    applied = thread_policy.apply(n_threads)
     try:
         rec = build_reconstructor(cfg)
     except Exception as e:  # noqa: BLE001 - a setup error (missing asset, bad method) ends the batch
         conn.send(("init_error", f"{type(e).__name__}: {e}" if not isinstance(e, FaceReconError) else str(e)))
         return
-    conn.send(("ready", os.getpid()))
+    conn.send(("ready", applied))
     while True:
         try:
             msg = conn.recv()
@@ -69,6 +69,7 @@ class LocalEngine:
         self.workers, self.threads = thread_policy.split_cores(workers, threads)
         self.pin = pin
         self.depth = depth
+        self.applied: dict[str, int] = {}  # the thread counts a worker reported in force
 
     def _cores(self, i: int) -> list[int] | None:
         if not self.pin:
@@ -88,10 +89,13 @@ class LocalEngine:
 
     def run(self, items: Iterator[InputItem]) -> Iterator[tuple[InputItem, list[dict], dict | None]]:
         """Yields (item, face rows, failure) for every item, in completion order."""
+        items = iter(items)
+        first = next(items, None)
+        if first is None:  # nothing to do (e.g. all done before): no worker is started
+            return
         ctx = mp.get_context("spawn")
         workers = [self._start(ctx, i) for i in range(self.workers)]
-        retry: collections.deque[InputItem] = collections.deque()
-        items = iter(items)
+        retry: collections.deque[InputItem] = collections.deque([first])
         exhausted = False
         try:
             while True:
@@ -121,6 +125,7 @@ class LocalEngine:
                             raise FaceReconError(f"batch worker could not start: {msg[1]}")
                         if msg is not None and msg[0] == "ready":
                             w.ready = True
+                            self.applied = msg[1]
                         elif msg is not None and msg[0] == "done":
                             rows, fail = msg[1]
                             yield w.queue.popleft(), rows, fail

@@ -64,6 +64,7 @@ class RayEngine:
         self.address = address
         self.chunk = chunk
         self._started = False
+        self.applied: dict[str, int] = {}
 
     def _init(self):
         ray = _ray()
@@ -81,8 +82,12 @@ class RayEngine:
         return ray
 
     def run(self, items: Iterator[InputItem]) -> Iterator[tuple[InputItem, list[dict], dict | None]]:
-        ray = self._init()
         items = iter(items)
+        first = next(items, None)
+        if first is None:  # nothing to do: no Ray is started
+            return
+        items = itertools.chain([first], items)
+        ray = self._init()
         try:
             while True:
                 chunk = list(itertools.islice(items, self.chunk))

@@ -114,6 +114,7 @@ def run_batch(inputs: Iterable[str], cfg: BatchConfig, engine: str = "local", wo
     dt = time.perf_counter() - t0
     s = BatchSummary(ok, failed, skipped, faces, dt, faces / dt if dt > 0 else 0.0, n_faces, n_fail)
     summary_json(out, {**asdict(s), "engine": eng.name, "workers": eng.workers, "threads": eng.threads,
+                       "worker_threads": getattr(eng, "applied", {}),
                        "config": asdict(cfg)})
     return s
 
