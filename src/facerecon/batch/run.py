@@ -22,7 +22,9 @@ EXIT_SOME_FAILED = 3
 @dataclass(frozen=True)
 class BatchSummary:
     """Counts of one run: images reconstructed / failed / skipped as done before; faces written;
-    seconds; faces per second over the run; the tables' row counts after consolidation."""
+    seconds; faces per second over the run; the tables' row counts after consolidation;
+    first_s: seconds to the first finished input (worker start-up, models loaded);
+    steady_faces_per_s: faces per second after it."""
 
     images_ok: int
     images_failed: int
@@ -32,6 +34,8 @@ class BatchSummary:
     faces_per_s: float
     table_faces: int
     table_failures: int
+    first_s: float = 0.0
+    steady_faces_per_s: float = 0.0
 
     @property
     def exit_code(self) -> int:
@@ -54,7 +58,7 @@ def make_engine(cfg: BatchConfig, engine: str = "local", workers: int = 1, threa
 def run_batch(inputs: Iterable[str], cfg: BatchConfig, engine: str = "local", workers: int = 1,
               threads: int | None = None, address: str | None = None, resume: bool = True,
               recursive: bool = False, progress: bool = True, flush_items: int = 256,
-              flush_seconds: float = 5.0, limit: int | None = None, **engine_options) -> BatchSummary:
+              flush_seconds: float = 2.0, limit: int | None = None, **engine_options) -> BatchSummary:
     """Reconstruct every input into `cfg.output`; see `facerecon batch --help` and docs/batch.md.
 
     resume: skip inputs the tables already hold (finished or failed); False starts the tables
@@ -93,6 +97,7 @@ def run_batch(inputs: Iterable[str], cfg: BatchConfig, engine: str = "local", wo
                 return
 
     ok = failed = faces = 0
+    t_first, faces_first = None, 0
     t0 = time.perf_counter()
     bar = tqdm(unit="img", desc=f"batch ({eng.name}, {eng.workers}x{eng.threads} threads)", disable=not progress,
                dynamic_ncols=True, smoothing=0.05)
@@ -107,12 +112,16 @@ def run_batch(inputs: Iterable[str], cfg: BatchConfig, engine: str = "local", wo
                 faces += len(rows)
             bar.update(1)
             dt = time.perf_counter() - t0
+            if t_first is None:
+                t_first, faces_first = dt, faces
             bar.set_postfix(faces_per_s=f"{faces / dt:.2f}" if dt > 0 else "-", failed=failed, refresh=False)
     finally:
         bar.close()
         n_faces, n_fail = store.consolidate()
     dt = time.perf_counter() - t0
-    s = BatchSummary(ok, failed, skipped, faces, dt, faces / dt if dt > 0 else 0.0, n_faces, n_fail)
+    t_first = dt if t_first is None else t_first
+    steady = (faces - faces_first) / (dt - t_first) if dt > t_first else 0.0
+    s = BatchSummary(ok, failed, skipped, faces, dt, faces / dt if dt > 0 else 0.0, n_faces, n_fail, t_first, steady)
     summary_json(out, {**asdict(s), "engine": eng.name, "workers": eng.workers, "threads": eng.threads,
                        "worker_threads": getattr(eng, "applied", {}),
                        "config": asdict(cfg)})

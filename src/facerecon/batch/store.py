@@ -101,7 +101,7 @@ class ResultStore:
     RESULTS = "results.parquet"
     FAILURES = "failures.parquet"
 
-    def __init__(self, out: Path, flush_items: int = 256, flush_seconds: float = 5.0):
+    def __init__(self, out: Path, flush_items: int = 256, flush_seconds: float = 2.0):
         self.out = Path(out)
         self.parts = self.out / ".parts"
         self.parts.mkdir(parents=True, exist_ok=True)
