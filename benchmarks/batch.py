@@ -10,8 +10,8 @@ $FACERECON_DATA/utkface/images, else ../shared/data/utkface/images), replicated 
 more are asked for than exist. "fit" is the landmark-only fit (--no-photometric). Every run is the
 real command (`python -m facerecon.cli.main batch ...`) in a subprocess; memory is the peak resident
 set of its whole process tree (driver, workers, Ray's processes) and of the driver alone, sampled
-every 0.2 s from /proc. faces/s is reported over the whole run and after the first finished photo
-(start-up excluded). Prints markdown tables, the load (`uptime`) before each section and each
+every 0.2 s from /proc. faces/s is reported over the whole run (start-up included) and between the
+first and the last finished photo (the results table's `finished` times: start-up excluded). Prints markdown tables, the load (`uptime`) before each section and each
 command it ran.
 """
 
@@ -122,6 +122,15 @@ def summary(out: Path) -> dict:
     return json.loads((out / "summary.json").read_text())
 
 
+def steady_rate(out: Path) -> float:
+    """Faces per second between the first and the last finished input (start-up excluded), from the
+    results table's `finished` times: the same measure for every engine."""
+    import pyarrow.parquet as pq
+
+    t = sorted(pq.read_table(out / "results.parquet", columns=["finished"]).column("finished").to_pylist())
+    return (len(t) - 1) / (t[-1] - t[0]) if len(t) > 1 and t[-1] > t[0] else float("nan")
+
+
 def throughput(args, photos: Path) -> None:
     print(f"\n## faces/s ({args.photos} photos)  load: {uptime()}\n", flush=True)
     rows = []
@@ -135,10 +144,10 @@ def throughput(args, photos: Path) -> None:
                     continue
                 s = summary(out)
                 rows.append((method, engine, w, s["threads"], s["faces"], s["images_failed"], s["first_s"],
-                             s["faces_per_s"], s["steady_faces_per_s"], m["rss_tree_mb"], m["rc"]))
+                             s["faces_per_s"], steady_rate(out), m["rss_tree_mb"], m["rc"]))
                 print(f"    -> {rows[-1]}  load: {uptime()}", flush=True)
     print("\n| method | engine | workers | threads each | faces | failed | start-up s | faces/s (all) | "
-          "faces/s (after first) | peak RSS tree MB | exit |")
+          "faces/s (first to last) | peak RSS tree MB | exit |")
     print("|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         print(f"| {r[0]} | {r[1]} | {r[2]} | {r[3]} | {r[4]} | {r[5]} | {r[6]:.1f} | {r[7]:.2f} | {r[8]:.2f} | "

@@ -3,19 +3,28 @@ cluster (`address`). Actors (one per worker, `threads` CPUs each) hold the loade
 driver streams the inputs in chunks (so its memory stays flat) and records the results exactly as
 the local engine does. On a multi-node cluster the inputs and the output folder must be on a
 filesystem every node sees at the same path (docs/batch.md).
+
+A crash that kills an actor (native code, out of memory) is attributed as in the local engine: an
+actor writes the input it is on to a marker file (OUT/.parts/inflight-<host>-<pid>) and removes it
+when done; Ray restarts the actor but does not retry the task (a crashing input would crash it
+again, forever), the Dataset fails, and the driver records the inputs of the markers left behind as
+"worker_crashed" and runs the rest of the chunk again.
 """
 
 from __future__ import annotations
 
 import itertools
 import logging
+import os
 import pickle
+import socket
 from collections.abc import Iterator
+from pathlib import Path
 
 from .. import threads as thread_policy
 from ..errors import FaceReconError, MissingExtraError
 from .inputs import InputItem
-from .work import BatchConfig, build_reconstructor, process_item
+from .work import BatchConfig, build_reconstructor, failure, process_item
 
 log = logging.getLogger(__name__)
 
@@ -30,12 +39,21 @@ class _Actor:
         thread_policy.apply(n_threads)
         self.cfg = cfg
         self.rec = build_reconstructor(cfg)
+        self.marker = _markers(cfg) / f"inflight-{socket.gethostname()}-{os.getpid()}"
 
     def __call__(self, batch: dict) -> dict:
         out = []
         for source, stem in zip(batch["source"], batch["stem"]):
+            self.marker.write_text(str(source))
             out.append(pickle.dumps(process_item(self.rec, self.cfg, str(source), str(stem))))
+        self.marker.unlink(missing_ok=True)
         return {"source": list(batch["source"]), "result": out}
+
+
+def _markers(cfg: BatchConfig) -> Path:
+    d = Path(cfg.output) / ".parts"
+    d.mkdir(parents=True, exist_ok=True)
+    return d
 
 
 def _ray():
@@ -81,6 +99,14 @@ class RayEngine:
         ctx.verbose_progress = False
         return ray
 
+    def _dataset(self, ray, chunk: list[InputItem]):
+        ds = ray.data.from_items([{"source": it.source, "stem": it.stem} for it in chunk],
+                                 override_num_blocks=max(1, min(len(chunk), 256)))  # small blocks: results stream
+        # Restart a dead actor, but never retry its task: the same input would kill it again.
+        return ds.map_batches(_Actor, fn_constructor_kwargs={"cfg": self.cfg, "n_threads": self.threads},
+                              batch_size=1, concurrency=self.workers, num_cpus=self.threads,
+                              max_restarts=-1, max_task_retries=0)
+
     def run(self, items: Iterator[InputItem]) -> Iterator[tuple[InputItem, list[dict], dict | None]]:
         items = iter(items)
         first = next(items, None)
@@ -88,22 +114,33 @@ class RayEngine:
             return
         items = itertools.chain([first], items)
         ray = self._init()
+        markers = _markers(self.cfg)
+        for m in markers.glob("inflight-*"):
+            m.unlink()
         try:
             while True:
                 chunk = list(itertools.islice(items, self.chunk))
                 if not chunk:
                     return
-                by_source = {it.source: it for it in chunk}
-                ds = ray.data.from_items([{"source": it.source, "stem": it.stem} for it in chunk],
-                                         override_num_blocks=max(1, min(len(chunk), 4 * self.workers)))
-                ds = ds.map_batches(_Actor, fn_constructor_kwargs={"cfg": self.cfg, "n_threads": self.threads},
-                                    batch_size=1, concurrency=self.workers, num_cpus=self.threads)
-                try:
-                    for row in ds.iter_rows():
-                        rows, fail = pickle.loads(row["result"])
-                        yield by_source[row["source"]], rows, fail
-                except ray.exceptions.RayError as e:
-                    raise FaceReconError(f"the Ray job failed: {str(e).splitlines()[0]}") from None
+                while chunk:
+                    pending = {it.source: it for it in chunk}
+                    try:
+                        for row in self._dataset(ray, chunk).iter_rows():
+                            rows, fail = pickle.loads(row["result"])
+                            yield pending.pop(row["source"]), rows, fail
+                        chunk = []
+                    except Exception as e:  # noqa: BLE001 - Ray wraps the actor's death in several types
+                        crashed = [m.read_text() for m in markers.glob("inflight-*")]
+                        for m in markers.glob("inflight-*"):
+                            m.unlink()
+                        crashed = [s for s in crashed if s in pending]
+                        if not crashed:
+                            raise FaceReconError(f"the Ray job failed: {str(e).splitlines()[0]}") from None
+                        for s in crashed:
+                            log.warning("a Ray actor died on %s; running the rest of its chunk again", s)
+                            yield pending.pop(s), [], failure(s, "worker_crashed",
+                                                              f"{s}: the Ray actor died while reconstructing it")
+                        chunk = list(pending.values())
         finally:
             if self._started:
                 ray.shutdown()

@@ -53,6 +53,7 @@ def results_schema():
         ("landmarks", f32),             # (136,) 68 x (x, y)
         ("t_load", pa.float64()), ("t_detect", pa.float64()), ("t_reconstruct", pa.float64()),
         ("t_save", pa.float64()), ("t_total", pa.float64()),
+        ("finished", pa.float64()),     # when the worker finished the input (Unix time, seconds)
         ("times", pa.string()),         # JSON: the method's own steps
         ("outputs", pa.list_(pa.string())),  # files written, relative to OUT
         ("worker", pa.string()),

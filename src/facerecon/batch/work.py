@@ -124,7 +124,7 @@ def process_item(rec, cfg: BatchConfig, source: str, stem: str) -> tuple[list[di
             })
         total = time.perf_counter() - t0
         for row in rows:
-            row["t_total"] = total
+            row["t_total"], row["finished"] = total, time.time()
         return rows, None
     except InputImageError as e:
         return [], failure(source, e.reason, str(e), time.perf_counter() - t0)
