@@ -30,6 +30,7 @@ if cfg.startswith("policy:"):
     threads.apply_env(n)            # before torch loads: OpenMP reads it once
     counts = threads.apply(n)
 else:
+    os.environ["FACERECON_THREAD_POLICY"] = "off"  # no implicit wait policy either: torch's defaults
     import torch, numba
     counts = {"torch": torch.get_num_threads(), "torch_interop": torch.get_num_interop_threads(),
               "numba": numba.get_num_threads()}

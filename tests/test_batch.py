@@ -289,6 +289,9 @@ def test_thread_policy_sets_the_counts():
     env = {"OMP_WAIT_POLICY": "ACTIVE"}
     threads.prefer_passive_wait(env)
     assert env == {"OMP_WAIT_POLICY": "ACTIVE", "KMP_BLOCKTIME": "0"}  # the user's choice stands
+    env = {"FACERECON_THREAD_POLICY": "off"}
+    threads.prefer_passive_wait(env)
+    assert env == {"FACERECON_THREAD_POLICY": "off"}
 
 
 @pytest.mark.slow

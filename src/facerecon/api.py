@@ -13,10 +13,15 @@ import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from . import threads as _threads
+
+# Before torch (and its OpenMP runtime) loads, when the API is imported first: threads that finish
+# their share sleep instead of spinning (facerecon.threads; the user's own setting stands).
+_threads.prefer_passive_wait()
+
 import numpy as np
 import torch
 
-from . import threads as _threads
 from .align import Crop, align_face
 from .detect.base import Face
 from .errors import FaceReconError, NoFaceError

@@ -71,9 +71,12 @@ def apply_env(n: int, environ=None) -> None:
 
 
 def prefer_passive_wait(environ=None) -> None:
-    """Set the OpenMP wait policy (`WAIT_ENV`) unless the user set it: effective when called before
-    torch is imported (the CLI does, first thing)."""
+    """Set the OpenMP wait policy (`WAIT_ENV`) unless the user set it (or set
+    ``FACERECON_THREAD_POLICY=off``): effective when called before torch is imported (the CLI does,
+    first thing; so does `facerecon.api` when it is imported before torch)."""
     env = os.environ if environ is None else environ
+    if env.get("FACERECON_THREAD_POLICY", "").lower() == "off":
+        return
     for k, v in WAIT_ENV.items():
         env.setdefault(k, v)
 

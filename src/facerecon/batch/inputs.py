@@ -58,7 +58,7 @@ def _walk(folder: str, recursive: bool) -> Iterator[str]:
                 if e.name.startswith("."):
                     continue
                 try:
-                    is_dir = e.is_dir()
+                    is_dir = e.is_dir(follow_symlinks=False)  # no cycles through linked folders
                 except OSError:
                     is_dir = False
                 if is_dir:

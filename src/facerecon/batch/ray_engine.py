@@ -88,7 +88,8 @@ class RayEngine:
         ray = _ray()
         if not ray.is_initialized():
             env = {"env_vars": thread_policy.thread_env(self.threads)}
-            kw = {"runtime_env": env, "log_to_driver": False, "include_dashboard": False, "configure_logging": False}
+            kw = {"runtime_env": env, "log_to_driver": False, "include_dashboard": False,
+                  "logging_level": logging.ERROR}
             if self.address:
                 ray.init(address=self.address, **kw)
             else:
@@ -107,6 +108,30 @@ class RayEngine:
                               batch_size=1, concurrency=self.workers, num_cpus=self.threads,
                               max_restarts=-1, max_task_retries=0)
 
+    def _run_chunk(self, ray, chunk: list[InputItem], markers: Path):
+        pending = {it.source: it for it in chunk}
+        while pending:
+            try:
+                for row in self._dataset(ray, list(pending.values())).iter_rows():
+                    rows, fail = pickle.loads(row["result"])
+                    yield pending.pop(row["source"]), rows, fail
+            except Exception as e:  # noqa: BLE001 - Ray wraps an actor's death in several types
+                left = []
+                for m in markers.glob("inflight-*"):
+                    left.append(m.read_text())
+                    m.unlink()
+                left = [s for s in left if s in pending]
+                if not left:
+                    raise FaceReconError(f"the Ray job failed: {str(e).splitlines()[0]}") from None
+                if len(left) == 1:
+                    s = left[0]
+                    log.warning("a Ray actor died on %s; running the rest of its chunk again", s)
+                    yield pending.pop(s), [], failure(s, "worker_crashed",
+                                                      f"{s}: the Ray actor died while reconstructing it")
+                else:  # several actors were busy when the job failed: each suspect alone finds the culprit
+                    for s in left:
+                        yield from self._run_chunk(ray, [pending.pop(s)], markers)
+
     def run(self, items: Iterator[InputItem]) -> Iterator[tuple[InputItem, list[dict], dict | None]]:
         items = iter(items)
         first = next(items, None)
@@ -122,25 +147,7 @@ class RayEngine:
                 chunk = list(itertools.islice(items, self.chunk))
                 if not chunk:
                     return
-                while chunk:
-                    pending = {it.source: it for it in chunk}
-                    try:
-                        for row in self._dataset(ray, chunk).iter_rows():
-                            rows, fail = pickle.loads(row["result"])
-                            yield pending.pop(row["source"]), rows, fail
-                        chunk = []
-                    except Exception as e:  # noqa: BLE001 - Ray wraps the actor's death in several types
-                        crashed = [m.read_text() for m in markers.glob("inflight-*")]
-                        for m in markers.glob("inflight-*"):
-                            m.unlink()
-                        crashed = [s for s in crashed if s in pending]
-                        if not crashed:
-                            raise FaceReconError(f"the Ray job failed: {str(e).splitlines()[0]}") from None
-                        for s in crashed:
-                            log.warning("a Ray actor died on %s; running the rest of its chunk again", s)
-                            yield pending.pop(s), [], failure(s, "worker_crashed",
-                                                              f"{s}: the Ray actor died while reconstructing it")
-                        chunk = list(pending.values())
+                yield from self._run_chunk(ray, chunk, markers)
         finally:
             if self._started:
                 ray.shutdown()
