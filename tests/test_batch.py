@@ -274,14 +274,19 @@ def test_thread_policy_sets_the_counts():
     from facerecon.api import set_threads
 
     prev = torch.get_num_threads(), numba.get_num_threads()
+    saved = dict(os.environ)
     try:
         got = set_threads(1)
         assert got["torch"] == torch.get_num_threads() == 1 and got["numba"] == numba.get_num_threads() == 1
         assert os.environ["OMP_NUM_THREADS"] == "1" and os.environ["OMP_WAIT_POLICY"] == "PASSIVE"
         assert got["torch_interop"] == torch.get_num_interop_threads()
+        assert os.environ.get("NUMBA_NUM_THREADS") == saved.get("NUMBA_NUM_THREADS")  # numba would refuse it
+        assert threads.thread_env(3)["NUMBA_NUM_THREADS"] == "3"  # for the processes it starts
     finally:
         torch.set_num_threads(prev[0])
         numba.set_num_threads(prev[1])
+        os.environ.clear()
+        os.environ.update(saved)
     assert threads.split_cores(2, cores=2) == (2, 1)
     assert threads.split_cores(1, cores=8) == (1, 8)
     assert threads.split_cores(3, 4, cores=8) == (3, 2)  # 3 x 4 > 8: cut to 2 each

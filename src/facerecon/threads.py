@@ -8,8 +8,8 @@ process may use (`os.sched_getaffinity`) divided by the number of worker process
   (`fit.threads.num_threads`).
 - numba (the renderer's z-buffer): `numba.set_num_threads(min(n, NUMBA_NUM_THREADS))`.
 - the environment of this process and of every process it starts: ``OMP_NUM_THREADS``,
-  ``MKL_NUM_THREADS``, ``OPENBLAS_NUM_THREADS``, ``NUMEXPR_NUM_THREADS``, ``NUMBA_NUM_THREADS``
-  = n, and ``OMP_WAIT_POLICY=PASSIVE`` / ``KMP_BLOCKTIME=0``: OpenMP threads that finish their share
+  ``MKL_NUM_THREADS``, ``OPENBLAS_NUM_THREADS``, ``NUMEXPR_NUM_THREADS`` = n (and
+  ``NUMBA_NUM_THREADS`` = n for worker processes: numba refuses a change of it in a running process), and ``OMP_WAIT_POLICY=PASSIVE`` / ``KMP_BLOCKTIME=0``: OpenMP threads that finish their share
   sleep instead of spinning. Spinning is what turns a busy machine's fair 2x slowdown into 4-8x: a
   spinning thread holds a core that the process's own next op (or another process) needs. The OpenMP
   runtime reads these once, when it is loaded, so they act fully only in processes started after
@@ -89,7 +89,11 @@ def apply(n: int | None = None) -> dict[str, int]:
     import torch
 
     n = max(1, int(n or available_cores()))
-    apply_env(n)
+    env = thread_env(n)
+    # numba raises at its next parallel launch if NUMBA_NUM_THREADS changes after its pool started:
+    # this process's numba count is set below, the variable only for processes it starts.
+    env.pop("NUMBA_NUM_THREADS")
+    os.environ.update(env)
     torch.set_num_threads(n)
     try:
         torch.set_num_interop_threads(1)
