@@ -182,13 +182,13 @@ def load_image(source, name: str | None = None, max_pixels: int | None = MAX_PIX
         raise InputImageError(f"{label}: declares {size}, above the {limit} limit (not decoded)",
                               "too_large") from None
     except UnidentifiedImageError:
-        raise InputImageError(f"{label}: not an image (unknown format)", "not_an_image") from None
+        raise InputImageError(f"{label}: not a readable image (unknown format)", "not_an_image") from None
     except PermissionError:
         raise InputImageError(f"{label}: permission denied", "permission") from None
     except (OSError, SyntaxError, ValueError, EOFError, struct.error, IndexError, TypeError,
             MemoryError, ZeroDivisionError) as e:
         # Pillow's plugins raise all of these for truncated or corrupt data.
-        raise InputImageError(f"{label}: truncated or corrupt image data ({type(e).__name__}: {e})",
+        raise InputImageError(f"{label}: not a readable image, truncated or corrupt ({type(e).__name__}: {e})",
                               "truncated") from None
     if pixels.shape[0] < 2 or pixels.shape[1] < 2:
         raise InputImageError(f"{label}: image is too small ({pixels.shape[1]}x{pixels.shape[0]})", "too_small")
