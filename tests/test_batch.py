@@ -324,3 +324,18 @@ def test_ray_engine_writes_what_the_local_engine_writes(tmp_path):
         assert rres[k]["stem"] == lres[k]["stem"]
     s = run_batch([str(tmp_path / "in")], _cfg(tmp_path / "ray"), engine="ray", workers=1, progress=False)
     assert s.skipped_done == len(want) and s.images_ok == 0
+
+
+def test_cli_batch_exit_codes_and_usage(tmp_path, capsys):
+    """`facerecon batch`: a pattern matching nothing is a recorded failure (exit 3, no worker started);
+    an unknown method or output format is a usage error (2)."""
+    from facerecon.cli.main import main
+
+    out = tmp_path / "out"
+    assert main(["-q", "batch", str(tmp_path / "none" / "*.jpg"), "-o", str(out), "--method", "regress"]) == 3
+    assert "0 face(s), 1 failed" in capsys.readouterr().out
+    fail = pq.read_table(out / "failures.parquet").to_pylist()
+    assert [f["reason"] for f in fail] == ["no_match"]
+    assert main(["-q", "batch", str(tmp_path), "-o", str(out), "--method", "nosuch"]) == 2
+    assert "unknown method 'nosuch'" in capsys.readouterr().err
+    assert main(["-q", "batch", str(tmp_path), "-o", str(out), "--outputs", "obj,nosuch"]) == 2

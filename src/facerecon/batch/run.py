@@ -77,11 +77,11 @@ def run_batch(inputs: Iterable[str], cfg: BatchConfig, engine: str = "local", wo
         tmp.unlink(missing_ok=True)
     store.consolidate()  # a killed run's parts become table rows before anything is redone
     seen = store.done()  # grows by one key per new input (~100 bytes): the only per-input memory
-    skipped = 0
+    skipped = ok = failed = faces = 0
     eng = make_engine(cfg, engine, workers, threads, address, **engine_options)
 
     def todo() -> Iterator[InputItem]:
-        nonlocal skipped
+        nonlocal skipped, failed
         n = 0
         for item in iter_inputs(inputs, recursive):
             if item.source in seen:
@@ -90,13 +90,14 @@ def run_batch(inputs: Iterable[str], cfg: BatchConfig, engine: str = "local", wo
             seen.add(item.source)
             if item.problem is not None:
                 store.record([], failure(item.source, *item.problem))
+                failed += 1
+                log.warning("skipped %s", item.problem[1])
                 continue
             yield item
             n += 1
             if limit is not None and n >= limit:
                 return
 
-    ok = failed = faces = 0
     t_first, faces_first = None, 0
     t0 = time.perf_counter()
     bar = tqdm(unit="img", desc=f"batch ({eng.name}, {eng.workers}x{eng.threads} threads)", disable=not progress,
