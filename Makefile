@@ -6,7 +6,7 @@ SHARED_ASSETS := $(abspath ../shared/assets)
 ifneq ($(wildcard $(SHARED_ASSETS)),)
 export FACERECON_ASSETS ?= $(SHARED_ASSETS)
 endif
-EXTRAS ?= dev,detect,onnx,serve,serve-test,video
+EXTRAS ?= dev,detect,onnx,serve,serve-test,video,batch
 # The reference for FaceMesh tests (legacy mp.solutions API); its wheel also carries the
 # "mediapipe-facemesh" weights, found by the asset search. Empty to skip.
 MEDIAPIPE_REF ?= mediapipe==0.10.21

@@ -26,10 +26,10 @@ ROOT = Path(__file__).resolve().parents[1]
 PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
 VERSIONS = ["3.10", "3.11", "3.12", "3.13"]
 # Extras resolved together per version (numpy 2 must be allowed: nothing here may pin numpy<2).
-TOGETHER = "onnx,render,train,demo,dev,eval,serve,serve-test,video"
+TOGETHER = "onnx,render,train,demo,dev,eval,serve,serve-test,video,batch"
 # Extras resolved on their own, with the versions they must support. `detect` is empty since FaceMesh
 # runs on our PyTorch port; `mediapipe-legacy` (the reference backend) is marked python_version<3.13.
-ALONE = {"detect": VERSIONS, "mediapipe-legacy": VERSIONS}
+ALONE = {"detect": VERSIONS, "mediapipe-legacy": VERSIONS, "ray": VERSIONS}
 # Extras that cannot resolve from wheels alone, and why (they are not part of any supported install path).
 SOURCE_ONLY = {"dlib": "face-recognition-models>=0.3 is published only as an sdist (a 100 MB data package)"}
 KNOWN_PINNED: dict[str, str] = {}  # extras allowed an exact pin, and why (none today)

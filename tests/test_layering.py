@@ -136,6 +136,6 @@ PKG_REAL, ROOT_REAL, DOC_REAL = PKG, ROOT, DOC
 
 
 @pytest.mark.parametrize("module", ["facerecon.api", "facerecon.cli.main", "facerecon.eval", "facerecon.train",
-                                    "facerecon.serve"])
+                                    "facerecon.serve", "facerecon.batch"])
 def test_entry_points_import(module):
     __import__(module)

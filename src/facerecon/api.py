@@ -14,6 +14,12 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from . import threads as _threads
+
+# Before torch (and its OpenMP runtime) loads, when the API is imported first: threads that finish
+# their share sleep instead of spinning (facerecon.threads; the user's own setting stands).
+_threads.prefer_passive_wait()
+
 import numpy as np
 import torch
 
@@ -40,9 +46,11 @@ from .methods import (
 from .models import FaceParams, MorphableModel, load_model
 
 
-def set_threads(n: int) -> None:
-    """torch's CPU threads for this process."""
-    torch.set_num_threads(int(n))
+def set_threads(n: int | None = None) -> dict[str, int]:
+    """The thread policy (`facerecon.threads`) for this process: `n` torch intra-op threads (None: the
+    cores this process may use), one inter-op thread, `n` numba threads, and the OpenMP/BLAS
+    environment for the processes it starts. Returns the counts now in force."""
+    return _threads.apply(n)
 
 
 def output_formats() -> dict[str, str]:

@@ -6,7 +6,14 @@ class FaceReconError(Exception):
 
 
 class InputImageError(FaceReconError, ValueError):
-    """An input image cannot be read or decoded (message names the file)."""
+    """An input image cannot be read or decoded (message names the file).
+
+    reason: a short name of what is wrong, for tables of failures ("truncated", "too_large", ...;
+    `facerecon.io.image.REASONS` lists those `load_image` gives)."""
+
+    def __init__(self, message: str = "", reason: str = "unreadable"):
+        super().__init__(message)
+        self.reason = reason
 
 
 class AssetError(FaceReconError, FileNotFoundError):

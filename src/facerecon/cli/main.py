@@ -10,8 +10,8 @@ import sys
 from ..errors import FaceReconError
 
 # Subcommand modules, in help order. Each registers one top-level command.
-COMMANDS = ["demo_cmd", "reconstruct_cmd", "assets_cmd", "decode_cmd", "preprocess_cmd", "eval_cmd", "train_cmd"]
-COMMANDS.append("serve_cmd")  # the local web page (facerecon.serve)
+COMMANDS = ["demo_cmd", "reconstruct_cmd", "assets_cmd", "decode_cmd", "preprocess_cmd", "eval_cmd", "train_cmd",
+            "batch_cmd", "serve_cmd"]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -30,6 +30,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from .. import threads
+
+    threads.prefer_passive_wait()  # before the subcommands load torch and its OpenMP runtime
     parser = build_parser()
     args = parser.parse_args(argv)
     from .. import log

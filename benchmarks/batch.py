@@ -1,0 +1,239 @@
+"""`facerecon batch` at scale: faces/s per method, engine and worker count; peak memory at two input
+counts; a SIGKILL at ~50 % then a resume, counting outputs written once, lost and duplicated.
+
+    FACERECON_ASSETS=... python benchmarks/batch.py --photos 1000 --work /tmp/bench_batch
+        [--source DIR] [--methods regress,fit] [--engines local,ray] [--workers 1,2]
+        [--rss 100,1000] [--kill-photos 1000] [--skip throughput,rss,kill]
+
+The photos are symbolic links (in --work) to the shared UTKFace faces (default
+$FACERECON_DATA/utkface/images, else ../shared/data/utkface/images), replicated under new names when
+more are asked for than exist. "fit" is the landmark-only fit (--no-photometric). Every run is the
+real command (`python -m facerecon.cli.main batch ...`) in a subprocess; memory is the peak resident
+set of its whole process tree (driver, workers, Ray's processes) and of the driver alone, sampled
+every 0.2 s from /proc. faces/s is reported over the whole run (start-up included) and between the
+first and the last finished photo (the results table's `finished` times: start-up excluded). Prints markdown tables, the load (`uptime`) before each section and each
+command it ran.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def default_source() -> Path:
+    base = Path(os.environ.get("FACERECON_DATA", ROOT.parent / "shared" / "data"))
+    return base / "utkface" / "images"
+
+
+def make_photos(source: Path, n: int, dest: Path) -> Path:
+    """`dest` holding n symlinks to `source`'s photos (replicated under new names past their count)."""
+    files = sorted(p for p in source.iterdir() if p.suffix.lower() in (".jpg", ".jpeg", ".png"))
+    if not files:
+        raise SystemExit(f"no photos in {source}")
+    if dest.is_dir() and len(list(dest.iterdir())) == n:
+        return dest
+    dest.mkdir(parents=True, exist_ok=True)
+    for p in dest.iterdir():
+        p.unlink()
+    for i in range(n):
+        src = files[i % len(files)]
+        (dest / f"p{i:06d}_{src.name}").symlink_to(src)
+    return dest
+
+
+def uptime() -> str:
+    return subprocess.run(["uptime"], check=False, capture_output=True, text=True).stdout.strip()
+
+
+def _tree_rss(root: int) -> tuple[int, int]:
+    """(RSS of `root`, RSS of root and all its descendants), bytes."""
+    kids: dict[int, list[int]] = {}
+    rss: dict[int, int] = {}
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            with open(f"/proc/{d}/stat") as f:
+                stat = f.read()
+            ppid = int(stat.rsplit(")", 1)[1].split()[1])
+            with open(f"/proc/{d}/statm") as f:
+                rss[int(d)] = int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+        except (OSError, ValueError, IndexError):
+            continue
+        kids.setdefault(ppid, []).append(int(d))
+    total, todo = 0, [root]
+    while todo:
+        p = todo.pop()
+        total += rss.get(p, 0)
+        todo += kids.get(p, [])
+    return rss.get(root, 0), total
+
+
+class RssPoller(threading.Thread):
+    def __init__(self, pid: int, every: float = 0.2):
+        super().__init__(daemon=True)
+        self.pid, self.every = pid, every
+        self.peak_driver = self.peak_tree = 0
+        self._halt = threading.Event()
+
+    def run(self):
+        while not self._halt.is_set():
+            d, t = _tree_rss(self.pid)
+            self.peak_driver, self.peak_tree = max(self.peak_driver, d), max(self.peak_tree, t)
+            self._halt.wait(self.every)
+
+    def stop(self):
+        self._halt.set()
+        self.join()
+
+
+def batch_cmd(photos, out, method, engine="local", workers=1, extra=()) -> list[str]:
+    cmd = [sys.executable, "-m", "facerecon.cli.main", "-q", "batch", str(photos), "-o", str(out),
+           "--method", method, "--engine", engine, "--workers", str(workers)]
+    if method == "fit":
+        cmd.append("--no-photometric")
+    return cmd + list(extra)
+
+
+def run_measured(cmd: list[str]) -> dict:
+    print(f"    $ {shlex.join(cmd)}", flush=True)
+    t = time.perf_counter()
+    proc = subprocess.Popen(cmd, cwd=ROOT, start_new_session=True)
+    poll = RssPoller(proc.pid)
+    poll.start()
+    rc = proc.wait()
+    poll.stop()
+    return {"rc": rc, "wall_s": time.perf_counter() - t, "rss_driver_mb": poll.peak_driver / 2**20,
+            "rss_tree_mb": poll.peak_tree / 2**20}
+
+
+def summary(out: Path) -> dict:
+    return json.loads((out / "summary.json").read_text())
+
+
+def steady_rate(out: Path) -> float:
+    """Faces per second between the first and the last finished input (start-up excluded), from the
+    results table's `finished` times: the same measure for every engine."""
+    import pyarrow.parquet as pq
+
+    t = sorted(pq.read_table(out / "results.parquet", columns=["finished"]).column("finished").to_pylist())
+    return (len(t) - 1) / (t[-1] - t[0]) if len(t) > 1 and t[-1] > t[0] else float("nan")
+
+
+def throughput(args, photos: Path) -> None:
+    print(f"\n## faces/s ({args.photos} photos)  load: {uptime()}\n", flush=True)
+    rows = []
+    for method in args.methods:
+        for engine in args.engines:
+            for w in args.workers:
+                out = args.work / f"out_{method}_{engine}_{w}"
+                m = run_measured(batch_cmd(photos, out, method, engine, w, ["--no-resume"]))
+                if not (out / "summary.json").exists() or m["rc"] not in (0, 3):
+                    print(f"    -> FAILED (exit {m['rc']})", flush=True)
+                    continue
+                s = summary(out)
+                rows.append((method, engine, w, s["threads"], s["faces"], s["images_failed"], s["first_s"],
+                             s["faces_per_s"], steady_rate(out), m["rss_tree_mb"], m["rc"]))
+                print(f"    -> {rows[-1]}  load: {uptime()}", flush=True)
+    print("\n| method | engine | workers | threads each | faces | failed | start-up s | faces/s (all) | "
+          "faces/s (first to last) | peak RSS tree MB | exit |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        print(f"| {r[0]} | {r[1]} | {r[2]} | {r[3]} | {r[4]} | {r[5]} | {r[6]:.1f} | {r[7]:.2f} | {r[8]:.2f} | "
+              f"{r[9]:.0f} | {r[10]} |")
+
+
+def rss(args) -> None:
+    print(f"\n## peak memory vs input count (regress, local, 1 worker)  load: {uptime()}\n", flush=True)
+    rows = []
+    for n in args.rss:
+        photos = make_photos(args.source, n, args.work / f"photos_{n}")
+        out = args.work / f"out_rss_{n}"
+        m = run_measured(batch_cmd(photos, out, "regress", "local", 1, ["--no-resume"]))
+        rows.append((n, m["rss_driver_mb"], m["rss_tree_mb"], summary(out)["faces"]))
+    print("| photos | faces | peak RSS driver MB | peak RSS tree MB |\n|---|---|---|---|")
+    for n, d, t, f in rows:
+        print(f"| {n} | {f} | {d:.0f} | {t:.0f} |")
+
+
+def kill_resume(args) -> None:
+    n = args.kill_photos
+    print(f"\n## SIGKILL at ~50 % then resume ({n} photos, regress, local, 1 worker)  load: {uptime()}\n",
+          flush=True)
+    photos = make_photos(args.source, n, args.work / f"photos_{n}")
+    out = args.work / "out_kill"
+    cmd = batch_cmd(photos, out, "regress", "local", 1, ["--no-resume"])
+    print(f"    $ {shlex.join(cmd)}  (SIGKILL to its process group at {n // 2} output files)", flush=True)
+    proc = subprocess.Popen(cmd, cwd=ROOT, start_new_session=True)
+    faces = out / "faces"
+    while proc.poll() is None:
+        if faces.is_dir() and sum(1 for _ in os.scandir(faces)) >= n // 2:
+            os.killpg(proc.pid, signal.SIGKILL)
+            break
+        time.sleep(0.1)
+    proc.wait()
+    killed = proc.returncode == -signal.SIGKILL
+    at = sum(1 for _ in os.scandir(faces)) if faces.is_dir() else 0
+    resume = batch_cmd(photos, out, "regress", "local", 1)
+    m = run_measured(resume)
+    import pyarrow.parquet as pq
+
+    res = pq.read_table(out / "results.parquet", columns=["source", "stem"]).to_pylist()
+    fail = pq.read_table(out / "failures.parquet", columns=["source"]).to_pylist()
+    sources = [r["source"] for r in res] + [r["source"] for r in fail]
+    inputs = {str(p.absolute()) for p in photos.iterdir()}
+    files = [p.name for p in faces.iterdir()]
+    stems = {r["stem"] for r in res}
+    s = summary(out)
+    print(f"killed: {killed} at {at} output files; resume exit code {m['rc']}, skipped {s['skipped_done']} "
+          f"done, did {s['images_ok'] + s['images_failed']}")
+    print("| inputs | in tables once | lost (in no table) | duplicated rows | output files | files without a "
+          "row | rows without a file | stray temp files |\n|---|---|---|---|---|---|---|---|")
+    print(f"| {len(inputs)} | {len(set(sources) & inputs)} | {len(inputs - set(sources))} | "
+          f"{len(sources) - len(set(sources))} | {len(files)} | "
+          f"{len({f.rsplit('.', 1)[0] for f in files} - stems)} | {len(stems - {f.rsplit('.', 1)[0] for f in files})} | "
+          f"{sum(f.startswith('.') for f in files)} |")
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--photos", type=int, default=1000)
+    ap.add_argument("--work", type=Path, required=True, help="scratch folder (photos and outputs)")
+    ap.add_argument("--source", type=Path, default=default_source())
+    ap.add_argument("--methods", default="regress,fit")
+    ap.add_argument("--engines", default="local,ray")
+    ap.add_argument("--workers", default="1,2")
+    ap.add_argument("--rss", default="100,1000", help="photo counts whose peak memory is compared")
+    ap.add_argument("--kill-photos", type=int, default=None, help="photos of the kill/resume run (default --photos)")
+    ap.add_argument("--skip", default="", help="sections to skip: throughput,rss,kill")
+    args = ap.parse_args(argv)
+    args.methods = [m for m in args.methods.split(",") if m]
+    args.engines = [e for e in args.engines.split(",") if e]
+    args.workers = [int(w) for w in args.workers.split(",") if w]
+    args.rss = [int(n) for n in args.rss.split(",") if n]
+    args.kill_photos = args.kill_photos or args.photos
+    args.work.mkdir(parents=True, exist_ok=True)
+    skip = set(args.skip.split(","))
+    print(f"benchmarks/batch.py: {' '.join(sys.argv[1:])}\ncores: {len(os.sched_getaffinity(0))}, load: {uptime()}")
+    if "throughput" not in skip:
+        throughput(args, make_photos(args.source, args.photos, args.work / f"photos_{args.photos}"))
+    if "rss" not in skip:
+        rss(args)
+    if "kill" not in skip:
+        kill_resume(args)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
