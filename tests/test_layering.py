@@ -135,6 +135,7 @@ def test_the_check_catches_violations(tmp_path):
 PKG_REAL, ROOT_REAL, DOC_REAL = PKG, ROOT, DOC
 
 
-@pytest.mark.parametrize("module", ["facerecon.api", "facerecon.cli.main", "facerecon.eval", "facerecon.train"])
+@pytest.mark.parametrize("module", ["facerecon.api", "facerecon.cli.main", "facerecon.eval", "facerecon.train",
+                                    "facerecon.dataset"])
 def test_entry_points_import(module):
     __import__(module)
