@@ -99,8 +99,9 @@ def main(argv=None) -> int:
                 times.append(time.perf_counter() - t0)
             row.update(scene_s=t_scene, view_s=float(np.mean(times)))
         rows.append(row)
-        print(f"{n + 1}/{len(idx)} {name} yaw {yaw:+.0f} {row['status']} nme {row.get('nme', float('nan')):.2f}",
-              file=sys.stderr)
+        print(f"{n + 1}/{len(idx)} {name} yaw {yaw:+.0f} {row['status']} nme {row.get('nme', float('nan')):.2f} "
+              f"quality {row.get('quality', float('nan')):.2f} fit_s {row.get('fit_s', float('nan')):.2f} "
+              f"view_s {row.get('view_s', float('nan')):.2f}", file=sys.stderr, flush=True)
 
     def cell(sel):
         v = [r["nme"] for r in sel]

@@ -60,7 +60,7 @@ class BuildConfig:
     pitch_jitter_deg: float = 8.0
     roll_jitter_deg: float = 6.0
     photometric: bool = False
-    max_quality: float = 6.0
+    max_quality: float = 1.3
     val_fraction: float = 0.05
     split_by: str = "photo"
     size: int = 224
