@@ -32,14 +32,14 @@ if "FACERECON_ASSETS" not in os.environ and (shared / "assets").is_dir():
 BINS = ((0.0, 30.0), (30.0, 60.0), (60.0, 90.0))
 
 
-def pick(labels, per_bin: int, split: str = "test") -> list[int]:
+def pick(labels, per_bin: int, split: str = "test", offset: int = 0) -> list[int]:
     yaw = np.abs(labels["yaw_deg"])
     out = []
     for lo, hi in BINS:
         sel = [i for i in range(len(yaw)) if (lo < yaw[i] <= hi or (lo == 0 and yaw[i] == 0))
                and str(labels["merl_split"][i]) == split]
         sel.sort(key=lambda i: hashlib.sha256(f"engine-labels|{labels['names'][i]}".encode()).hexdigest())
-        out += sel[:per_bin]
+        out += sel[offset:offset + per_bin]
     return out
 
 
@@ -55,8 +55,9 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--root", default=str(shared / "data" / "aflw-lm68"))
     ap.add_argument("--per-bin", type=int, default=30)
+    ap.add_argument("--offset", type=int, default=0, help="skip the first N of each bin (to extend a run)")
     ap.add_argument("--views", type=int, default=2, help="synthesized views per photo to time (0: none)")
-    ap.add_argument("--photometric", action="store_true")
+    ap.add_argument("--photometric", action=argparse.BooleanOptionalAction, default=True)
     ap.add_argument("--out", default=None, help="write per-photo results (JSON)")
     args = ap.parse_args(argv)
 
@@ -70,7 +71,7 @@ def main(argv=None) -> int:
     root = Path(args.root)
     with np.load(root / "labels.npz") as z:
         labels = {k: z[k] for k in z.files}
-    idx = pick(labels, args.per_bin)
+    idx = pick(labels, args.per_bin, offset=args.offset)
     cfg = BuildConfig(views=args.views, photometric=args.photometric)
     eng = Engine(cfg)
     rows = []
