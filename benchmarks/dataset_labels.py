@@ -86,7 +86,7 @@ def main(argv=None) -> int:
             rows.append(row)
             continue
         q, perr = eng.quality(rec)
-        row.update(status="ok" if q <= cfg.max_quality else "dropped", quality=q, photo_error=perr, fit_s=t_fit,
+        row.update(status="ok" if q <= cfg.quality_limit else "dropped", quality=q, photo_error=perr, fit_s=t_fit,
                    nme=nme(rec.lm68, labels["lm68"][i], labels["vis68"][i]),
                    nme_detector=nme(rec.face.lm68, labels["lm68"][i], labels["vis68"][i]))
         if args.views:

@@ -47,7 +47,8 @@ class BuildConfig:
         (clipped at 2 std).
     photometric: run the fitter's photometric + albedo stages (they pay: on synthetic faces with
         known truth the profiled views' landmarks are ~40 % closer at 75-90° of yaw; docs/dataset.md).
-    max_quality: drop photos whose landmark residual (% of face size) exceeds this.
+    max_quality: drop photos whose landmark residual (% of face size) exceeds this; None: the
+        calibrated default (`quality_limit`: 1.6 with the photometric stages, 1.3 without).
     val_fraction: share of identities in the 'val' split (by a hash of the identity, not the seed).
     split_by: 'photo' (every photo its own identity) or 'folder' (the photo's parent folder, e.g.
         LFW's person folders), so views of one photo / person never straddle train and val.
@@ -61,13 +62,21 @@ class BuildConfig:
     pitch_jitter_deg: float = 8.0
     roll_jitter_deg: float = 6.0
     photometric: bool = True
-    max_quality: float = 1.3
+    max_quality: float | None = None
     val_fraction: float = 0.05
     split_by: str = "photo"
     size: int = 224
     jpeg_quality: int = 95
     model: str = "ict"
     seed: int = 0
+
+
+    @property
+    def quality_limit(self) -> float:
+        """Tukey's far-out fence of an unlabelled calibration sample (docs/dataset.md), per fit kind."""
+        if self.max_quality is not None:
+            return float(self.max_quality)
+        return 1.6 if self.photometric else 1.3
 
 
 @dataclass
@@ -235,7 +244,7 @@ class Engine:
             return {"rows": [{**base, "status": "failed", "view": -1, "error": msg}], "error": msg}
         q, perr = self.quality(rec)
         src_deg = [float(np.degrees(a)) for a in src.rotation]
-        if not np.isfinite(q) or q > cfg.max_quality:
+        if not np.isfinite(q) or q > cfg.quality_limit:
             return {"rows": [{**base, "status": "dropped", "view": -1, "quality": q, "photo_error": perr,
                               "source_pitch_yaw_roll_deg": src_deg, "fit_s": t_fit}], "error": None}
         t0 = time.perf_counter()
