@@ -128,6 +128,12 @@ def test_upload_a_photo_and_see_the_result(browser, server, astronaut_path, tmp_
         pic.convert("RGB").resize((1120, 880), Image.LANCZOS).quantize(256, dither=Image.Dither.NONE).save(
             os.environ["FACERECON_SCREENSHOT"], optimize=True)
     assert shot.stat().st_size > 10_000
-    assert "no part masks" in page.inner_text("#masks")
+    # The part masks, painted in the parts' colours (the PNGs hold codes): eyes, nose, lips, skin present.
+    text = page.inner_text("#masks")
+    assert all(f"astronaut_{n}.png" in text for n in ("seg", "seg_crop", "seg_visible", "seg_visible_crop"))
+    page.wait_for_selector("#masks canvas[data-loaded='1']")
+    seg = _png(page.locator("#masks canvas").nth(2).screenshot())  # seg_visible in the crop
+    for rgb in ([0, 200, 80], [150, 60, 200], [250, 140, 60], [240, 210, 170]):
+        assert (np.abs(seg - rgb).sum(-1) < 40).sum() > 20, f"part colour {rgb} missing from the visible-part mask"
     assert not problems, problems
     page.close()

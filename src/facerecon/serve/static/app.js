@@ -141,8 +141,8 @@ function showFace(face) {
   }
   for (const m of face.masks) {
     const fig = document.createElement('figure');
-    fig.innerHTML = `<img alt="${m.name}"><figcaption class="small">${m.name}</figcaption>`;
-    fig.querySelector('img').src = m.url;
+    fig.innerHTML = `<canvas title="${m.name}"></canvas><figcaption class="small">${m.name}</figcaption>`;
+    colourMask(fig.querySelector('canvas'), m);
     masks.appendChild(fig);
   }
   showDownloads(face.downloads);
@@ -269,6 +269,34 @@ function drawOverlay(face) {
   return m;
 }
 
+// 3DDFA_V3's 8 parts: right eye, left eye, right brow, left brow, nose, upper lip, lower lip, skin.
+const PART_COLORS = [[0, 200, 80], [0, 120, 40], [140, 70, 40], [100, 40, 20], [150, 60, 200], [250, 140, 60],
+                     [220, 40, 40], [240, 210, 170]];
+
+// The mask PNGs hold codes, not colours: `seg` one bit per part (all parts, hidden ones too),
+// `seg_visible` the front-most part + 1. Paint each pixel with its part's colour (for `seg`, the
+// highest set bit, so the small parts show over the skin).
+function colourMask(canvas, m) {
+  const img = new Image();
+  img.onload = () => {
+    canvas.width = img.naturalWidth;
+    canvas.height = img.naturalHeight;
+    const ctx = canvas.getContext('2d');
+    ctx.drawImage(img, 0, 0);
+    const d = ctx.getImageData(0, 0, canvas.width, canvas.height);
+    for (let i = 0; i < d.data.length; i += 4) {
+      const v = d.data[i];
+      let k = -1;
+      if (m.format === 'seg') { for (let b = 0; b < 8; b++) if ((v >> b) & 1) k = b; } else k = v - 1;
+      const c = k >= 0 && k < 8 ? PART_COLORS[k] : [255, 255, 255];
+      d.data[i] = c[0]; d.data[i + 1] = c[1]; d.data[i + 2] = c[2]; d.data[i + 3] = 255;
+    }
+    ctx.putImageData(d, 0, 0);
+    canvas.dataset.loaded = '1';
+  };
+  img.src = m.url;
+}
+
 function drawLandmarks(face) {
   const canvas = $('landmarks');
   const sets = Object.keys(face.landmarks);
@@ -276,9 +304,9 @@ function drawLandmarks(face) {
   boxes.innerHTML = '';
   const on = {};
   for (const s of sets) {
-    on[s] = true;
+    on[s] = s === sets[0];  // the 68 first; the denser sets on request (drawn together they hide each other)
     const l = document.createElement('label');
-    l.innerHTML = `<input type="checkbox" checked> <span style="color:${LM_COLORS[s] || '#e040fb'}">●</span> ${s}`;
+    l.innerHTML = `<input type="checkbox"${on[s] ? ' checked' : ''}> <span style="color:${LM_COLORS[s] || '#e040fb'}">●</span> ${s}`;
     l.querySelector('input').onchange = (e) => { on[s] = e.target.checked; paint(); };
     boxes.appendChild(l);
   }
