@@ -33,7 +33,7 @@ import numpy as np
 from .align import align_face, face_mask
 from .errors import FaceReconError
 from .geometry.camera import PerspectiveCamera
-from .io.atomic import atomic_path, write_bytes
+from .io.atomic import atomic_path, read_jsonl, write_bytes
 from .io.image import load_image
 from .io.paths import expand_inputs
 
@@ -85,16 +85,7 @@ def _item_name(path: Path, used: set) -> str:
 
 def read_manifest(out_dir) -> list[dict]:
     """Entries of OUT/manifest.jsonl (a truncated last line from a crash is ignored)."""
-    path = Path(out_dir) / MANIFEST
-    if not path.is_file():
-        return []
-    out = []
-    for line in path.read_text().splitlines():
-        try:
-            out.append(json.loads(line))
-        except json.JSONDecodeError:
-            continue
-    return out
+    return read_jsonl(Path(out_dir) / MANIFEST)
 
 
 def _append_manifest(out_dir: Path, entry: ManifestEntry) -> None:

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..io.atomic import atomic_path
+from ..io.atomic import atomic_path, read_jsonl
 
 MANIFEST = "manifest.jsonl"
 
@@ -72,16 +72,7 @@ def write_jpeg(path, image: np.ndarray, quality: int = 95) -> None:
 
 def read_manifest(out_dir) -> list[dict]:
     """Entries of OUT/manifest.jsonl; a truncated last line (a crash mid-write) is ignored."""
-    path = Path(out_dir) / MANIFEST
-    if not path.is_file():
-        return []
-    out = []
-    for line in path.read_text().splitlines():
-        try:
-            out.append(json.loads(line))
-        except json.JSONDecodeError:
-            continue
-    return out
+    return read_jsonl(Path(out_dir) / MANIFEST)
 
 
 def append_manifest(out_dir, rows: list[dict]) -> None:

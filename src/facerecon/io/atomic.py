@@ -1,7 +1,9 @@
-"""Atomic file writes: write to a temp file in the destination folder, then rename."""
+"""Atomic file writes (a temp file in the destination folder, then rename), and the reading side of the
+append-only JSONL manifests that resumable jobs keep."""
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 from contextlib import contextmanager
@@ -33,3 +35,18 @@ def write_text(path, text: str) -> None:
 def write_bytes(path, data: bytes) -> None:
     with atomic_path(path) as tmp:
         tmp.write_bytes(data)
+
+
+def read_jsonl(path) -> list[dict]:
+    """The records of a JSONL file ([] when it does not exist). A line that does not parse, the torn
+    last line of a process killed mid-append, is skipped."""
+    path = Path(path)
+    if not path.is_file():
+        return []
+    out = []
+    for line in path.read_text().splitlines():
+        try:
+            out.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return out

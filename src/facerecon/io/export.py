@@ -478,23 +478,31 @@ def landmarks3d_json(item: ExportItem) -> dict | None:
     return info
 
 
-def export_landmarks3d(item: ExportItem, out: Path, stem: str) -> list[Path]:
-    info = landmarks3d_json(item)
+def _write_json(info: dict | None, path: Path) -> list[Path]:
+    """Write `info` as JSON to `path` (nothing when None); the written paths."""
     if info is None:
         return []
-    path = out / f"{stem}_landmarks3d.json"
     write_text(path, json.dumps(info, indent=1))
     return [path]
 
 
-def export_maps(item: ExportItem, out: Path, stem: str) -> list[Path]:
+def export_landmarks3d(item: ExportItem, out: Path, stem: str) -> list[Path]:
+    return _write_json(landmarks3d_json(item), out / f"{stem}_landmarks3d.json")
+
+
+def _write_images(item: ExportItem, out: Path, stem: str, names: tuple[tuple[str, str], ...]) -> list[Path]:
+    """S_<suffix>.png for each (image name, suffix) the caller rendered; the written paths."""
     paths = []
-    for name, suffix in (("depth_crop", "depth"), ("normals_crop", "normals"), ("pncc_crop", "pncc")):
+    for name, suffix in names:
         if name in item.images:
             path = out / f"{stem}_{suffix}.png"
             write_png(path, item.images[name])
             paths.append(path)
     return paths
+
+
+def export_maps(item: ExportItem, out: Path, stem: str) -> list[Path]:
+    return _write_images(item, out, stem, (("depth_crop", "depth"), ("normals_crop", "normals"), ("pncc_crop", "pncc")))
 
 
 def export_head(item: ExportItem, out: Path, stem: str) -> list[Path]:
@@ -541,23 +549,11 @@ SEG_PARTS = ("right_eye", "left_eye", "right_brow", "left_brow", "nose", "upper_
 
 
 def export_seg(item: ExportItem, out: Path, stem: str) -> list[Path]:
-    paths = []
-    for name, suffix in (("seg_crop", "seg_crop"), ("seg_image", "seg")):
-        if name in item.images:
-            path = out / f"{stem}_{suffix}.png"
-            write_png(path, item.images[name])
-            paths.append(path)
-    return paths
+    return _write_images(item, out, stem, (("seg_crop", "seg_crop"), ("seg_image", "seg")))
 
 
 def export_seg_visible(item: ExportItem, out: Path, stem: str) -> list[Path]:
-    paths = []
-    for name, suffix in (("seg_visible_crop", "seg_visible_crop"), ("seg_visible_image", "seg_visible")):
-        if name in item.images:
-            path = out / f"{stem}_{suffix}.png"
-            write_png(path, item.images[name])
-            paths.append(path)
-    return paths
+    return _write_images(item, out, stem, (("seg_visible_crop", "seg_visible_crop"), ("seg_visible_image", "seg_visible")))
 
 
 #: What S_landmarks.json's sets are.
@@ -588,12 +584,7 @@ def landmarks_json(item: ExportItem) -> dict | None:
 
 
 def export_landmarks(item: ExportItem, out: Path, stem: str) -> list[Path]:
-    info = landmarks_json(item)
-    if info is None:
-        return []
-    path = out / f"{stem}_landmarks.json"
-    write_text(path, json.dumps(info, indent=1))
-    return [path]
+    return _write_json(landmarks_json(item), out / f"{stem}_landmarks.json")
 
 
 def export_extracted(item: ExportItem, out: Path, stem: str) -> list[Path]:
