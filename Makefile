@@ -21,8 +21,8 @@ $(BIN)/facerecon: pyproject.toml
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q "torch==2.13.0"
-	$(BIN)/pip install -q -e ".[$(EXTRAS)]"
-	$(if $(MEDIAPIPE_REF),$(BIN)/pip install -q "$(MEDIAPIPE_REF)")
+	# One resolve with the reference mediapipe: it pins protobuf<5, and onnx must be chosen to match.
+	$(BIN)/pip install -q -e ".[$(EXTRAS)]" $(if $(MEDIAPIPE_REF),"$(MEDIAPIPE_REF)")
 	touch $@
 
 setup: $(BIN)/facerecon
