@@ -11,7 +11,6 @@ One sample (all in 224² crop pixels, x right, y down, pixel centres at integers
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +20,7 @@ import torch
 from torch.nn import functional as F
 
 from ..geometry.landmarks import IBUG68_MIRROR
+from ..io.atomic import read_jsonl
 
 
 @dataclass(frozen=True)
@@ -75,14 +75,7 @@ class PreprocessedDataset(torch.utils.data.Dataset):
             man = root / "manifest.jsonl"
             if not man.is_file():
                 raise FileNotFoundError(f"{root}: no manifest.jsonl (run `facerecon preprocess ... -o {root}`)")
-            names = []
-            for line in man.read_text().splitlines():
-                try:
-                    e = json.loads(line)
-                except json.JSONDecodeError:
-                    continue
-                if e.get("status") == "ok":
-                    names.append(e["name"])
+            names = [e["name"] for e in read_jsonl(man) if e.get("status") == "ok"]
             self.items += [(root, n, float(pw)) for n in dict.fromkeys(names)]
         self.augment = augment
         self.seed = seed
