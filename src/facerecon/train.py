@@ -97,14 +97,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run_from_args(args: argparse.Namespace) -> int:
     """Train with parsed `add_arguments` options; prints the outcome on rank 0."""
-    import torch
+    from .api import set_threads
+    from .threads import split_cores
 
     rank = int(os.environ.get("RANK", "0"))
+    local_world = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
     if args.threads:
-        torch.set_num_threads(args.threads)
-    elif int(os.environ.get("LOCAL_WORLD_SIZE", "1")) > 1:
-        # N processes on one machine share its cores (torchrun's own default is 1 thread).
-        torch.set_num_threads(max(1, (os.cpu_count() or 1) // int(os.environ["LOCAL_WORLD_SIZE"])))
+        set_threads(args.threads)
+    elif local_world > 1:
+        # torchrun's N processes on one machine share its cores (torchrun's own default is 1 thread).
+        set_threads(split_cores(local_world)[1])
     cfg = TrainConfig(
         data=list(args.data), photo_weights=args.photo_weights, out=args.out, backbone=args.backbone,
         model=args.model, pretrained=not args.no_pretrained, steps=args.steps, batch=args.batch, lr=args.lr,
