@@ -365,3 +365,36 @@ def test_thread_policy_restores_the_count():
             assert torch.get_num_threads() == n
         assert torch.get_num_threads() == 1
     assert torch.get_num_threads() == n
+
+
+def test_rotation_prior_term_closed_form_and_gradcheck():
+    g = torch.Generator().manual_seed(4)
+    rot = torch.randn(3, 3, generator=g, dtype=torch.float64) * 0.5
+    R = euler_to_matrix(rot)
+    assert torch.allclose(L.rotation_prior(rot, R), torch.zeros(3, dtype=torch.float64), atol=1e-20)
+    # A rotation by theta about any axis away from the target: (180/pi)^2 * 2 (1 - cos theta).
+    from facerecon.geometry.rotations import axis_angle_to_matrix, matrix_to_euler
+
+    axis = torch.nn.functional.normalize(torch.randn(3, 3, generator=g, dtype=torch.float64), dim=-1)
+    theta = torch.tensor([0.01, 0.2, 1.0], dtype=torch.float64)
+    moved = matrix_to_euler(axis_angle_to_matrix(axis * theta[:, None]) @ R)
+    want = (180 / math.pi) ** 2 * 2 * (1 - torch.cos(theta))
+    torch.testing.assert_close(L.rotation_prior(moved, R), want, rtol=1e-9, atol=1e-9)
+    assert float(L.rotation_prior(moved, R)[0]) == pytest.approx(math.degrees(0.01) ** 2, rel=1e-4)
+    assert torch.autograd.gradcheck(lambda r: L.rotation_prior(r, R), (rot.clone().requires_grad_(),))
+
+
+def test_rotation_prior_pulls_the_fitted_pose(synthetic):
+    """Landmarks of one pose, a prior 8 degrees of yaw away: without the prior's weight the fit finds
+    the landmarks' pose; with a heavy one it stays at the prior; in between, in between."""
+    m, p, _geo, lm = synthetic
+    off = p.rotation.clone()
+    off[:, 1] += math.radians(8)
+    prior = euler_to_matrix(off)
+    yaw = {}
+    for w in (0.0, 0.05, 50.0):
+        res = Fitter(m, FitConfig(steps_photo=0, w_rotation_prior=w)).fit(FitTargets(lm68=lm, rotation_prior=prior))
+        yaw[w] = res.params.rotation[:, 1] - p.rotation[:, 1]  # signed: the prior is at +8 degrees
+    assert float(yaw[0.0].abs().max()) < math.radians(5)  # as test_landmark_fit_recovers_landmarks_and_pose
+    assert float((yaw[50.0] - math.radians(8)).abs().max()) < math.radians(1)
+    assert bool((yaw[0.05] > yaw[0.0] + math.radians(0.5)).all()) and bool((yaw[0.05] < yaw[50.0]).all())

@@ -255,3 +255,17 @@ def test_jit_fallback_without_numba(monkeypatch):
         return x + 1
 
     assert mod.njit(f) is f and mod.njit(cache=True, parallel=True)(f) is f
+
+
+def test_mean_rotation_of_symmetric_passes_and_weights():
+    from facerecon.geometry.rotations import axis_angle_to_matrix, mean_rotation
+
+    g = torch.Generator().manual_seed(2)
+    R = axis_angle_to_matrix(torch.randn(3, generator=g, dtype=torch.float64)).numpy()
+    a = axis_angle_to_matrix(torch.tensor([0.1, 0.0, 0.0], dtype=torch.float64)).numpy()
+    passes = [R @ a, R @ a.T]  # +-0.1 rad about one axis: the mean is R exactly
+    np.testing.assert_allclose(mean_rotation(passes), R, atol=1e-12)
+    np.testing.assert_allclose(mean_rotation(passes, [1.0, 0.0]), R @ a, atol=1e-12)
+    M = mean_rotation(np.stack([R, R @ a, R @ a @ a]))
+    np.testing.assert_allclose(M @ M.T, np.eye(3), atol=1e-12)
+    np.testing.assert_allclose(M, R @ a, atol=1e-12)  # about one axis the chordal mean is the middle one

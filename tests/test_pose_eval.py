@@ -85,6 +85,8 @@ def test_model_frame_offset_and_cli(tmp_path, capsys):
     Q = pose.model_to_bfm_rotation(load_model("ict"))
     np.testing.assert_allclose(Q @ Q.T, np.eye(3), atol=1e-9)
     assert pose.geodesic_deg(Q, np.eye(3)) < 10  # the two face frames nearly agree (ICT ~4° of pitch)
+    # The package data (models.frames, what the fitter reads) is the landmark fit it documents.
+    np.testing.assert_allclose(Q, pose.landmark_frame_rotation(load_model("ict")), atol=1e-8)
     from facerecon.cli.main import main
 
     assert main(["eval", "aflw2000-pose", "--root", str(root), "--method", "3ddfa", "--limit", "4",

@@ -164,3 +164,30 @@ def test_3ddfa_method_with_detector_and_failure():
     assert pts.shape == (68, 2)
     np.testing.assert_allclose(pts, found.landmarker.landmarks(img, box).lm68)
     assert none(img, None) is None
+
+
+@pytest.mark.assets
+@needs_assets
+@needs_data
+def test_tta_rotation_mirrors_the_flipped_passes_back():
+    """A mirrored photo's head pose, mirrored back (x flips in the image and in BFM's face frame),
+    is the photo's; the TTA rotation is the chordal mean of all passes and stays near the plain one."""
+    from facerecon.detect.tddfa import TDDFALandmarker
+    from facerecon.eval.aflw2000 import load_aflw2000
+    from facerecon.eval.pose import geodesic_deg
+    from facerecon.io.image import load_image
+
+    data = load_aflw2000(DATA_DIR)
+    i = int(np.flatnonzero((np.abs(data.yaw) > 35) & (np.abs(data.yaw) < 60))[0])
+    img = load_image(data.image_path(i)).pixels
+    box = data.roi_boxes[i]
+    lm = TDDFALandmarker(ASSET_DIR)
+    plain = lm.landmarks(img, box, box_is_roi=True).rotation
+    flipped_box = [img.shape[1] - 1 - box[2], box[1], img.shape[1] - 1 - box[0], box[3]]
+    flipped = lm.landmarks(np.ascontiguousarray(img[:, ::-1]), flipped_box, box_is_roi=True).rotation
+    M = np.diag([-1.0, 1.0, 1.0])
+    assert geodesic_deg(M @ flipped @ M, plain) < 6
+    assert geodesic_deg(flipped, plain) > 40
+    tta = lm.landmarks_tta(img, [box], box_is_roi=True)[0].rotation
+    np.testing.assert_allclose(tta @ tta.T, np.eye(3), atol=1e-9)
+    assert 0 < geodesic_deg(tta, plain) < 4

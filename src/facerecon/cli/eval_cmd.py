@@ -56,7 +56,7 @@ def add_parser(sub) -> None:
     q.add_argument("--boxes", choices=("gt", "detect"), default="gt",
                    help="gt: protocol roi boxes given to the method; detect: the method finds the face")
     q.add_argument("--method", default="fit",
-                   help="a reconstruction method (fit, regress, regress+refine, ...), fit-photo, or 3ddfa")
+                   help="a reconstruction method (fit, regress, regress+refine, ...), fit-photo, 3ddfa, or 3ddfa-tta (its pose averaged over test-time augmentation)")
     q.add_argument("--detector", default=None, help="detector backend for --boxes detect")
     q.add_argument("-o", "--output", default="eval_out", help="output folder (default ./eval_out)")
     q.add_argument("--limit", type=int, default=None, help="only the first N images of the list")

@@ -75,6 +75,10 @@ class Face:
            replaced lm5 (the default pipeline), or None.
     mediapipe_weight: FaceMesh's share in the blended lm68 (default pipeline; 0 = 3DDFA only), or
            None when no blend was considered.
+    rotation: (3, 3) float64 the landmarker's head rotation, BFM's face frame -> image frame with y
+           up (x right, y up, z towards the viewer; AFLW2000's ground-truth convention,
+           `eval.pose.aflw_matrix`): 3DDFA_V2's, averaged over the test-time-augmentation passes
+           when there were some, or None.
     """
 
     box: np.ndarray
@@ -90,6 +94,7 @@ class Face:
     lm5_from_box: bool = False
     detector_lm5: np.ndarray | None = None
     mediapipe_weight: float | None = None
+    rotation: np.ndarray | None = None
 
     @property
     def yaw(self) -> float:

@@ -25,7 +25,7 @@ import torch
 from .. import assets
 from ..errors import AssetError
 from ..geometry.landmarks import flip_box, flip_landmarks, lm5_from_lm68_contour
-from ..geometry.rotations import nearest_rotation
+from ..geometry.rotations import mean_rotation, nearest_rotation
 from .base import Face, HeadPose, TDDFAFit, sort_by_size
 from .crop import crop_resize, roi_box_from_bbox
 
@@ -236,7 +236,8 @@ class TDDFALandmarker:
         from 3.70 to 3.51. lm68_conf = exp(-(spread / (conf_px · roi size))²) per point, where
         spread is the RMS distance of the passes from their mean: points the passes disagree on
         (occluded contour, profile jaw) get low confidence for the fitter.
-        lm68_3d, pose and tddfa are those of the plain (unflipped, scale 1) pass."""
+        lm68_3d, pose and tddfa are those of the plain (unflipped, scale 1) pass; `rotation` is the
+        chordal mean of every pass's (the mirrored passes mirrored back)."""
         boxes = [np.asarray(b, np.float64).reshape(-1)[:4] for b in boxes]
         n = len(boxes)
         if isinstance(images, np.ndarray) and images.ndim == 3:
@@ -244,16 +245,22 @@ class TDDFALandmarker:
         rois = [b if box_is_roi else roi_box_from_bbox(b) for b in boxes]
         base = self.landmarks_batch(images, rois, box_is_roi=True, scores=scores)
         passes = [np.stack([f.lm68 for f in base])]
+        rotations = [[f.rotation for f in base]]
         for s in scales:
             scaled = [_scale_box(r, s) for r in rois]
             if s != 1.0:
-                passes.append(np.stack([f.lm68 for f in self.landmarks_batch(images, scaled, box_is_roi=True)]))
+                faces = self.landmarks_batch(images, scaled, box_is_roi=True)
+                passes.append(np.stack([f.lm68 for f in faces]))
+                rotations.append([f.rotation for f in faces])
             if flip:
                 fl = [np.ascontiguousarray(im[:, ::-1]) for im in images]
                 fb = [flip_box(r, im.shape[1]) for r, im in zip(scaled, images)]
-                out = np.stack([f.lm68 for f in self.landmarks_batch(fl, fb, box_is_roi=True)])
+                faces = self.landmarks_batch(fl, fb, box_is_roi=True)
+                out = np.stack([f.lm68 for f in faces])
                 widths = np.array([im.shape[1] for im in images])
                 passes.append(np.stack([flip_landmarks(o, w) for o, w in zip(out, widths)]))
+                # The mirror image's head mirrored back: x flips in the image and in BFM's frame.
+                rotations.append([_MIRROR @ f.rotation @ _MIRROR for f in faces])
         P = np.stack(passes)  # (passes, n, 68, 2)
         mean = P.mean(0)
         spread = np.sqrt(((P - mean) ** 2).sum(-1).mean(0))  # (n, 68)
@@ -263,7 +270,8 @@ class TDDFALandmarker:
         for k, f in enumerate(base):
             lm = mean[k].astype(np.float32)
             out.append(replace(f, box=np.asarray(boxes[k], np.float32), lm68=lm,
-                               lm5=lm5_from_lm68_contour(lm), lm68_conf=conf[k], source="3ddfa-tta"))
+                               lm5=lm5_from_lm68_contour(lm), lm68_conf=conf[k], source="3ddfa-tta",
+                               rotation=mean_rotation([r[k] for r in rotations])))
         return out
 
     def detect(self, image: np.ndarray) -> list[Face]:
@@ -285,7 +293,11 @@ class TDDFALandmarker:
                        R_ortho=nearest_rotation(P[:, :3]), alpha_shp=params[12:52].copy(),
                        alpha_exp=params[52:62].copy(), roi_box=np.asarray(roi, np.float32))
         return Face(np.asarray(box, np.float32), float(score), lm5_from_lm68_contour(lm68), lm68,
-                    source="3ddfa", lm68_3d=pts.astype(np.float32), pose=HeadPose(yaw, pitch, roll), tddfa=fit)
+                    source="3ddfa", lm68_3d=pts.astype(np.float32), pose=HeadPose(yaw, pitch, roll), tddfa=fit,
+                    rotation=fit.R_ortho)
+
+
+_MIRROR = np.diag([-1.0, 1.0, 1.0])
 
 
 def _scale_box(b, s: float) -> np.ndarray:

@@ -91,12 +91,21 @@ def bfm_mean_landmarks() -> np.ndarray:
     return load_bases().shape(np.zeros((1, 40)), np.zeros((1, 10)))[0]
 
 
-def model_to_bfm_rotation(model) -> np.ndarray:
+def landmark_frame_rotation(model) -> np.ndarray:
     """(3, 3) Q: the model's face frame -> BFM's, from a similarity fit of the mean faces' 68
-    landmarks (both in the 3DDFA landmark convention). A model pose R reads R·Qᵀ in BFM's frame."""
+    landmarks (both in the 3DDFA landmark convention); how `models.frames`' ICT data is made."""
     with torch.no_grad():
         lm = model.landmarks(model.mean_shape[None])[0].double().cpu().numpy()
     return procrustes_rotation(lm, bfm_mean_landmarks())
+
+
+def model_to_bfm_rotation(model) -> np.ndarray:
+    """(3, 3) Q: the model's face frame -> BFM's (`models.frames.bfm_frame`, else computed by
+    `landmark_frame_rotation`). A model pose R reads R·Qᵀ in BFM's frame."""
+    from ..models.frames import bfm_frame
+
+    Q = bfm_frame(model.name)
+    return landmark_frame_rotation(model) if Q is None else Q
 
 
 def convention_check(data: AFLW2000Set) -> dict[str, float]:
@@ -271,25 +280,29 @@ def reconstruction_pose_method(name: str, photometric: bool = False, model: str 
     return method
 
 
-def tddfa_pose_method(**options) -> PoseMethod:
+def tddfa_pose_method(tta: bool = False, **options) -> PoseMethod:
     """3DDFA_V2's own pose (our port, on the roi box as 3DDFA does): ``calc_pose``'s rotation R,
-    already in BFM's frame with y up."""
+    already in BFM's frame with y up; `tta`: the mean rotation of the test-time-augmentation passes
+    (image + mirror at two roi scales, `TDDFALandmarker.landmarks_tta`)."""
     from ..detect.tddfa import TDDFALandmarker
 
     lm = TDDFALandmarker(**options)
 
     def method(image, box):
         if box is None:
-            raise ValueError("the 3ddfa pose method needs the protocol boxes (--boxes gt)")
+            raise ValueError("the 3ddfa pose methods need the protocol boxes (--boxes gt)")
+        if tta:
+            return lm.landmarks_tta(image, [box], box_is_roi=True)[0].rotation
         return lm.landmarks(image, box, box_is_roi=True).tddfa.R
 
     return method
 
 
 def get_pose_method(name: str, **options) -> PoseMethod:
-    """'3ddfa' (3DDFA_V2's pose), 'fit-photo' (fit with the photometric stage), or any reconstruction method."""
-    if name == "3ddfa":
-        return tddfa_pose_method(**options)
+    """'3ddfa' (3DDFA_V2's pose), '3ddfa-tta' (averaged over its test-time augmentation), 'fit-photo'
+    (fit with the photometric stage), or any reconstruction method."""
+    if name in ("3ddfa", "3ddfa-tta"):
+        return tddfa_pose_method(tta=name == "3ddfa-tta", **options)
     if name == "fit-photo":
         return reconstruction_pose_method("fit", photometric=True, **options)
     return reconstruction_pose_method(name, **options)

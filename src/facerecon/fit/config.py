@@ -35,6 +35,10 @@ class FitConfig:
     landmark_emphasis: float = 3.0
     landmark_robust: float | None = 12.0  # px; soft cap on each landmark's error
     pose_from_3d: bool = False  # also start from `FitTargets.lm68_3d`'s Procrustes pose when given
+    # Head-rotation prior (`FitTargets.rotation_prior`: the landmarker's own pose, 3DDFA_V2's
+    # averaged over its test-time augmentation): weight per squared degree between the fitted and
+    # the prior rotation, in the landmark term's px² (0: off).
+    w_rotation_prior: float = 0.0
     w_id_prior: float = 0.01
     w_exp_prior: float = 0.1
     w_alb_prior: float = 0.01
@@ -62,6 +66,8 @@ class FitTargets:
     dense_weights: (B, N) or (B, 1) trust in them (0 = ignore, e.g. a profile or no FaceMesh).
     lm68_3d: (B, 68, 3) 3-D landmark estimates in crop pixels (x right, y down, z towards the
         viewer, any offset), e.g. 3DDFA_V2's: a second starting pose besides POS (`procrustes_init`).
+    rotation_prior: (B, 3, 3) a head rotation to stay near (model frame -> crop camera frame, the
+        fitted rotation's convention), weighted by `FitConfig.w_rotation_prior`, or None.
     """
 
     lm68: torch.Tensor
@@ -72,6 +78,7 @@ class FitTargets:
     dense: torch.Tensor | None = None
     dense_weights: torch.Tensor | None = None
     lm68_3d: torch.Tensor | None = None
+    rotation_prior: torch.Tensor | None = None
 
 
 @dataclass(frozen=True)

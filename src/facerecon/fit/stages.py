@@ -37,7 +37,8 @@ class FitProblem:
     dense, dense_trust: (B, N, 2), (B, 1 or N) FaceMesh points and trust, or None;
     image: (B, S, S, 3) and mask (B, S, S) for the photometric stages, or None;
     lm68_3d: 3-D landmarks for a second starting pose, or None; has_init: started from FaceParams;
-    shared: one identity (and albedo) for the batch; fit_identity: False keeps the identity fixed.
+    shared: one identity (and albedo) for the batch; fit_identity: False keeps the identity fixed;
+    rotation_prior: (B, 3, 3) prior head rotations when `FitConfig.w_rotation_prior` > 0, else None.
     """
 
     lm: torch.Tensor
@@ -50,6 +51,7 @@ class FitProblem:
     has_init: bool = False
     shared: bool = False
     fit_identity: bool = True
+    rotation_prior: torch.Tensor | None = None
 
     @property
     def batch(self) -> int:
@@ -81,7 +83,9 @@ class FitProblem:
             image=None if targets.image is None else targets.image.to(dt),
             mask=None if targets.mask is None else targets.mask.to(dt),
             lm68_3d=None if targets.lm68_3d is None else targets.lm68_3d.to(dt),
-            has_init=targets.init is not None, shared=cfg.share_identity, fit_identity=fit_identity)
+            has_init=targets.init is not None, shared=cfg.share_identity, fit_identity=fit_identity,
+            rotation_prior=(targets.rotation_prior.to(dt) if targets.rotation_prior is not None
+                            and cfg.w_rotation_prior > 0 else None))
 
 
 @dataclass
@@ -110,6 +114,13 @@ def point_loss(f: Fitter, pb: FitProblem, identity, expression, rotation, transl
 def _point_term(f: Fitter, pb: FitProblem, pred: torch.Tensor) -> torch.Tensor:
     return O.point_term(pred, pb.lm, pb.w, f.cfg.landmark_robust, pb.dense, f.dense_weights, pb.dense_trust,
                         f.cfg.w_dense)
+
+
+def _rotation_prior(f: Fitter, pb: FitProblem, rotation: torch.Tensor):
+    """The head-rotation prior summed over the batch; 0 without one."""
+    if pb.rotation_prior is None:
+        return 0.0
+    return f.cfg.w_rotation_prior * O.rotation_prior(rotation, pb.rotation_prior).sum()
 
 
 def _prior(f: Fitter, pb: FitProblem, identity, expression, albedo) -> torch.Tensor:
@@ -189,11 +200,12 @@ def pose_stage(f: Fitter, pb: FitProblem, v: FitVariables) -> FitVariables:
         for rot_p, trans_p in candidates:
             better = point_loss(f, pb, idv, exp, rot_p, trans_p) < point_loss(f, pb, idv, exp, rot, trans)
             rot[better], trans[better] = rot_p[better], trans_p[better]
+    # With a rotation prior the loss below has it; candidates are still judged on the points alone.
     # Translation moves in mm, rotation in radians: scale the translation step.
     opt = torch.optim.Adam([{"params": [rot], "lr": cfg.lr_pose}, {"params": [trans], "lr": cfg.lr_pose * 50}])
     for _ in range(cfg.steps_pose):
         opt.zero_grad()
-        point_loss(f, pb, idv, exp, rot, trans).sum().backward()
+        (point_loss(f, pb, idv, exp, rot, trans).sum() + _rotation_prior(f, pb, rot)).backward()
         opt.step()
     return v
 
@@ -211,7 +223,7 @@ def shape_stage(f: Fitter, pb: FitProblem, v: FitVariables) -> FitVariables:
     for _ in range(cfg.steps_shape):
         opt.zero_grad()
         total = (cfg.w_landmark * point_loss(f, pb, idv, exp, rot, trans).sum()
-                 + _prior(f, pb, idv, exp, no_albedo))
+                 + _prior(f, pb, idv, exp, no_albedo) + _rotation_prior(f, pb, rot))
         total = total + _temporal(f, v)
         total.backward()
         opt.step()
@@ -252,7 +264,7 @@ def photo_objective(f: Fitter, pb: FitProblem, v: FitVariables, inputs: PhotoInp
     if inputs.identity_target is not None:
         total = total + cfg.w_identity * O.identity_term(f.encoder, out, pb.image.permute(0, 3, 1, 2), inputs.affine,
                                                          inputs.identity_target).sum()
-    total = total + _temporal(f, v)
+    total = total + _temporal(f, v) + _rotation_prior(f, pb, v.rotation)
     return total, photo, points
 
 

@@ -36,12 +36,23 @@ def dense_targets(crops: list[Crop], faces: list[Face], dense_map: DenseMap | No
     return _tensor(pts, like), _tensor(gate, like)
 
 
+def rotation_prior(faces: list[Face], bfm_frame: np.ndarray | None, like: torch.Tensor) -> torch.Tensor | None:
+    """(B, 3, 3) the detections' own head rotations in the model's frame (R_bfm · Q, Q the model ->
+    BFM frame rotation of `models.frames`), or None unless every face has one and Q is known. The
+    crop is a scale and shift of the photo (no rotation), so the image frame's rotation is the crop's."""
+    if bfm_frame is None or not faces or any(f.rotation is None for f in faces):
+        return None
+    return _tensor(np.stack([np.asarray(f.rotation, np.float64) @ bfm_frame for f in faces]), like)
+
+
 def build_targets(crops: list[Crop], faces: list[Face], like: torch.Tensor, config: FitConfig,
-                  dense_map: DenseMap | None = None, photometric: bool = True, mask: bool = True) -> FitTargets:
+                  dense_map: DenseMap | None = None, photometric: bool = True, mask: bool = True,
+                  bfm_frame: np.ndarray | None = None) -> FitTargets:
     """FitTargets for B crops and their detections.
 
     like: a tensor whose dtype/device the targets take (the model's `mean_shape`).
     photometric: include the crop images (B, S, S, 3) in [0, 1]; mask: and the face/skin masks.
+    bfm_frame: the model's frame -> BFM's (`models.frames.bfm_frame`), for the rotation prior.
     Every crop needs its 68 landmarks (ValueError naming the first image without them).
     """
     missing = [c.source or "image" for c in crops if c.lm68 is None]
@@ -64,8 +75,9 @@ def build_targets(crops: list[Crop], faces: list[Face], like: torch.Tensor, conf
         img = _tensor(np.stack([c.image for c in crops]), like) / 255.0
         if mask:
             msk = _tensor(np.stack([face_mask(c.image, c.lm68) for c in crops]), like)
+    prior = rotation_prior(faces, bfm_frame, like) if config.w_rotation_prior > 0 else None
     return FitTargets(lm68=lm, lm_weights=conf, image=img, mask=msk, dense=dense, dense_weights=dense_w,
-                      lm68_3d=lm3d)
+                      lm68_3d=lm3d, rotation_prior=prior)
 
 
-__all__ = ["build_targets", "dense_targets"]
+__all__ = ["build_targets", "dense_targets", "rotation_prior"]

@@ -100,6 +100,15 @@ def nearest_rotation(M) -> np.ndarray:
     return U @ D @ Vt
 
 
+def mean_rotation(Rs, weights=None) -> np.ndarray:
+    """(N, 3, 3) rotations (+ optional (N,) non-negative weights) -> (3, 3) float64 chordal L2 mean:
+    the rotation nearest to their weighted average matrix (exact for rotations about one axis, the
+    usual average of test-time-augmentation passes that differ by a few degrees)."""
+    Rs = np.asarray(Rs, np.float64).reshape(-1, 3, 3)
+    w = np.ones(len(Rs)) if weights is None else np.asarray(weights, np.float64).reshape(-1)
+    return nearest_rotation(np.einsum("n,nij->ij", w / w.sum(), Rs))
+
+
 def fit_similarity(src: torch.Tensor, dst: torch.Tensor, weights: torch.Tensor | None = None):
     """Weighted least-squares similarity taking `src` onto `dst` in 3-D (Umeyama, no reflection).
 

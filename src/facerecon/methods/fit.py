@@ -14,6 +14,7 @@ from ..detect.base import Face
 from ..fit import FitConfig, FitTargets, Fitter
 from ..fit.dense import load_dense_map
 from ..fit.targets import build_targets
+from ..models.frames import bfm_frame
 from .base import MethodContext, Request
 from .result import Reconstruction, from_params
 
@@ -53,7 +54,8 @@ class FitMethod:
 
     def targets(self, crops: list[Crop], faces: list[Face], request: Request) -> FitTargets:
         return build_targets(crops, faces, self.context.model.mean_shape, self.config, self.dense_map,
-                             photometric=request.photometric, mask=self.mask)
+                             photometric=request.photometric, mask=self.mask,
+                             bfm_frame=bfm_frame(self.context.model.name))
 
     def run(self, targets: FitTargets, config: FitConfig):
         """Fit with `config` (the method's own Fitter when it is the method's config)."""

@@ -21,6 +21,7 @@ from .terms import (
     landmark_loss,
     light_prior,
     photometric_loss,
+    rotation_prior,
     temporal_smoothness,
 )
 
@@ -37,6 +38,7 @@ __all__ = [
     "photo_term",
     "photometric_loss",
     "point_term",
+    "rotation_prior",
     "temporal_smoothness",
     "temporal_term",
 ]

@@ -7,8 +7,11 @@ composites both drivers build from them (render, warp, dense points) are in `obj
 
 from __future__ import annotations
 
+import math
+
 import torch
 
+from ..geometry.rotations import euler_to_matrix
 from ..render.shading import sh_channels
 
 # Deep3D's landmark weights: 20 on the nose (iBUG 27-35) and the inner mouth (60-67), 1 elsewhere.
@@ -90,3 +93,15 @@ def temporal_smoothness(x: torch.Tensor) -> torch.Tensor:
         return x.sum() * 0.0
     acc = x[2:] - 2 * x[1:-1] + x[:-2]
     return (acc ** 2).sum(-1).mean()
+
+
+def rotation_prior(rotation: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Distance of a pose from a prior rotation (e.g. the landmarker's own head pose).
+
+    rotation: (B, 3) [pitch, yaw, roll] radians (`geometry.rotations.euler_to_matrix`);
+    target: (B, 3, 3) rotation matrices. Returns (B,) (180/π)² · ‖R − R_t‖²_F / 2 =
+    (180/π)² · 2(1 − cos θ): the squared angle θ between the two, in degrees², for small θ. The
+    chordal form has no singularity at θ = 0 and is smooth in the Euler angles everywhere.
+    """
+    d = euler_to_matrix(rotation) - target.to(rotation)
+    return (d ** 2).sum((-1, -2)) * (0.5 * (180.0 / math.pi) ** 2)
