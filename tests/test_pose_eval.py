@@ -96,3 +96,18 @@ def test_model_frame_offset_and_cli(tmp_path, capsys):
     rows = (tmp_path / "aflw2000_pose_3ddfa_gt.csv").read_text().splitlines()
     assert len(rows) == 5 and rows[0].startswith("name,gt_yaw")
     assert "DSFNet-f (published)" in (tmp_path / "aflw2000_pose_3ddfa_gt.md").read_text()
+
+
+def test_eval_method_options_parse_and_reject():
+    from types import SimpleNamespace
+
+    from facerecon.cli.eval_cmd import method_options
+    from facerecon.errors import FaceReconError
+
+    args = SimpleNamespace(detector="retinaface", option=["w_rotation_prior=0.3", "steps_pose=10", "photometric=False",
+                                                          "model=ict"])
+    assert method_options(args) == {"detector": "retinaface", "w_rotation_prior": 0.3, "steps_pose": 10,
+                                    "photometric": False, "model": "ict"}
+    for bad in ("w_rotation_prior", "1x=2"):
+        with pytest.raises(FaceReconError, match="KEY=VALUE"):
+            method_options(SimpleNamespace(detector=None, option=[bad]))

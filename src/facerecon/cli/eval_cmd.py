@@ -42,6 +42,7 @@ def add_parser(sub) -> None:
                    help="NME %% charged to a failed image in the 'failures counted' figures (default 10)")
     a.add_argument("--no-plot", action="store_true", help="skip the CED plot")
     a.add_argument("--list-methods", action="store_true", help="print the registered methods and exit")
+    _option_arg(a)
     a.set_defaults(func=run)
 
     q = s.add_parser(
@@ -63,7 +64,38 @@ def add_parser(sub) -> None:
     q.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     q.add_argument("--check-convention", action="store_true",
                    help="also print the convention proof (Procrustes of BFM's mean landmarks to pt3d_68)")
+    _option_arg(q)
     q.set_defaults(func=run_pose)
+
+
+def _option_arg(parser) -> None:
+    parser.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
+                        help="a method option, e.g. w_rotation_prior=0 or photometric=false (repeatable; "
+                             "numbers, true/false and strings)")
+
+
+def method_options(args) -> dict:
+    """--detector and every --option KEY=VALUE as the method factory's keyword arguments."""
+    from ..errors import FaceReconError
+
+    options = {"detector": args.detector} if args.detector else {}
+    for item in args.option:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.isidentifier():
+            raise FaceReconError(f"--option '{item}': expected KEY=VALUE with KEY a Python identifier")
+        low = raw.strip().lower()
+        if low in ("true", "false"):
+            value = low == "true"
+        else:
+            try:
+                value = int(raw)
+            except ValueError:
+                try:
+                    value = float(raw)
+                except ValueError:
+                    value = raw
+        options[key] = value
+    return options
 
 
 def _progress(args, unit: str):
@@ -102,8 +134,7 @@ def run(args) -> int:
     data = bench.load_aflw2000(args.root, args.gt)
     if args.limit is not None:
         data = data.subset(max(0, args.limit))
-    options = {"detector": args.detector} if args.detector else {}
-    method = methods.get_method(args.method, **options)
+    method = methods.get_method(args.method, **method_options(args))
 
     progress = _progress(args, "images")
 
@@ -139,8 +170,10 @@ def run_pose(args) -> int:
 
         raise DatasetError("no dataset folder: give --root DIR or set FACERECON_DATA")
     data = pose.load_aflw2000_pose(args.root, args.limit)
-    options = {"detector": args.detector} if args.detector else {}
+    options = method_options(args)
     method = pose.get_pose_method(args.method, **options)
+    if args.option:
+        print(f"method options: {options}")
 
     progress = _progress(args, "images")
 
