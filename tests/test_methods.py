@@ -126,3 +126,34 @@ def test_build_method_checks_the_protocol():
             build_method("_broken", None)
     finally:
         METHODS.unregister("_broken")
+
+
+def test_regress_pose_fusion_turns_the_head_in_place(ict_model):
+    """fuse_rotation: weight 0 keeps the regressed pose, 1 takes the detection's (read through the
+    model's BFM frame), 0.5 lies halfway; the mean face's landmark centroid stays where it was."""
+    from types import SimpleNamespace
+
+    from facerecon.eval.pose import geodesic_deg
+    from facerecon.geometry.rotations import euler_to_matrix
+    from facerecon.methods.regress import fuse_rotation
+    from facerecon.models.frames import bfm_frame
+
+    m = ict_model
+    p = m.random_params(2, generator=torch.Generator().manual_seed(5))
+    p = p.replace(rotation=torch.tensor([[0.1, 0.3, 0.0], [-0.1, -0.9, 0.05]]), translation=torch.tensor(
+        [[2.0, -3.0, 10.0], [0.0, 1.0, -5.0]]))
+    Q = bfm_frame(m.name)
+    target = euler_to_matrix(torch.tensor([[0.0, 0.5, 0.1], [0.1, -0.7, 0.0]], dtype=torch.float64)).numpy()
+    faces = [SimpleNamespace(rotation=target[b] @ Q.T) for b in range(2)]  # what a detection would carry
+    assert fuse_rotation(m, p, faces, Q, 0.0) is p
+    assert fuse_rotation(m, p, [SimpleNamespace(rotation=None)] * 2, Q, 0.75) is p
+    R0 = euler_to_matrix(p.rotation.double()).numpy()
+    c = m.landmarks(m.mean_shape[None])[0].double().mean(0).numpy()
+    for w in (1.0, 0.5):
+        q = fuse_rotation(m, p, faces, Q, w)
+        R = euler_to_matrix(q.rotation.double()).numpy()
+        for b in range(2):
+            full = geodesic_deg(R0[b], target[b])
+            assert geodesic_deg(R[b], target[b]) == pytest.approx(full * (1 - w), abs=1e-3)
+            np.testing.assert_allclose(R[b] @ c + q.translation[b].double().numpy(),
+                                       R0[b] @ c + p.translation[b].double().numpy(), atol=1e-3)
