@@ -212,6 +212,7 @@ class RayEngine:
                     i = readies.pop(ref)
                     try:
                         error, self.applied, node = ray.get(ref)
+                        log.debug("Ray actor %d ready on node %s", i, node)
                     except ray.exceptions.RayActorError as e:
                         raise FaceReconError(f"a Ray actor died while starting: {str(e).splitlines()[0]}") from None
                     if error:
