@@ -161,14 +161,20 @@ class RayEngine:
             else:
                 # The raylet and every worker it starts inherit this environment; the workers Ray
                 # prestarts then become the actors as they are (a runtime_env would start new ones).
-                saved = dict(os.environ)
-                thread_policy.apply_env(self.threads)
+                # Only the policy's keys are restored after: ray.init sets variables of its own
+                # (RAY_AUTH_MODE) that later sessions in this process rely on.
+                env = thread_policy.thread_env(self.threads)
+                saved = {k: os.environ.get(k) for k in env}
+                os.environ.update(env)
                 try:
                     ray.init(num_cpus=thread_policy.available_cores(), object_store_memory=128 * 2**20,
                              _system_config={"enable_metrics_collection": False}, **kw)
                 finally:
-                    os.environ.clear()
-                    os.environ.update(saved)
+                    for k, v in saved.items():
+                        if v is None:
+                            os.environ.pop(k, None)
+                        else:
+                            os.environ[k] = v
             self._started = True
         self.timings["ray_init_s"] = time.perf_counter() - t
         return ray
@@ -255,6 +261,9 @@ class RayEngine:
         finally:
             for a in actors:
                 ray.kill(a)
+            actors.clear()
+            calls.clear()
+            readies.clear()
 
     # -- api="data" -------------------------------------------------------------------------------
     def _dataset(self, ray, chunk: list[InputItem]):
