@@ -88,6 +88,8 @@ class _Worker:
 
     def run(self, items: list[tuple[str, str]]) -> list[tuple[str, list[dict], dict | None]]:
         """[(source, stem)] -> [(source, face rows, failure)], in order."""
+        if self.error:  # a restarted actor whose setup failed
+            raise FaceReconError(f"batch worker could not start: {self.error}")
         out = []
         for source, stem in items:
             self.marker.write_text(source)
@@ -231,6 +233,9 @@ class RayEngine:
                 busy[i] -= 1
                 try:
                     results = ray.get(ref)
+                except ray.exceptions.RayTaskError as e:  # process_item never raises: a setup error
+                    why = str(getattr(e, "cause", None) or e).splitlines()[0]
+                    raise FaceReconError(f"a Ray actor failed: {why}") from None
                 except ray.exceptions.RayActorError:
                     # The actor died in this call (or before it began). Its marker names the input it
                     # was on; that one is recorded, the others are sent again (to the restarted actor
