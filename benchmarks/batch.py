@@ -3,7 +3,8 @@ counts; a SIGKILL at ~50 % then a resume, counting outputs written once, lost an
 
     FACERECON_ASSETS=... python benchmarks/batch.py --photos 1000 --work /tmp/bench_batch
         [--source DIR] [--methods regress,fit] [--engines local,ray] [--workers 1,2]
-        [--rss 100,1000] [--kill-photos 1000] [--skip throughput,rss,kill] [--repeat 1]
+        [--rss 100,1000] [--kill-photos 1000] [--skip throughput,rss,kill,cluster] [--repeat 1]
+        [--cluster-photos 40]
 
 --engines takes local, ray (plain Ray actors, the default of --engine ray) and ray-data (the same
 through Ray Data).
@@ -15,7 +16,10 @@ real command (`python -m facerecon.cli.main batch ...`) in a subprocess; memory 
 set of its whole process tree (driver, workers, Ray's processes) and of the driver alone, sampled
 every 0.2 s from /proc. faces/s is reported over the whole run (start-up included) and between the
 first and the last finished photo (the results table's `finished` times: start-up excluded). Prints markdown tables, the load (`uptime`) before each section and each
-command it ran.
+command it ran. The throughput runs go engine after engine for each method and worker count (ratios
+to the local engine under the same load), with the CPU seconds of the whole process tree per face
+(a measure the machine's other load disturbs less) and Ray's start-up split into ray.init and
+actors ready. "cluster" runs `--engine ray --address` on a two-node Ray cluster on this machine.
 """
 
 from __future__ import annotations
@@ -251,6 +255,33 @@ def kill_resume(args) -> None:
           f"{sum(f.startswith('.') for f in files)} |")
 
 
+def cluster(args) -> None:
+    """`--engine ray --address` on a two-node Ray cluster on this machine (`ray.cluster_utils.Cluster`,
+    1 CPU per node, 2 actors of 1 thread): the faces each node did, from the results' `node` column."""
+    import collections
+
+    import pyarrow.parquet as pq
+    from ray.cluster_utils import Cluster
+
+    n = args.cluster_photos
+    print(f"\n## a two-node Ray cluster on this machine ({n} photos, regress)  load: {uptime()}\n", flush=True)
+    photos = make_photos(args.source, n, args.work / f"photos_{n}")
+    out = args.work / "out_cluster"
+    c = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False})
+    try:
+        second = c.add_node(num_cpus=1)
+        c.wait_for_nodes()
+        names = {c.head_node.node_id: "head", second.node_id: "second"}
+        m = run_measured(batch_cmd(photos, out, "regress", "ray", 2,
+                                   ["--address", c.address, "--threads-per-worker", "1", "--no-resume"]))
+    finally:
+        c.shutdown()
+    res = pq.read_table(out / "results.parquet", columns=["node", "worker"]).to_pylist()
+    per_node = collections.Counter(names.get(r["node"], r["node"]) for r in res)
+    print(f"exit {m['rc']}, {m['wall_s']:.1f} s; faces per node: {dict(per_node)}; actor processes: "
+          f"{len({r['worker'] for r in res})}")
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--photos", type=int, default=1000)
@@ -262,7 +293,9 @@ def main(argv=None) -> int:
     ap.add_argument("--workers", default="1,2")
     ap.add_argument("--rss", default="100,1000", help="photo counts whose peak memory is compared")
     ap.add_argument("--kill-photos", type=int, default=None, help="photos of the kill/resume run (default --photos)")
-    ap.add_argument("--skip", default="", help="sections to skip: throughput,rss,kill")
+    ap.add_argument("--cluster-photos", type=int, default=40, help="photos of the two-node Ray cluster run")
+    ap.add_argument("--skip", default="", help="sections to skip: throughput,rss,kill,cluster (cluster runs "
+                                               "when ray is among --engines)")
     args = ap.parse_args(argv)
     args.methods = [m for m in args.methods.split(",") if m]
     args.engines = [e for e in args.engines.split(",") if e]
@@ -278,6 +311,8 @@ def main(argv=None) -> int:
         rss(args)
     if "kill" not in skip:
         kill_resume(args)
+    if "cluster" not in skip and any(ENGINES[e][0] == "ray" for e in args.engines):
+        cluster(args)
     return 0
 
 
