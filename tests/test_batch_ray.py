@@ -82,7 +82,8 @@ def test_ray_crash_inside_a_call_of_several_inputs_is_attributed_to_its_input(tm
 @pytest.mark.slow
 def test_ray_engine_on_a_two_node_cluster(tmp_path, monkeypatch):
     """A head and a second node (1 CPU each) on this machine; `address` joins them: 2 actors of 1
-    CPU land one per node, both reconstruct, a crash on either is attributed, and resume works."""
+    CPU land one per node, both reconstruct, a crash on either is attributed, and resume works.
+    Without `address`, a batch starts its own Ray beside the running cluster."""
     need_asset("ict-facekit")
     ray = pytest.importorskip("ray", reason="the ray extra is not installed (pip install 'facerecon[ray]')")
     from ray.cluster_utils import Cluster
@@ -115,6 +116,12 @@ def test_ray_engine_on_a_two_node_cluster(tmp_path, monkeypatch):
         s2 = run_batch([str(tmp_path / "in")], cfg, engine="ray", workers=2, threads=1, address=cluster.address,
                        progress=False)
         assert s2.skipped_done == 21 and s2.images_ok == 0
+        # Without an address the command starts a Ray of its own, even with this cluster running
+        # (ray.init() without one would join it, and refuse the local Ray's CPU count).
+        _photos(tmp_path / "in3", 2)
+        s3 = run_batch([str(tmp_path / "in3")], _cfg(tmp_path / "out3"), engine="ray", workers=1, progress=False)
+        own = json.loads((tmp_path / "out3" / "summary.json").read_text())["nodes"]
+        assert s3.images_ok == 2 and len(own) == 1 and not set(own) & want_nodes
         lm = np.asarray(res[0]["landmarks"])
         assert lm.shape == (136,) and np.isfinite(lm).all()
     finally:

@@ -169,7 +169,10 @@ class RayEngine:
                 saved = {k: os.environ.get(k) for k in env}
                 os.environ.update(env)
                 try:
-                    ray.init(num_cpus=thread_policy.available_cores(), object_store_memory=128 * 2**20,
+                    # address="local": a Ray of our own, even when this machine runs a cluster
+                    # (`ray start`), which ray.init() without an address would join.
+                    ray.init(address="local", num_cpus=thread_policy.available_cores(),
+                             object_store_memory=128 * 2**20,
                              _system_config={"enable_metrics_collection": False}, **kw)
                 finally:
                     for k, v in saved.items():
