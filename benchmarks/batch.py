@@ -3,7 +3,11 @@ counts; a SIGKILL at ~50 % then a resume, counting outputs written once, lost an
 
     FACERECON_ASSETS=... python benchmarks/batch.py --photos 1000 --work /tmp/bench_batch
         [--source DIR] [--methods regress,fit] [--engines local,ray] [--workers 1,2]
-        [--rss 100,1000] [--kill-photos 1000] [--skip throughput,rss,kill]
+        [--rss 100,1000] [--kill-photos 1000] [--skip throughput,rss,kill,cluster] [--repeat 1]
+        [--cluster-photos 40]
+
+--engines takes local, ray (plain Ray actors, the default of --engine ray) and ray-data (the same
+through Ray Data).
 
 The photos are symbolic links (in --work) to the shared UTKFace faces (default
 $FACERECON_DATA/utkface/images, else ../shared/data/utkface/images), replicated under new names when
@@ -12,7 +16,10 @@ real command (`python -m facerecon.cli.main batch ...`) in a subprocess; memory 
 set of its whole process tree (driver, workers, Ray's processes) and of the driver alone, sampled
 every 0.2 s from /proc. faces/s is reported over the whole run (start-up included) and between the
 first and the last finished photo (the results table's `finished` times: start-up excluded). Prints markdown tables, the load (`uptime`) before each section and each
-command it ran.
+command it ran. The throughput runs go engine after engine for each method and worker count (ratios
+to the local engine under the same load), with the CPU seconds of the whole process tree per face
+(a measure the machine's other load disturbs less) and Ray's start-up split into ray.init and
+actors ready. "cluster" runs `--engine ray --address` on a two-node Ray cluster on this machine.
 """
 
 from __future__ import annotations
@@ -56,17 +63,22 @@ def uptime() -> str:
     return subprocess.run(["uptime"], check=False, capture_output=True, text=True).stdout.strip()
 
 
-def _tree_rss(root: int) -> tuple[int, int]:
-    """(RSS of `root`, RSS of root and all its descendants), bytes."""
+def _tree_rss(root: int, cpu: dict[int, float] | None = None) -> tuple[int, int]:
+    """(RSS of `root`, RSS of root and all its descendants), bytes. cpu: updated with each
+    process's CPU seconds (user + system) so far, by pid."""
     kids: dict[int, list[int]] = {}
     rss: dict[int, int] = {}
+    secs: dict[int, float] = {}
+    tick = os.sysconf("SC_CLK_TCK")
     for d in os.listdir("/proc"):
         if not d.isdigit():
             continue
         try:
             with open(f"/proc/{d}/stat") as f:
                 stat = f.read()
-            ppid = int(stat.rsplit(")", 1)[1].split()[1])
+            fields = stat.rsplit(")", 1)[1].split()
+            ppid = int(fields[1])
+            secs[int(d)] = (int(fields[11]) + int(fields[12])) / tick
             with open(f"/proc/{d}/statm") as f:
                 rss[int(d)] = int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
         except (OSError, ValueError, IndexError):
@@ -76,6 +88,8 @@ def _tree_rss(root: int) -> tuple[int, int]:
     while todo:
         p = todo.pop()
         total += rss.get(p, 0)
+        if cpu is not None and p in secs:
+            cpu[p] = max(cpu.get(p, 0.0), secs[p])
         todo += kids.get(p, [])
     return rss.get(root, 0), total
 
@@ -85,11 +99,12 @@ class RssPoller(threading.Thread):
         super().__init__(daemon=True)
         self.pid, self.every = pid, every
         self.peak_driver = self.peak_tree = 0
+        self.cpu: dict[int, float] = {}  # CPU seconds of every process of the tree seen, by pid
         self._halt = threading.Event()
 
     def run(self):
         while not self._halt.is_set():
-            d, t = _tree_rss(self.pid)
+            d, t = _tree_rss(self.pid, self.cpu)
             self.peak_driver, self.peak_tree = max(self.peak_driver, d), max(self.peak_tree, t)
             self._halt.wait(self.every)
 
@@ -106,16 +121,17 @@ def batch_cmd(photos, out, method, engine="local", workers=1, extra=()) -> list[
     return cmd + list(extra)
 
 
-def run_measured(cmd: list[str]) -> dict:
-    print(f"    $ {shlex.join(cmd)}", flush=True)
+def run_measured(cmd: list[str], env: dict | None = None) -> dict:
+    print(f"    $ {' '.join(f'{k}={v}' for k, v in (env or {}).items())}{' ' if env else ''}{shlex.join(cmd)}",
+          flush=True)
     t = time.perf_counter()
-    proc = subprocess.Popen(cmd, cwd=ROOT, start_new_session=True)
+    proc = subprocess.Popen(cmd, cwd=ROOT, start_new_session=True, env={**os.environ, **(env or {})})
     poll = RssPoller(proc.pid)
     poll.start()
     rc = proc.wait()
     poll.stop()
     return {"rc": rc, "wall_s": time.perf_counter() - t, "rss_driver_mb": poll.peak_driver / 2**20,
-            "rss_tree_mb": poll.peak_tree / 2**20}
+            "rss_tree_mb": poll.peak_tree / 2**20, "cpu_s": sum(poll.cpu.values())}
 
 
 def summary(out: Path) -> dict:
@@ -131,27 +147,60 @@ def steady_rate(out: Path) -> float:
     return (len(t) - 1) / (t[-1] - t[0]) if len(t) > 1 and t[-1] > t[0] else float("nan")
 
 
+# Engines of the throughput section: "ray-data" is `--engine ray` through Ray Data (FACERECON_RAY_API=data).
+ENGINES = {"local": ("local", None), "ray": ("ray", None), "ray-data": ("ray", {"FACERECON_RAY_API": "data"})}
+
+
+def _load1() -> float:
+    return os.getloadavg()[0]
+
+
 def throughput(args, photos: Path) -> None:
     print(f"\n## faces/s ({args.photos} photos)  load: {uptime()}\n", flush=True)
-    rows = []
+    runs: dict[tuple, list[dict]] = {}
+    # Engines back to back for each method and worker count (and --repeat rounds of them), so that
+    # their ratios see the same load.
     for method in args.methods:
-        for engine in args.engines:
-            for w in args.workers:
-                out = args.work / f"out_{method}_{engine}_{w}"
-                m = run_measured(batch_cmd(photos, out, method, engine, w, ["--no-resume"]))
-                if not (out / "summary.json").exists() or m["rc"] not in (0, 3):
-                    print(f"    -> FAILED (exit {m['rc']})", flush=True)
-                    continue
-                s = summary(out)
-                rows.append((method, engine, w, s["threads"], s["faces"], s["images_failed"], s["first_s"],
-                             s["faces_per_s"], steady_rate(out), m["rss_tree_mb"], m["rc"]))
-                print(f"    -> {rows[-1]}  load: {uptime()}", flush=True)
-    print("\n| method | engine | workers | threads each | faces | failed | start-up s | faces/s (all) | "
-          "faces/s (first to last) | peak RSS tree MB | exit |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
-    for r in rows:
-        print(f"| {r[0]} | {r[1]} | {r[2]} | {r[3]} | {r[4]} | {r[5]} | {r[6]:.1f} | {r[7]:.2f} | {r[8]:.2f} | "
-              f"{r[9]:.0f} | {r[10]} |")
+        for w in args.workers:
+            for rep in range(args.repeat):
+                for engine in args.engines:
+                    eng, env = ENGINES[engine]
+                    out = args.work / f"out_{method}_{engine}_{w}"
+                    load = _load1()
+                    m = run_measured(batch_cmd(photos, out, method, eng, w, ["--no-resume"]), env)
+                    if not (out / "summary.json").exists() or m["rc"] not in (0, 3):
+                        print(f"    -> FAILED (exit {m['rc']})", flush=True)
+                        continue
+                    s = summary(out)
+                    t = s.get("engine_timings", {})
+                    r = {"threads": s["threads"], "faces": s["faces"], "failed": s["images_failed"],
+                         "first_s": s["first_s"], "init_s": t.get("ray_init_s", float("nan")),
+                         "actors_s": t.get("actors_ready_s", float("nan")), "all": s["faces_per_s"],
+                         "steady": steady_rate(out), "cpu_per_face": m["cpu_s"] / max(1, s["faces"]),
+                         "rss": m["rss_tree_mb"], "rc": m["rc"], "load": (load + _load1()) / 2}
+                    runs.setdefault((method, w, engine), []).append(r)
+                    print(f"    -> {r}  load: {uptime()}", flush=True)
+
+    def med(vals):
+        vals = sorted(vals)
+        return vals[len(vals) // 2] if len(vals) % 2 else (vals[len(vals) // 2 - 1] + vals[len(vals) // 2]) / 2
+
+    print(f"\nMedians of {args.repeat} run(s) each. start-up: seconds to the first finished photo (ray: of which "
+          "ray.init / all actors ready, models loaded); faces/s (all): over the whole run; (steady): first to "
+          "last finished photo; x local: the ratio to the local engine's figure of the same method and "
+          "workers; CPU s/face: CPU seconds of the whole process tree per face; load: 1-min load average.\n")
+    print("| method | engine | workers x threads | faces | failed | start-up s | ray.init s | actors ready s | "
+          "faces/s (all) | x local | faces/s (steady) | x local | CPU s/face | peak RSS tree MB | load |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    for (method, w, engine), rs in runs.items():
+        ref = runs.get((method, w, "local"))
+        f = {k: med([r[k] for r in rs]) for k in ("first_s", "init_s", "actors_s", "all", "steady", "cpu_per_face",
+                                                   "rss", "load")}
+        ratio = {k: f[k] / med([r[k] for r in ref]) if ref else float("nan") for k in ("all", "steady")}
+        print(f"| {method} | {engine} | {w} x {rs[0]['threads']} | {rs[0]['faces']} | {rs[0]['failed']} | "
+              f"{f['first_s']:.1f} | {f['init_s']:.1f} | {f['actors_s']:.1f} | {f['all']:.2f} | {ratio['all']:.2f} | "
+              f"{f['steady']:.2f} | {ratio['steady']:.2f} | {f['cpu_per_face']:.3f} | {f['rss']:.0f} | "
+              f"{f['load']:.1f} |")
 
 
 def rss(args) -> None:
@@ -206,17 +255,47 @@ def kill_resume(args) -> None:
           f"{sum(f.startswith('.') for f in files)} |")
 
 
+def cluster(args) -> None:
+    """`--engine ray --address` on a two-node Ray cluster on this machine (`ray.cluster_utils.Cluster`,
+    1 CPU per node, 2 actors of 1 thread): the faces each node did, from the results' `node` column."""
+    import collections
+
+    import pyarrow.parquet as pq
+    from ray.cluster_utils import Cluster
+
+    n = args.cluster_photos
+    print(f"\n## a two-node Ray cluster on this machine ({n} photos, regress)  load: {uptime()}\n", flush=True)
+    photos = make_photos(args.source, n, args.work / f"photos_{n}")
+    out = args.work / "out_cluster"
+    c = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False})
+    try:
+        second = c.add_node(num_cpus=1)
+        c.wait_for_nodes()
+        names = {c.head_node.node_id: "head", second.node_id: "second"}
+        m = run_measured(batch_cmd(photos, out, "regress", "ray", 2,
+                                   ["--address", c.address, "--threads-per-worker", "1", "--no-resume"]))
+    finally:
+        c.shutdown()
+    res = pq.read_table(out / "results.parquet", columns=["node", "worker"]).to_pylist()
+    per_node = collections.Counter(names.get(r["node"], r["node"]) for r in res)
+    print(f"exit {m['rc']}, {m['wall_s']:.1f} s; faces per node: {dict(per_node)}; actor processes: "
+          f"{len({r['worker'] for r in res})}")
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--photos", type=int, default=1000)
     ap.add_argument("--work", type=Path, required=True, help="scratch folder (photos and outputs)")
     ap.add_argument("--source", type=Path, default=default_source())
     ap.add_argument("--methods", default="regress,fit")
-    ap.add_argument("--engines", default="local,ray")
+    ap.add_argument("--engines", default="local,ray", help=f"comma list of {','.join(ENGINES)}")
+    ap.add_argument("--repeat", type=int, default=1, help="rounds of the throughput runs (medians reported)")
     ap.add_argument("--workers", default="1,2")
     ap.add_argument("--rss", default="100,1000", help="photo counts whose peak memory is compared")
     ap.add_argument("--kill-photos", type=int, default=None, help="photos of the kill/resume run (default --photos)")
-    ap.add_argument("--skip", default="", help="sections to skip: throughput,rss,kill")
+    ap.add_argument("--cluster-photos", type=int, default=40, help="photos of the two-node Ray cluster run")
+    ap.add_argument("--skip", default="", help="sections to skip: throughput,rss,kill,cluster (cluster runs "
+                                               "when ray is among --engines)")
     args = ap.parse_args(argv)
     args.methods = [m for m in args.methods.split(",") if m]
     args.engines = [e for e in args.engines.split(",") if e]
@@ -232,6 +311,8 @@ def main(argv=None) -> int:
         rss(args)
     if "kill" not in skip:
         kill_resume(args)
+    if "cluster" not in skip and any(ENGINES[e][0] == "ray" for e in args.engines):
+        cluster(args)
     return 0
 
 

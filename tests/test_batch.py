@@ -301,7 +301,8 @@ def test_thread_policy_sets_the_counts():
 
 @pytest.mark.slow
 def test_ray_engine_writes_what_the_local_engine_writes(tmp_path):
-    """Ray Data on a local Ray: the same rows, failures and files as the local engine (and resume)."""
+    """Ray (its default, plain actors) on a local Ray: the same rows, failures and files as the local
+    engine (and resume). tests/test_batch_ray.py runs Ray Data and a two-node cluster."""
     need_asset("ict-facekit")
     pytest.importorskip("ray.data", reason="the ray extra is not installed (pip install 'facerecon[ray]')")
     from facerecon.batch import run_batch

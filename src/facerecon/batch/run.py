@@ -125,6 +125,8 @@ def run_batch(inputs: Iterable[str], cfg: BatchConfig, engine: str = "local", wo
     s = BatchSummary(ok, failed, skipped, faces, dt, faces / dt if dt > 0 else 0.0, n_faces, n_fail, t_first, steady)
     summary_json(out, {**asdict(s), "engine": eng.name, "workers": eng.workers, "threads": eng.threads,
                        "worker_threads": getattr(eng, "applied", {}),
+                       "engine_timings": getattr(eng, "timings", {}),
+                       "nodes": sorted(getattr(eng, "nodes", ())),
                        "config": asdict(cfg)})
     return s
 

@@ -57,6 +57,7 @@ def results_schema():
         ("times", pa.string()),         # JSON: the method's own steps
         ("outputs", pa.list_(pa.string())),  # files written, relative to OUT
         ("worker", pa.string()),
+        ("node", pa.string()),          # the host (local engine) or the Ray node id the face was done on
     ])
 
 
@@ -90,6 +91,15 @@ def _write_table(table, path: Path) -> None:
         if tmp.exists():
             tmp.unlink()
     _fsync_dir(path.parent)
+
+
+def _conform(table, schema):
+    """`table` in `schema`: columns an older version did not write (e.g. `node`) become nulls."""
+    pa, _ = _pa()
+    for f in schema:
+        if f.name not in table.column_names:
+            table = table.append_column(f, pa.nulls(table.num_rows, f.type))
+    return table.select(schema.names).cast(schema)
 
 
 class ResultStore:
@@ -163,7 +173,7 @@ class ResultStore:
         target = self.out / name
         if not parts and target.exists():
             return pq.read_metadata(target).num_rows
-        tables = [pq.read_table(f).cast(schema) for f in files]
+        tables = [_conform(pq.read_table(f), schema) for f in files]
         table = pa.concat_tables(tables) if tables else schema.empty_table()
         cols = [table.column(k).to_pylist() for k in key]
         seen, keep = set(), []

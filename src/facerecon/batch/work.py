@@ -120,7 +120,7 @@ def process_item(rec, cfg: BatchConfig, source: str, stem: str) -> tuple[list[di
                 "t_save": t_save, "t_total": 0.0, "times": json.dumps(times),
                 "outputs": [str(p.relative_to(cfg.output)) if p.is_relative_to(cfg.output) else str(p)
                             for p in paths],
-                "worker": worker_name(),
+                "worker": worker_name(), "node": socket.gethostname(),
             })
         total = time.perf_counter() - t0
         for row in rows:
