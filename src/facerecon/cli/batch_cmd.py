@@ -25,7 +25,7 @@ def add_parser(sub) -> None:
                         "facerecon reconstruct --list-outputs)")
     p.add_argument("--max-faces", type=int, default=1, help="faces per image, largest first")
     p.add_argument("--engine", default="local", choices=["local", "ray"],
-                   help="local: worker processes on this machine; ray: Ray Data (pip install 'facerecon[ray]')")
+                   help="local: worker processes on this machine; ray: a pool of Ray actors holding the models, on a local Ray or a cluster (pip install 'facerecon[ray]')")
     p.add_argument("--workers", type=int, default=1, help="worker processes (local) or actors (ray)")
     p.add_argument("--threads-per-worker", type=int, default=None,
                    help="compute threads per worker (default: cores // workers; capped so workers x threads <= cores)")
