@@ -56,7 +56,7 @@ class FitConfig:
     steps_prdl: int = 60
     lr_prdl: float = 0.02
     prdl_anchors: int = 16  # an n × n grid of anchors over the crop
-    prdl_stride: int = 2  # both point sets sampled at every 2nd pixel row and column
+    prdl_max_points: int = 500  # per part, sampled on a lattice coarse enough (objective.prdl.choose_strides)
     prdl_part_weights: tuple | None = None  # per part (PART_NAMES order); None = all 1
 
 

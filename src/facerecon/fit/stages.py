@@ -87,7 +87,7 @@ class FitProblem:
             S = fitter.camera.height
             if tuple(maps.shape) != (B, S, fitter.camera.width):
                 raise ValueError(f"part maps {tuple(maps.shape)} do not match the {B} crops of {S}² pixels")
-            parts = label_map_points(maps.to(dev), stride=cfg.prdl_stride, dtype=dt)
+            parts = label_map_points(maps.to(dev), max_points=cfg.prdl_max_points, dtype=dt)
         return FitProblem(
             lm=lm, w=w, dense=dense, dense_trust=trust, parts=parts,
             image=None if targets.image is None else targets.image.to(dt),
@@ -144,8 +144,7 @@ def _temporal(f: Fitter, v: FitVariables):
 
 def _prdl(f: Fitter, pb: FitProblem, vertices_world: torch.Tensor) -> torch.Tensor:
     """(B,) PRDL (px²) of the posed faces against the target part maps."""
-    return prdl_term(f.part_mesh, vertices_world, f.camera, pb.parts, f.prdl_anchors, f.prdl_part_weights,
-                     f.cfg.prdl_stride)
+    return prdl_term(f.part_mesh, vertices_world, f.camera, pb.parts, f.prdl_anchors, f.prdl_part_weights)
 
 
 def _project_expression(f: Fitter, e: torch.Tensor) -> None:

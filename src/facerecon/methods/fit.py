@@ -17,7 +17,6 @@ from ..fit.targets import build_targets, default_parser
 from .base import MethodContext, Request
 from .result import Reconstruction, from_params
 
-
 #: `FitConfig.w_prdl` of the `prdl=True` option (docs/parts.md, PRDL).
 PRDL_WEIGHT = 0.05
 

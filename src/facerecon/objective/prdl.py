@@ -26,12 +26,15 @@ prediction's points are the part's *visible surface* sampled at the pixel centre
 front-most surface (the z-buffer of `render.parts.part_label_map`, eye caps included): each point is
 a fixed barycentric combination of its triangle's projected vertices, so it moves with the mesh
 (gradients reach the vertices), and at the current parameters it sits exactly on a pixel centre.
-Both sides are then sampled on the same pixel lattice (every `stride`-th pixel), and a
-reconstruction whose projected parts equal the target masks has zero loss.
+Both sides of a part are sampled on the same pixel lattice (every s-th row and column, s chosen per
+part from the target so that it has at most `max_points` points: the eyes keep every pixel, the
+skin every ~5th: the cost is O(anchors × points)), and a reconstruction whose projected parts
+equal the target masks has zero loss.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -54,19 +57,24 @@ def anchor_grid(size: int | tuple[int, int], n: int = 16, dtype=torch.float32, d
 
 
 def distance_statistics(anchors: torch.Tensor, points: torch.Tensor, valid: torch.Tensor,
-                        eps: float = 1e-6) -> torch.Tensor:
+                        eps: float = 0.0) -> torch.Tensor:
     """Min, max and mean Euclidean distance from each anchor to each face's point set.
 
     Args:
         anchors: (A, 2) pixels.
         points: (B, N, 2) pixels, padded; valid: (B, N) bool, the real points (a face with none gets 0s).
-        eps: added under the square root (px²), so the gradient is finite at an anchor on a point.
+        eps: added under the square root (px²) when > 0; 0 uses `torch.cdist` (faster and leaner; its
+            gradient is 0 where an anchor lies exactly on a point, which the anchors at half-pixel
+            positions of `anchor_grid` and the points at pixel centres avoid).
 
     Returns:
         (B, A, 3) [min, max, mean] px, differentiable w.r.t. `points` (hard min / max: the gradient
         goes to the nearest / farthest point, as in V3).
     """
-    d = torch.sqrt(((points[:, None, :, :] - anchors[None, :, None, :]) ** 2).sum(-1) + eps)  # (B, A, N)
+    if eps > 0:
+        d = torch.sqrt(((points[:, None, :, :] - anchors[None, :, None, :]) ** 2).sum(-1) + eps)  # (B, A, N)
+    else:  # cdist: no (B, A, N, 2) intermediate (its gradient at distance 0 is 0)
+        d = torch.cdist(anchors[None].expand(points.shape[0], -1, -1), points)
     m = valid[:, None, :].expand_as(d)
     big = torch.finfo(d.dtype).max
     dmin = torch.where(m, d, d.new_tensor(big)).amin(-1)
@@ -105,20 +113,36 @@ class PartPoints:
     """Per part, a batch of padded 2-D point sets.
 
     points: P tensors (B, N_k, 2) pixels; valid: P bool tensors (B, N_k); counts: (B, P) int64 number of
-    real points of each face's part (before any subsampling).
+    points of each face's part; strides: P ints, the lattice each part was sampled on (pixels with
+    row ≡ col ≡ s // 2 mod s).
     """
 
     points: tuple
     valid: tuple
     counts: torch.Tensor
+    strides: tuple
+
+
+def _on_lattice(x: torch.Tensor, y: torch.Tensor, stride: int) -> torch.Tensor:
+    o = stride // 2
+    return (x % stride == o) & (y % stride == o)
 
 
 def _lattice(H: int, W: int, stride: int, device=None) -> torch.Tensor:
-    """(H, W) bool: the pixels both sides are sampled on (every `stride`-th row and column)."""
-    keep = torch.zeros(H, W, dtype=torch.bool, device=device)
-    o = stride // 2
-    keep[o::stride, o::stride] = True
-    return keep
+    """(H, W) bool: the pixels a part is sampled on (every `stride`-th row and column)."""
+    y, x = torch.meshgrid(torch.arange(H, device=device), torch.arange(W, device=device), indexing="ij")
+    return _on_lattice(x, y, stride)
+
+
+def choose_strides(label_maps: torch.Tensor, n_parts: int = 8, max_points: int = 500) -> tuple:
+    """Per part, the smallest lattice stride at which no face of the batch has more than
+    `max_points` pixels of the part (by area: a part of n pixels keeps about n / s²)."""
+    lm = torch.as_tensor(label_maps)
+    out = []
+    for k in range(n_parts):
+        n = int((lm == k + 1).flatten(1).sum(-1).max()) if lm.numel() else 0
+        out.append(max(1, math.ceil(math.sqrt(n / max_points))) if n else 1)
+    return tuple(out)
 
 
 def _pad(batch_index: torch.Tensor, xy: torch.Tensor, B: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -135,33 +159,36 @@ def _pad(batch_index: torch.Tensor, xy: torch.Tensor, B: int) -> tuple[torch.Ten
     return out, valid, counts
 
 
-def label_map_points(label_maps: torch.Tensor, n_parts: int = 8, stride: int = 2,
-                     dtype=torch.float32) -> PartPoints:
+def label_map_points(label_maps: torch.Tensor, n_parts: int = 8, stride: int | tuple | None = None,
+                     max_points: int = 500, dtype=torch.float32) -> PartPoints:
     """The target side: each part's pixels (label k + 1 = part k, 0 = none) as point sets.
 
     Args:
         label_maps: (B, H, W) integer label maps (a parser's output or `render.parts.part_label_map`).
-        n_parts: P; stride: keep every `stride`-th row and column (the same lattice as
-            `mesh_part_points`).
+        n_parts: P; stride: the lattice stride, one for all parts or P of them; None: per part by
+            `choose_strides(max_points)`. `mesh_part_points` must sample on the same strides.
 
     Returns:
         PartPoints with (x, y) = (column, row) pixel centres.
     """
     lm = torch.as_tensor(label_maps)
     B, H, W = lm.shape
-    keep = _lattice(H, W, stride, lm.device)
+    if stride is None:
+        strides = choose_strides(lm, n_parts, max_points)
+    else:
+        strides = tuple(stride) if isinstance(stride, (tuple, list)) else (int(stride),) * n_parts
     pts, val, cnt = [], [], []
     for k in range(n_parts):
-        b, y, x = torch.nonzero((lm == k + 1) & keep, as_tuple=True)
+        b, y, x = torch.nonzero((lm == k + 1) & _lattice(H, W, strides[k], lm.device), as_tuple=True)
         p, v, c = _pad(b, torch.stack([x, y], -1).to(dtype), B)
         pts.append(p)
         val.append(v)
         cnt.append(c)
-    return PartPoints(tuple(pts), tuple(val), torch.stack(cnt, 1))
+    return PartPoints(tuple(pts), tuple(val), torch.stack(cnt, 1), strides)
 
 
 def mesh_part_points(screen: torch.Tensor, faces: torch.Tensor, labels: torch.Tensor, image_size: int | tuple[int, int],
-                     n_parts: int = 8, stride: int = 2) -> PartPoints:
+                     strides: tuple, n_parts: int = 8) -> PartPoints:
     """The prediction side: each part's visible surface at the pixel centres where it is front-most.
 
     The z-buffer of the whole labelled mesh decides visibility (as `render.parts.part_label_map`:
@@ -173,7 +200,7 @@ def mesh_part_points(screen: torch.Tensor, faces: torch.Tensor, labels: torch.Te
         screen: (B, V, 3) projected vertices (x px, y px, depth mm), e.g. `camera.project`; gradients
             flow to x and y.
         faces: (F, 3) int64; labels: (F,) int64 part per triangle (>= n_parts: no part).
-        image_size: H, W; n_parts: P; stride: the lattice of `label_map_points`.
+        image_size: H, W; strides: P lattice strides (the target's `PartPoints.strides`); n_parts: P.
 
     Returns:
         PartPoints in the dtype of `screen`.
@@ -184,8 +211,7 @@ def mesh_part_points(screen: torch.Tensor, faces: torch.Tensor, labels: torch.Te
     B, V = screen.shape[:2]
     frags = rasterize(screen.detach(), faces, (H, W))
     p2f = frags.pix_to_face.reshape(B, -1)
-    keep = _lattice(H, W, stride, screen.device).reshape(-1)
-    b, pix = torch.nonzero((p2f >= 0) & keep, as_tuple=True)
+    b, pix = torch.nonzero(p2f >= 0, as_tuple=True)
     f = p2f[b, pix]
     corner = faces[f]  # (K, 3)
     flat = screen.reshape(B * V, 3)
@@ -202,14 +228,15 @@ def mesh_part_points(screen: torch.Tensor, faces: torch.Tensor, labels: torch.Te
         lab = labels[f]
         lab = torch.where(area > 0, torch.full_like(lab, n_parts), lab)  # back faces: no part
     xy = (tri * w[..., None]).sum(1)  # (K, 2)
+    ix, iy = pix % W, torch.div(pix, W, rounding_mode="floor")
     pts, val, cnt = [], [], []
     for k in range(n_parts):
-        sel = lab == k
+        sel = (lab == k) & _on_lattice(ix, iy, strides[k])
         p, v, c = _pad(b[sel], xy[sel], B)
         pts.append(p)
         val.append(v)
         cnt.append(c)
-    return PartPoints(tuple(pts), tuple(val), torch.stack(cnt, 1))
+    return PartPoints(tuple(pts), tuple(val), torch.stack(cnt, 1), tuple(strides))
 
 
 def prdl(pred: PartPoints, target: PartPoints, anchors: torch.Tensor, part_weights: torch.Tensor | None = None,
@@ -227,6 +254,8 @@ def prdl(pred: PartPoints, target: PartPoints, anchors: torch.Tensor, part_weigh
     P = len(pred.points)
     if len(target.points) != P:
         raise ValueError(f"PRDL: {P} predicted parts vs {len(target.points)} target parts")
+    if tuple(pred.strides) != tuple(target.strides):
+        raise ValueError(f"PRDL: the two sides are sampled on different lattices ({pred.strides} vs {target.strides})")
     lam = (torch.ones(P) if part_weights is None else torch.as_tensor(part_weights)).to(anchors)
     total = num = 0
     for k in range(P):
@@ -258,10 +287,11 @@ class PartMesh:
         """(B, V, 3) posed vertices (mm) -> (B, V + 2, 3) screen coordinates, eye-cap centres appended."""
         return camera.project(self.annotations.cap_vertices(vertices_world))
 
-    def points(self, vertices_world: torch.Tensor, camera, stride: int = 2) -> PartPoints:
-        """The prediction side (`mesh_part_points`) of posed vertices (B, V, 3) seen by `camera`."""
+    def points(self, vertices_world: torch.Tensor, camera, strides: tuple) -> PartPoints:
+        """The prediction side (`mesh_part_points`) of posed vertices (B, V, 3) seen by `camera`,
+        sampled on `strides` (the target's)."""
         return mesh_part_points(self.screen(vertices_world, camera), self.faces, self.labels,
-                                (camera.height, camera.width), stride=stride)
+                                (camera.height, camera.width), strides)
 
     def label_maps(self, vertices_world: torch.Tensor, camera) -> np.ndarray:
         """(B, H, W) uint8 label maps of posed vertices (B, V, 3): `render.parts.part_label_map` per face."""
@@ -272,10 +302,10 @@ class PartMesh:
 
 
 def prdl_term(part_mesh: PartMesh, vertices_world: torch.Tensor, camera, target: PartPoints, anchors: torch.Tensor,
-              part_weights: torch.Tensor | None = None, stride: int = 2) -> torch.Tensor:
-    """(B,) PRDL of posed faces (B, V, 3) against target part points (`label_map_points` with the
-    same `stride`), in px²."""
-    return prdl(part_mesh.points(vertices_world, camera, stride), target, anchors, part_weights)
+              part_weights: torch.Tensor | None = None) -> torch.Tensor:
+    """(B,) PRDL of posed faces (B, V, 3) against target part points (`label_map_points`), in px²;
+    the prediction is sampled on the target's strides."""
+    return prdl(part_mesh.points(vertices_world, camera, target.strides), target, anchors, part_weights)
 
 
 def part_iou(pred_maps: np.ndarray | torch.Tensor, target_maps: np.ndarray | torch.Tensor,
@@ -290,5 +320,5 @@ def part_iou(pred_maps: np.ndarray | torch.Tensor, target_maps: np.ndarray | tor
     return out
 
 
-__all__ = ["STATISTICS", "PartMesh", "PartPoints", "anchor_grid", "distance_statistics", "label_map_points", "mesh_part_points",
+__all__ = ["STATISTICS", "PartMesh", "PartPoints", "anchor_grid", "choose_strides", "distance_statistics", "label_map_points", "mesh_part_points",
            "part_iou", "point_set_loss", "prdl", "prdl_term"]
