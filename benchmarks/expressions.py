@@ -45,12 +45,12 @@ shared = Path(__file__).resolve().parents[2] / "shared" / "assets"
 if "FACERECON_ASSETS" not in os.environ and shared.is_dir():
     os.environ["FACERECON_ASSETS"] = str(shared)
 
-from facerecon.fit import FitConfig, FitTargets, Fitter  # noqa: E402
-from facerecon.io.atomic import atomic_path  # noqa: E402
-from facerecon.models import load_model  # noqa: E402
-from facerecon.models.annotations import annotations_for  # noqa: E402
-from facerecon.objective.prdl import PartMesh, part_iou  # noqa: E402
-from facerecon.render import MeshRenderer  # noqa: E402
+from facerecon.fit import FitConfig, FitTargets, Fitter
+from facerecon.io.atomic import atomic_path
+from facerecon.models import load_model
+from facerecon.models.annotations import annotations_for
+from facerecon.objective.prdl import PartMesh, part_iou
+from facerecon.render import MeshRenderer
 
 EXPRESSIONS = {
     "eyes closed": {"eyeBlink_L": 1.0, "eyeBlink_R": 1.0},
@@ -70,7 +70,7 @@ def make_faces(model, renderer, part_mesh, expression: dict, B: int, gen: torch.
     e = p.expression.clone()
     e[:, [model.expression_names.index(k) for k in expression]] = 0
     e = e + model.expression_vector(expression, B)
-    u = lambda *s: torch.rand(*s, generator=gen)  # noqa: E731
+    u = lambda *s: torch.rand(*s, generator=gen)
     rot = torch.stack([(u(B) - 0.5) * math.radians(20), (u(B) * 2 - 1) * math.radians(max_yaw_deg),
                        (u(B) - 0.5) * math.radians(16)], -1)
     trans = torch.stack([(u(B) - 0.5) * 20, (u(B) - 0.5) * 20, (u(B) - 0.5) * 60], -1)
