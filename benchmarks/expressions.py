@@ -128,7 +128,10 @@ def main(argv=None):
     ap.add_argument("--out", default=None, help="also write the markdown table to this file")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
+    from facerecon.log import set_progress
     from facerecon.methods.fit import PRDL_WEIGHT
+
+    set_progress(False)
 
     w_prdl = PRDL_WEIGHT if args.w_prdl is None else args.w_prdl
     model = load_model("ict")

@@ -177,3 +177,158 @@ def test_mesh_gradient_moves_the_face_back(ict_model, part_mesh):
         t = torch.tensor([4.0, 0.0, 0.0], dtype=torch.float64, requires_grad=True)
         prdl_term(part_mesh, v + t, cam, tgt, anchors, weights).sum().backward()
         assert float(t.grad[0]) > 0 and abs(float(t.grad[1])) < abs(float(t.grad[0]))
+
+
+# ---------------------------------------------------------------- training
+
+def test_augment_warps_and_mirrors_part_maps():
+    from facerecon.regress.data import Augment, augment_sample
+
+    S = 64
+    parts = torch.zeros(1, S, S, dtype=torch.int64)
+    parts[0, 10:20, 5:15] = 1  # right eye (subject's right: image left)
+    parts[0, 10:20, 40:50] = 2  # left eye
+    img, mask, lm = torch.rand(3, S, S), torch.ones(1, S, S), torch.rand(68, 2) * S
+    # No change: identical map. Mirror: columns flipped and the two eyes swap labels.
+    *_, same = augment_sample(img, mask, lm, torch.ones(68), Augment(0, 0, 0, 0, 0, 0, flip=0.0), parts=parts)
+    assert torch.equal(same, parts)
+    *_, flip = augment_sample(img, mask, lm, torch.ones(68), Augment(0, 0, 0, 0, 0, 0, flip=1.0), parts=parts)
+    assert int(flip[0, 15, S - 1 - 10]) == 2 and int(flip[0, 15, S - 1 - 45]) == 1
+    assert set(torch.unique(flip).tolist()) == {0, 1, 2}  # nearest: no blended labels
+
+
+def _write_synthetic_dataset(root, model, n=4, seed=0):
+    """n renders of random ICT faces as a preprocessed folder, with their exact part maps cached in
+    parts/ (the parser stand-in)."""
+    import json
+
+    from PIL import Image as PILImage
+
+    from facerecon.geometry.camera import PerspectiveCamera
+    from facerecon.models.annotations import annotations_for
+    from facerecon.objective.prdl import PartMesh
+    from facerecon.regress.data import part_map_path
+    from facerecon.render import MeshRenderer
+
+    cam = PerspectiveCamera.deep3d(224)
+    pm = PartMesh(annotations_for(model), model.faces)
+    g = torch.Generator().manual_seed(seed)
+    p = model.random_params(n, generator=g, exp_scale=0.3)
+    p = p.replace(rotation=(torch.rand(n, 3, generator=g) - 0.5) * torch.tensor([0.3, 1.0, 0.2]),
+                  translation=(torch.rand(n, 3, generator=g) - 0.5) * 10)
+    with torch.no_grad():
+        geo = model(p)
+        img = MeshRenderer(cam, model.faces)(geo.vertices_world, geo.albedo, torch.zeros(n, 27)).rgb
+        lm = model.project_points(model.landmarks(geo.vertices), p.rotation, p.translation, cam)
+    maps = pm.label_maps(geo.vertices_world, cam)
+    for d in ("crops", "masks", "items"):
+        (root / d).mkdir(parents=True, exist_ok=True)
+    lines = []
+    for i in range(n):
+        name = f"s{i}"
+        PILImage.fromarray((img[i].clamp(0, 1) * 255).byte().numpy()).save(root / "crops" / f"{name}.png")
+        PILImage.fromarray(np.full((224, 224), 255, np.uint8)).save(root / "masks" / f"{name}.png")
+        np.savez(root / "items" / f"{name}.npz", lm68=lm[i].numpy().astype(np.float32), lm5=np.zeros((5, 2)))
+        part_map_path(root, name).parent.mkdir(exist_ok=True)
+        PILImage.fromarray(maps[i]).save(part_map_path(root, name))
+        lines.append(json.dumps({"name": name, "status": "ok"}))
+    (root / "manifest.jsonl").write_text("\n".join(lines) + "\n")
+
+
+@pytest.mark.assets
+@pytest.mark.slow
+def test_training_with_prdl_smoke(tmp_path, ict_model):
+    """`--prdl-weight`: the PRDL term is computed on the batch's cached part maps and falls while
+    training (a smoke run: 4 synthetic items, 30 steps, photometric loss off)."""
+    import json
+
+    from facerecon.regress.data import PreprocessedDataset
+    from facerecon.regress.train import TrainConfig, train
+
+    data = tmp_path / "data"
+    _write_synthetic_dataset(data, ict_model)
+    ds = PreprocessedDataset([data], augment=None, parts=True)
+    assert ds[0]["parts"].shape == (224, 224) and int(ds[0]["parts"].max()) == 8
+    cfg = TrainConfig(data=[str(data)], out=str(tmp_path / "run"), backbone="mobilenet_v3_small", pretrained=False,
+                      steps=30, batch=4, lr=1e-3, warmup=1, workers=0, ckpt_every=100, val_every=0, log_every=1,
+                      w_photo=0.0, w_prdl=1.0, augment=False)
+    train(cfg, model=ict_model, dataset=ds, progress=False)
+    logs = [json.loads(s) for s in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    prdl = [r["prdl_px2"] for r in logs if "prdl_px2" in r]
+    print("PRDL px² over training:", [round(x, 1) for x in prdl[:3]], "...", [round(x, 1) for x in prdl[-3:]])
+    assert len(prdl) == 30 and np.mean(prdl[-5:]) < 0.5 * np.mean(prdl[:5])
+
+
+# ---------------------------------------------------------------- fitting
+
+@pytest.mark.assets
+@pytest.mark.slow  # ~25 s on the shared 2-core machine
+def test_parts_stage_lowers_prdl_and_checks_map_shape(ict_model, part_mesh):
+    """The fitter's parts stage starts from a landmark fit and lowers PRDL against exact part maps of a
+    face with closed eyes and an open jaw; maps of the wrong size are refused."""
+    from facerecon.fit import FitConfig, FitTargets, Fitter
+
+    v, cam = _posed(ict_model, expression={"eyeBlink_L": 1.0, "eyeBlink_R": 1.0, "jawOpen": 0.7},
+                    dtype=torch.float32)
+    maps = torch.from_numpy(part_mesh.label_maps(v, cam).astype(np.int64))
+    p = ict_model.random_params(1, generator=torch.Generator().manual_seed(3), exp_scale=0.0)
+    e = ict_model.expression_vector({"eyeBlink_L": 1.0, "eyeBlink_R": 1.0, "jawOpen": 0.7})
+    lm = ict_model.project_points(ict_model.landmarks(ict_model.shape(p.identity, e)),
+                                  torch.tensor([[0.05, 0.3, 0.02]]), torch.zeros(1, 3), cam)
+    lm = lm + torch.randn(lm.shape, generator=torch.Generator().manual_seed(0)) * 2.0
+    cfg = FitConfig(steps_pose=10, steps_shape=15, steps_photo=0, w_prdl=0.3, steps_prdl=4)
+    fitter = Fitter(ict_model, cfg)
+    before = Fitter(ict_model, FitConfig(steps_pose=10, steps_shape=15, steps_photo=0)).fit(FitTargets(lm68=lm))
+    res = fitter.fit(FitTargets(lm68=lm, parts=maps))
+    assert "parts" in res.times and "prdl_px2" in res.losses
+    from facerecon.objective.prdl import anchor_grid, label_map_points, prdl_term
+
+    tgt = label_map_points(maps)
+    A = anchor_grid(224, 12)
+    with torch.no_grad():
+        l0 = float(prdl_term(part_mesh, ict_model(before.params).vertices_world, cam, tgt, A))
+        l1 = float(prdl_term(part_mesh, ict_model(res.params).vertices_world, cam, tgt, A))
+    assert l1 < l0
+    with pytest.raises(ValueError, match="part maps"):
+        fitter.fit(FitTargets(lm68=lm, parts=maps[:, :100]))
+
+
+@pytest.mark.assets
+def test_fit_method_fills_part_maps_from_its_parser(ict_model, part_mesh):
+    """`prdl=True`: the method asks its parser for the crops' maps (any object with `parse`), and the
+    fit runs the parts stage; without a parser in this install, a clear FaceReconError."""
+    from facerecon.align import Crop
+    from facerecon.detect.base import Face
+    from facerecon.errors import FaceReconError
+    from facerecon.fit.targets import default_parser
+    from facerecon.geometry.camera import PerspectiveCamera
+    from facerecon.methods import MethodContext
+    from facerecon.methods.base import Request
+    from facerecon.methods.fit import PRDL_WEIGHT, FitMethod
+
+    v, cam = _posed(ict_model, dtype=torch.float32)
+    maps = part_mesh.label_maps(v, cam)
+
+    class Parser:
+        calls = 0
+
+        def parse(self, crops):
+            Parser.calls += 1
+            assert crops.shape == (1, 224, 224, 3) and crops.dtype == np.uint8
+            return maps
+
+    with torch.no_grad():
+        lm = ict_model.project_points(ict_model.landmarks(ict_model.mean_shape[None]),
+                                      torch.tensor([[0.05, 0.3, 0.02]]), torch.zeros(1, 3), cam)[0].numpy()
+    crop = Crop(image=np.zeros((224, 224, 3), np.uint8), M=np.eye(2, 3), M_inv=np.eye(2, 3), lm68=lm, source="x.jpg")
+    face = Face(box=np.array([0, 0, 224, 224], np.float32), score=1.0, lm5=np.zeros((5, 2), np.float32), lm68=lm)
+    ctx = MethodContext(ict_model, PerspectiveCamera.deep3d(224), torch.device("cpu"))
+    m = FitMethod(ctx, prdl=True, parser=Parser(), steps_pose=5, steps_shape=5, steps_prdl=2)
+    assert m.config.w_prdl == PRDL_WEIGHT
+    t = m.targets([crop], [face], Request(photometric=False))
+    assert Parser.calls == 1 and torch.equal(t.parts[0], torch.from_numpy(maps[0].astype(np.int64)))
+    assert FitMethod(ctx).targets([crop], [face], Request(photometric=False)).parts is None  # off: no parser
+    try:
+        default_parser()
+    except FaceReconError as e:
+        assert "parser" in str(e)

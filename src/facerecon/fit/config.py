@@ -53,10 +53,10 @@ class FitConfig:
     # after the shape stage (`steps_prdl` steps through the full mesh) and the photometric stage
     # keeps the term. Off by default: see docs/parts.md (PRDL) for what it was measured to do.
     w_prdl: float = 0.0
-    steps_prdl: int = 60
+    steps_prdl: int = 40
     lr_prdl: float = 0.02
-    prdl_anchors: int = 16  # an n × n grid of anchors over the crop
-    prdl_max_points: int = 500  # per part, sampled on a lattice coarse enough (objective.prdl.choose_strides)
+    prdl_anchors: int = 12  # an n × n grid of anchors over the crop (19 px apart)
+    prdl_max_points: int = 300  # per part, sampled on a lattice coarse enough (objective.prdl.choose_strides)
     prdl_part_weights: tuple | None = None  # per part (PART_NAMES order); None = all 1
 
 

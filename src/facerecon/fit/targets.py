@@ -39,15 +39,22 @@ def dense_targets(crops: list[Crop], faces: list[Face], dense_map: DenseMap | No
 
 
 def default_parser():
-    """The face parser PRDL's part maps come from: `facerecon.detect.parsing.FaceParser`, imported
-    here and nowhere else (the one place to switch when the parser changes). FaceReconError when
-    this install has none."""
+    """The face parser PRDL's part maps come from: `facerecon.detect.parsing`'s trained network
+    (`load_parser()`, or `FaceParser()` where a version has no loader), imported here and nowhere
+    else: the one place to switch when the parser changes. FaceReconError when this install has
+    no parser or no parser weights."""
     try:
-        from ..detect.parsing import FaceParser
+        from ..detect import parsing
     except ImportError as e:
         raise FaceReconError(f"PRDL (--prdl) needs the face parser facerecon.detect.parsing, which is not "
                              f"available here ({e})") from None
-    return FaceParser()
+    loader = getattr(parsing, "load_parser", None)
+    try:
+        return loader() if loader is not None else parsing.FaceParser()
+    except FaceReconError:
+        raise
+    except (OSError, ValueError, TypeError) as e:
+        raise FaceReconError(f"PRDL (--prdl): the face parser could not be loaded ({e})") from None
 
 
 def part_maps(crops: list[Crop], parser, like: torch.Tensor) -> torch.Tensor:

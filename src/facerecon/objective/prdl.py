@@ -71,17 +71,18 @@ def distance_statistics(anchors: torch.Tensor, points: torch.Tensor, valid: torc
         (B, A, 3) [min, max, mean] px, differentiable w.r.t. `points` (hard min / max: the gradient
         goes to the nearest / farthest point, as in V3).
     """
+    # Padding takes the value of each face's first real point: a repeated point changes neither
+    # the min nor the max, so those need no masking (the mean excludes it by weight).
+    first = torch.argmax(valid.to(torch.uint8), -1)  # (B,)
+    filler = points.gather(1, first[:, None, None].expand(-1, 1, 2))
+    pts = torch.where(valid[..., None], points, filler)
     if eps > 0:
-        d = torch.sqrt(((points[:, None, :, :] - anchors[None, :, None, :]) ** 2).sum(-1) + eps)  # (B, A, N)
+        d = torch.sqrt(((pts[:, None, :, :] - anchors[None, :, None, :]) ** 2).sum(-1) + eps)  # (B, A, N)
     else:  # cdist: no (B, A, N, 2) intermediate (its gradient at distance 0 is 0)
-        d = torch.cdist(anchors[None].expand(points.shape[0], -1, -1), points)
-    m = valid[:, None, :].expand_as(d)
-    big = torch.finfo(d.dtype).max
-    dmin = torch.where(m, d, d.new_tensor(big)).amin(-1)
-    dmax = torch.where(m, d, d.new_tensor(-big)).amax(-1)
-    n = valid.sum(-1).to(d.dtype).clamp_min(1)[:, None]
-    dmean = torch.where(m, d, d.new_zeros(())).sum(-1) / n
-    out = torch.stack([dmin, dmax, dmean], -1)
+        d = torch.cdist(anchors[None].expand(points.shape[0], -1, -1), pts)
+    w = valid.to(d.dtype)
+    dmean = (d * w[:, None, :]).sum(-1) / w.sum(-1).clamp_min(1)[:, None]
+    out = torch.stack([d.amin(-1), d.amax(-1), dmean], -1)
     return torch.where(valid.any(-1)[:, None, None], out, out.new_zeros(()))
 
 
@@ -134,7 +135,7 @@ def _lattice(H: int, W: int, stride: int, device=None) -> torch.Tensor:
     return _on_lattice(x, y, stride)
 
 
-def choose_strides(label_maps: torch.Tensor, n_parts: int = 8, max_points: int = 500) -> tuple:
+def choose_strides(label_maps: torch.Tensor, n_parts: int = 8, max_points: int = 300) -> tuple:
     """Per part, the smallest lattice stride at which no face of the batch has more than
     `max_points` pixels of the part (by area: a part of n pixels keeps about n / s²)."""
     lm = torch.as_tensor(label_maps)
@@ -160,7 +161,7 @@ def _pad(batch_index: torch.Tensor, xy: torch.Tensor, B: int) -> tuple[torch.Ten
 
 
 def label_map_points(label_maps: torch.Tensor, n_parts: int = 8, stride: int | tuple | None = None,
-                     max_points: int = 500, dtype=torch.float32) -> PartPoints:
+                     max_points: int = 300, dtype=torch.float32) -> PartPoints:
     """The target side: each part's pixels (label k + 1 = part k, 0 = none) as point sets.
 
     Args:
@@ -211,27 +212,35 @@ def mesh_part_points(screen: torch.Tensor, faces: torch.Tensor, labels: torch.Te
     B, V = screen.shape[:2]
     frags = rasterize(screen.detach(), faces, (H, W))
     p2f = frags.pix_to_face.reshape(B, -1)
-    b, pix = torch.nonzero(p2f >= 0, as_tuple=True)
-    f = p2f[b, pix]
+    with torch.no_grad():
+        # Each pixel's part (back faces: none), then only the pixels on their part's lattice.
+        s2 = screen.detach()[..., :2]
+        c = s2[:, faces]  # (B, F, 3, 2)
+        back = ((c[..., 1, 0] - c[..., 0, 0]) * (c[..., 2, 1] - c[..., 0, 1])
+                - (c[..., 1, 1] - c[..., 0, 1]) * (c[..., 2, 0] - c[..., 0, 0])) > 0
+        face_part = torch.where(back, torch.full_like(back, n_parts, dtype=torch.int64), labels[None])  # (B, F)
+        stride_of = torch.tensor(list(strides) + [1], device=screen.device)
+        b, pix = torch.nonzero(p2f >= 0, as_tuple=True)
+        f = p2f[b, pix]
+        lab = face_part[b, f]
+        ix, iy = pix % W, torch.div(pix, W, rounding_mode="floor")
+        st = stride_of[lab.clamp_max(n_parts)]
+        keep = (lab < n_parts) & (ix % st == st // 2) & (iy % st == st // 2)
+        b, f, lab, ix, iy = b[keep], f[keep], lab[keep], ix[keep], iy[keep]
     corner = faces[f]  # (K, 3)
-    flat = screen.reshape(B * V, 3)
-    tri = flat[(corner + (b * V)[:, None]).reshape(-1)].view(-1, 3, 2 + 1)[..., :2]  # (K, 3, 2)
-    px = (pix % W).to(screen.dtype)
-    py = torch.div(pix, W, rounding_mode="floor").to(screen.dtype)
+    tri = screen.reshape(B * V, 3)[(corner + (b * V)[:, None]).reshape(-1)].view(-1, 3, 3)[..., :2]  # (K, 3, 2)
     with torch.no_grad():
         t = tri.detach()
+        px, py = ix.to(t.dtype), iy.to(t.dtype)
         x0, y0, x1, y1, x2, y2 = t[:, 0, 0], t[:, 0, 1], t[:, 1, 0], t[:, 1, 1], t[:, 2, 0], t[:, 2, 1]
         area = (x1 - x0) * (y2 - y0) - (y1 - y0) * (x2 - x0)
         w0 = ((x2 - x1) * (py - y1) - (y2 - y1) * (px - x1)) / area
         w1 = ((x0 - x2) * (py - y2) - (y0 - y2) * (px - x2)) / area
         w = torch.stack([w0, w1, 1 - w0 - w1], -1)
-        lab = labels[f]
-        lab = torch.where(area > 0, torch.full_like(lab, n_parts), lab)  # back faces: no part
     xy = (tri * w[..., None]).sum(1)  # (K, 2)
-    ix, iy = pix % W, torch.div(pix, W, rounding_mode="floor")
     pts, val, cnt = [], [], []
     for k in range(n_parts):
-        sel = (lab == k) & _on_lattice(ix, iy, strides[k])
+        sel = lab == k
         p, v, c = _pad(b[sel], xy[sel], B)
         pts.append(p)
         val.append(v)
