@@ -249,9 +249,15 @@ def mesh_part_points(screen: torch.Tensor, faces: torch.Tensor, labels: torch.Te
 
 
 def prdl(pred: PartPoints, target: PartPoints, anchors: torch.Tensor, part_weights: torch.Tensor | None = None,
-         min_points: int = 3) -> torch.Tensor:
+         min_points: int = 3, collapse_parts: tuple = (0, 1)) -> torch.Tensor:
     """The PRDL over all parts: Σ_k λ_k · `point_set_loss`(part k) / Σ_k λ_k over the parts both sides
     have (at least `min_points` points each, so a sliver of a few pixels does not pull).
+
+    A part of `collapse_parts` (default the eyes) that the target lacks but the prediction shows
+    (a closed eye fitted open) adds, in its place, the spread of the predicted points about their
+    (fixed) centroid, mean px², which pulls the part shut: V3's statistics need both sets, and the
+    skin around a closed eye, on its coarse lattice, says little about the lids. (Our addition;
+    V3 does not say how it treats a part missing on one side.)
 
     Args:
         pred, target: PartPoints with the same number of parts P and batch B.
@@ -268,12 +274,22 @@ def prdl(pred: PartPoints, target: PartPoints, anchors: torch.Tensor, part_weigh
     lam = (torch.ones(P) if part_weights is None else torch.as_tensor(part_weights)).to(anchors)
     total = num = 0
     for k in range(P):
-        ok = ((pred.counts[:, k] >= min_points) & (target.counts[:, k] >= min_points)).to(anchors)
-        if not bool(ok.any()) or float(lam[k]) == 0:
+        has_p, has_t = pred.counts[:, k] >= min_points, target.counts[:, k] >= min_points
+        both = (has_p & has_t).to(anchors)
+        shut = (has_p & ~has_t).to(anchors) if k in collapse_parts else torch.zeros_like(both)
+        if float(lam[k]) == 0 or not bool((both + shut).any()):
             continue
-        lk = point_set_loss(anchors, pred.points[k], pred.valid[k], target.points[k], target.valid[k])
-        total = total + lam[k] * ok * lk
-        num = num + lam[k] * ok
+        lk = 0
+        if bool(both.any()):
+            lk = both * point_set_loss(anchors, pred.points[k], pred.valid[k], target.points[k], target.valid[k])
+        if bool(shut.any()):
+            w = pred.valid[k].to(anchors)
+            n = w.sum(-1).clamp_min(1)
+            c = ((pred.points[k] * w[..., None]).sum(1) / n[:, None]).detach()
+            spread = (((pred.points[k] - c[:, None]) ** 2).sum(-1) * w).sum(-1) / n
+            lk = lk + shut * spread
+        total = total + lam[k] * lk
+        num = num + lam[k] * (both + shut)
     if isinstance(total, int):
         return anchors.new_zeros(pred.counts.shape[0])
     return total / num.clamp_min(1e-12)
