@@ -29,7 +29,7 @@ class FitMethod:
     asset). mask: use the landmark/skin face mask in the photometric loss.
     prdl: add 3DDFA_V3's part re-projection distance loss against a face parser's part maps
     (`FitConfig.w_prdl`, `PRDL_WEIGHT` unless the config sets one); parser: the parser to use (any
-    object with `parse(crops) -> label maps`; default `fit.targets.default_parser()`, built on first use).
+    object with `parse(crops) -> label maps`; default `fit.targets.default_parser()`).
     """
 
     name = "fit"
@@ -42,7 +42,8 @@ class FitMethod:
         self.config = replace(config or FitConfig(), **overrides)
         if prdl and self.config.w_prdl <= 0:
             self.config = replace(self.config, w_prdl=PRDL_WEIGHT)
-        self._parser = parser
+        # Built now, so a missing parser is reported before any photo is read.
+        self._parser = parser if parser is not None or self.config.w_prdl <= 0 else default_parser()
         encoder = None
         if identity_loss:
             from ..nets.mobilefacenet import IdentityEncoder
