@@ -13,7 +13,8 @@ ICT's ARKit blendshapes (plus a little random expression elsewhere):
 Each face is fitted (landmark stages, no photometric stage) to its 68 landmarks + Gaussian noise of
 --lm-noise px, without PRDL and with PRDL (`FitConfig.w_prdl` = --w-prdl) against (a) the exact part
 maps of the render (`render.parts.part_label_map`: the parser stand-in) and (b) the face parser on the
-rendered image (`facerecon.detect.parsing.FaceParser`, when installed; --no-parser skips it).
+rendered image (`fit.targets.default_parser()`, the trained `facerecon.detect.parsing` network, when
+installed with its weights; --no-parser skips it).
 Errors, per fit, then averaged over the faces of an expression:
 
     eye R / eye L    |opening − true opening| in mm, model space (unposed): the distance between the
@@ -143,11 +144,12 @@ def main(argv=None):
     renderer = MeshRenderer(fit_off.camera, model.faces)
     parser = None
     if not args.no_parser:
-        try:
-            from facerecon.detect.parsing import FaceParser
+        from facerecon.errors import FaceReconError
+        from facerecon.fit.targets import default_parser
 
-            parser = FaceParser()
-        except ImportError as e:
+        try:
+            parser = default_parser()
+        except FaceReconError as e:
             print(f"(no face parser: {e}; the 'parser' rows are left out)")
     runs = ["no PRDL", "PRDL, exact maps"] + (["PRDL, parser"] if parser is not None else [])
     gen = torch.Generator().manual_seed(args.seed)
