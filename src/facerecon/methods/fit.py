@@ -18,7 +18,7 @@ from .base import MethodContext, Request
 from .result import Reconstruction, from_params
 
 #: `FitConfig.w_prdl` of the `prdl=True` option (docs/parts.md, PRDL).
-PRDL_WEIGHT = 0.05
+PRDL_WEIGHT = 0.3
 
 
 class FitMethod:
