@@ -79,6 +79,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="soft cap on each landmark's error, crop px (0 = plain squared error)")
     p.add_argument("--w-identity", type=float, default=d.w_identity,
                    help="identity-perceptual loss weight (needs the mobilefacenet asset); 0 = off")
+    p.add_argument("--prdl-weight", type=float, default=d.w_prdl,
+                   help="3DDFA_V3's part re-projection distance loss against the face parser's part maps "
+                        "(cached per item in DATA/parts/); 0 = off")
     p.add_argument("--render-size", type=int, default=d.render_size)
     p.add_argument("--no-augment", action="store_true")
     p.add_argument("--workers", type=int, default=d.workers)
@@ -112,7 +115,8 @@ def run_from_args(args: argparse.Namespace) -> int:
         model=args.model, pretrained=not args.no_pretrained, steps=args.steps, batch=args.batch, lr=args.lr,
         lr_backbone=args.lr_backbone, pseudo_labels=args.pseudo_labels, w_photo=args.w_photo,
         landmarks=args.landmarks, init=args.init, w_landmark=args.w_landmark,
-        landmark_robust=args.landmark_robust or None, w_identity=args.w_identity, render_size=args.render_size,
+        landmark_robust=args.landmark_robust or None, w_identity=args.w_identity, w_prdl=args.prdl_weight,
+        render_size=args.render_size,
         augment=not args.no_augment, workers=args.workers, ckpt_every=args.ckpt_every,
         val_every=args.val_every, device=args.device, seed=args.seed)
     root = args.val_root or default_val_root()

@@ -39,6 +39,9 @@ def add_parser(sub) -> None:
     p.add_argument("--no-photometric", action="store_true", help="landmark-only fit (fast)")
     p.add_argument("--identity-loss", action="store_true",
                    help="add the MobileFaceNet identity-perceptual loss (asset mobilefacenet; research use)")
+    p.add_argument("--prdl", action="store_true",
+                   help="fitting methods: add 3DDFA_V3's part re-projection distance loss against the face "
+                        "parser's part maps (docs/parts.md)")
     p.add_argument("--outputs", default="all", help="comma list of output formats (default all; --list-outputs)")
     p.add_argument("--list-outputs", action="store_true", help="print the output formats and exit")
     p.add_argument("--device", default="cpu")
@@ -94,6 +97,8 @@ def run(args) -> int:
         options["fit_config"] = api.FitConfig(steps_photo=args.refine)
     if args.identity_loss:
         options["identity_loss"] = True
+    if args.prdl:
+        options["prdl"] = True
     rec = api.FaceReconstructor(args.model, detector=args.detector, device=args.device, method=method, **options)
     out = Path(args.output)
     photometric = not args.no_photometric

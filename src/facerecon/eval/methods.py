@@ -206,6 +206,8 @@ register_method("fit", partial(reconstruction_method, "fit", False),
                 "analysis-by-synthesis fit of the ICT model from the default pipeline's landmarks")
 register_method("fit-photo", partial(reconstruction_method, "fit", True),
                 "the full fit: landmark stages + photometric stage through the renderer")
+register_method("fit-prdl", partial(reconstruction_method, "fit", False, prdl=True),
+                "fit + 3DDFA_V3's PRDL against the face parser's part maps (landmark stages)")
 register_method("regress", partial(reconstruction_method, "regress", False),
                 "the learned coefficient regressor alone")
 register_method("regress+refine", partial(reconstruction_method, "regress+refine", True),

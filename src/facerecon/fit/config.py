@@ -55,6 +55,16 @@ class FitConfig:
     estimate_albedo: bool = True  # per-vertex residual when the model has no albedo basis
     render_size: int = 224
     seed: int = 0
+    # 3DDFA_V3's part re-projection distance loss (objective/prdl.py) against `FitTargets.parts`:
+    # its weight relative to the landmark term (both px²); 0 = off. With it on, a parts stage runs
+    # after the shape stage (`steps_prdl` steps through the full mesh) and the photometric stage
+    # keeps the term. Off by default: see docs/parts.md (PRDL) for what it was measured to do.
+    w_prdl: float = 0.0
+    steps_prdl: int = 40
+    lr_prdl: float = 0.02
+    prdl_anchors: int = 12  # an n × n grid of anchors over the crop (19 px apart)
+    prdl_max_points: int = 300  # per part, sampled on a lattice coarse enough (objective.prdl.choose_strides)
+    prdl_part_weights: tuple | None = None  # per part (PART_NAMES order); None = all 1
 
 
 @dataclass(frozen=True)
@@ -71,6 +81,9 @@ class FitTargets:
         viewer, any offset), e.g. 3DDFA_V2's: a second starting pose besides POS (`procrustes_init`).
     rotation_prior: (B, 3, 3) a head rotation to stay near (model frame -> crop camera frame, the
         fitted rotation's convention), weighted by `FitConfig.w_rotation_prior`, or None.
+    parts: (B, S, S) integer part label maps of the crops (0 none, k + 1 for part k of
+        `models.annotations.PART_NAMES`), e.g. a face parser's; the targets of PRDL (`FitConfig.w_prdl`).
+        Where they come from is the caller's business (`fit.targets.part_targets`).
     """
 
     lm68: torch.Tensor
@@ -82,6 +95,7 @@ class FitTargets:
     dense_weights: torch.Tensor | None = None
     lm68_3d: torch.Tensor | None = None
     rotation_prior: torch.Tensor | None = None
+    parts: torch.Tensor | None = None
 
 
 @dataclass(frozen=True)

@@ -4,6 +4,7 @@ Works in the 224² aligned crop with Deep3D's camera. Staged schedule, batched o
 (`fit.stages`, one function per stage):
   1. pose      closed-form POS init from the 68 landmarks, then perspective refinement;
   2. shape     pose + identity + expression on landmarks with priors;
+ 2b. parts     with part maps (`FitTargets.parts`) and `w_prdl` > 0: + 3DDFA_V3's PRDL;
   3. photo     + lighting (closed-form init) and albedo coefficients, through the differentiable
                renderer, skin-masked robust photometric loss, optional identity-perceptual loss;
   4. albedo    geometry frozen: a smooth per-vertex albedo residual (models without an albedo basis).
@@ -13,6 +14,7 @@ expression.
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import replace
 
@@ -64,6 +66,37 @@ class Fitter:
         self.skin = model.skin_weights()
         self._renderer = None
         self._edges = None
+        self._part_mesh = None
+
+    @property
+    def part_mesh(self):
+        """PRDL's labelled mesh (`objective.prdl.PartMesh`), or None for a model without part
+        annotations (PRDL is then skipped with a warning)."""
+        if self._part_mesh is None:
+            from ..models.annotations import annotations_for
+            from ..objective.prdl import PartMesh
+
+            ann = annotations_for(self.model)
+            if ann is None:
+                logging.getLogger(__name__).warning("model %s has no part annotations: PRDL is skipped",
+                                                    getattr(self.model, "name", "?"))
+                self._part_mesh = False
+            else:
+                self._part_mesh = PartMesh(ann, self.model.faces)
+        return self._part_mesh or None
+
+    @property
+    def prdl_anchors(self) -> torch.Tensor:
+        """(A, 2) PRDL's anchor grid over the crop."""
+        from ..objective.prdl import anchor_grid
+
+        return anchor_grid((self.camera.height, self.camera.width), self.cfg.prdl_anchors,
+                           self.model.mean_shape.dtype, self.model.mean_shape.device)
+
+    @property
+    def prdl_part_weights(self) -> torch.Tensor | None:
+        w = self.cfg.prdl_part_weights
+        return None if w is None else torch.tensor(w, dtype=self.model.mean_shape.dtype)
 
     @property
     def renderer(self) -> MeshRenderer:
@@ -83,8 +116,10 @@ class Fitter:
         cfg = self.cfg
         B = int(targets.lm68.shape[0])
         photo = targets.image is not None and cfg.steps_photo > 0
+        parts = targets.parts is not None and cfg.w_prdl > 0
         # A batch (an image set, a video window) is a long fit: a per-stage bar, gone when done.
-        bar = progress(total=cfg.steps_pose + cfg.steps_shape + (cfg.steps_photo + cfg.steps_albedo) * photo,
+        bar = progress(total=cfg.steps_pose + cfg.steps_shape + cfg.steps_prdl * parts
+                       + (cfg.steps_photo + cfg.steps_albedo) * photo,
                        show=B > 1, desc=f"fit ({B} faces)", unit="step", leave=False)
         with num_threads(1) as n_all, bar:
             torch.manual_seed(cfg.seed)
@@ -108,6 +143,13 @@ class Fitter:
             v = stages.shape_stage(self, problem, v)
             times["shape"] = time.perf_counter() - t
             bar.update(cfg.steps_shape)
+            if problem.parts is not None and cfg.steps_prdl > 0:
+                t = time.perf_counter()
+                bar.set_postfix_str("parts")
+                with num_threads(n_all):  # decode + rasterize the full mesh every step
+                    v = stages.parts_stage(self, problem, v)
+                times["parts"] = time.perf_counter() - t
+                bar.update(cfg.steps_prdl)
             if problem.image is not None and cfg.steps_photo > 0:
                 t = time.perf_counter()
                 bar.set_postfix_str("photometric")

@@ -7,6 +7,7 @@ ones of `facerecon.objective`, weighted by `FitConfig`.
     initial_variables  start values: zeros + the 68 landmarks' POS pose, or a given FaceParams
     pose_stage         best starting pose per image, then rotation + translation on the landmarks
     shape_stage        + identity and expression, with priors (and temporal smoothness)
+    parts_stage        + 3DDFA_V3's PRDL against the targets' part maps, through the full mesh
     photo_stage        closed-form SH light, then geometry, light, albedo through the renderer
     albedo_stage       geometry frozen: per-vertex albedo residual + light
     fit_result         final landmark residual and FaceParams
@@ -21,6 +22,7 @@ import torch
 
 from .. import objective as O
 from ..models.layout import FaceParams
+from ..objective.prdl import PartPoints, label_map_points, prdl_term
 from ..render.shading import solve_sh_light
 from .config import FitResult, FitTargets
 from .pose_init import pos_init, procrustes_init
@@ -38,7 +40,9 @@ class FitProblem:
     image: (B, S, S, 3) and mask (B, S, S) for the photometric stages, or None;
     lm68_3d: 3-D landmarks for a second starting pose, or None; has_init: started from FaceParams;
     shared: one identity (and albedo) for the batch; fit_identity: False keeps the identity fixed;
-    rotation_prior: (B, 3, 3) prior head rotations when `FitConfig.w_rotation_prior` > 0, else None.
+    rotation_prior: (B, 3, 3) prior head rotations when `FitConfig.w_rotation_prior` > 0, else None;
+    parts: the target part maps as PRDL point sets (`objective.prdl.PartPoints`), or None (no
+    PRDL: no maps, `w_prdl` 0, or a model without part annotations).
     """
 
     lm: torch.Tensor
@@ -52,6 +56,7 @@ class FitProblem:
     shared: bool = False
     fit_identity: bool = True
     rotation_prior: torch.Tensor | None = None
+    parts: PartPoints | None = None
 
     @property
     def batch(self) -> int:
@@ -78,8 +83,15 @@ class FitProblem:
                 raise ValueError(f"dense targets {tuple(dense.shape)} do not match the dense map ({n_dense} points)")
             trust = (torch.ones(B, 1, dtype=dt, device=dev) if targets.dense_weights is None
                      else targets.dense_weights.to(dt))
+        parts = None
+        if targets.parts is not None and cfg.w_prdl > 0 and fitter.part_mesh is not None:
+            maps = torch.as_tensor(targets.parts)
+            S = fitter.camera.height
+            if tuple(maps.shape) != (B, S, fitter.camera.width):
+                raise ValueError(f"part maps {tuple(maps.shape)} do not match the {B} crops of {S}² pixels")
+            parts = label_map_points(maps.to(dev), max_points=cfg.prdl_max_points, dtype=dt)
         return FitProblem(
-            lm=lm, w=w, dense=dense, dense_trust=trust,
+            lm=lm, w=w, dense=dense, dense_trust=trust, parts=parts,
             image=None if targets.image is None else targets.image.to(dt),
             mask=None if targets.mask is None else targets.mask.to(dt),
             lm68_3d=None if targets.lm68_3d is None else targets.lm68_3d.to(dt),
@@ -139,6 +151,11 @@ def _temporal(f: Fitter, v: FitVariables):
     if f.cfg.w_temporal <= 0 or B < 2:
         return 0.0
     return f.cfg.w_temporal * B * O.temporal_term(v.rotation, v.translation, v.expression)
+
+
+def _prdl(f: Fitter, pb: FitProblem, vertices_world: torch.Tensor) -> torch.Tensor:
+    """(B,) PRDL (px²) of the posed faces against the target part maps."""
+    return prdl_term(f.part_mesh, vertices_world, f.camera, pb.parts, f.prdl_anchors, f.prdl_part_weights)
 
 
 def _project_expression(f: Fitter, e: torch.Tensor) -> None:
@@ -231,6 +248,39 @@ def shape_stage(f: Fitter, pb: FitProblem, v: FitVariables) -> FitVariables:
     return v
 
 
+def parts_stage(f: Fitter, pb: FitProblem, v: FitVariables) -> FitVariables:
+    """Stage 2b (with part maps and `w_prdl` > 0): the shape stage's variables and objective plus
+    w_prdl × PRDL through the full mesh (decoded and rasterized every step)."""
+    cfg, model = f.cfg, f.model
+    if pb.parts is None or cfg.steps_prdl <= 0:
+        return v
+    idv, exp, rot, trans = v.identity, v.expression, v.rotation, v.translation
+    idv.requires_grad_(pb.fit_identity)
+    exp.requires_grad_(True)
+    lr = cfg.lr_prdl
+    opt = torch.optim.Adam([{"params": [idv, exp] if pb.fit_identity else [exp], "lr": lr},
+                            {"params": [rot], "lr": lr * 0.05}, {"params": [trans], "lr": lr * 2}])
+    no_albedo = idv.new_zeros(idv.shape[0], 0)
+    part = None
+    for _ in range(cfg.steps_prdl):
+        opt.zero_grad()
+        verts = model.shape(pb.expand(idv), exp)
+        world = model.pose(verts, rot, trans)
+        pts = model.landmarks(verts)
+        if pb.dense is not None:
+            pts = torch.cat([pts, verts[:, f.decoder.extra_vertices]], 1)
+        points = _point_term(f, pb, model.project_points(pts, rot, trans, f.camera))
+        part = _prdl(f, pb, world)
+        total = cfg.w_landmark * points.sum() + cfg.w_prdl * part.sum() + _prior(f, pb, idv, exp, no_albedo)
+        total = total + _temporal(f, v) + _rotation_prior(f, pb, rot)
+        total.backward()
+        opt.step()
+        _project_expression(f, exp)
+    if part is not None:
+        v.losses["prdl_px2"] = float(part.detach().mean())
+    return v
+
+
 @dataclass
 class PhotoInputs:
     """The photometric stages' fixed inputs: the identity encoder's warp and the photos' embeddings
@@ -261,6 +311,8 @@ def photo_objective(f: Fitter, pb: FitProblem, v: FitVariables, inputs: PhotoInp
              + cfg.w_light * O.light_prior(v.light).sum())
     if v.albedo_offset is not None:
         total = total + cfg.w_albedo_smooth * O.albedo_smoothness(v.albedo_offset, f.edges).sum()
+    if pb.parts is not None:
+        total = total + cfg.w_prdl * _prdl(f, pb, geo.vertices_world).sum()
     if inputs.identity_target is not None:
         total = total + cfg.w_identity * O.identity_term(f.encoder, out, pb.image.permute(0, 3, 1, 2), inputs.affine,
                                                          inputs.identity_target).sum()
@@ -350,4 +402,5 @@ def fit_result(f: Fitter, pb: FitProblem, v: FitVariables) -> FitResult:
 
 
 __all__ = ["FitProblem", "FitVariables", "PhotoInputs", "albedo_stage", "fit_result", "initial_light",
-           "initial_variables", "photo_objective", "photo_stage", "point_loss", "pose_stage", "shape_stage"]
+           "initial_variables", "parts_stage", "photo_objective", "photo_stage", "point_loss", "pose_stage",
+           "shape_stage"]

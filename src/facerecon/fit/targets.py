@@ -2,7 +2,8 @@
 
 Everything lands in crop pixels of the S×S crop: the 68 landmarks and their confidences, FaceMesh's
 dense points with a per-face trust from the head's yaw, 3DDFA_V2's 3-D landmarks (a second starting
-pose), and for the photometric stage the crop image and its face/skin mask.
+pose), for the photometric stage the crop image and its face/skin mask, and for PRDL the crops'
+part label maps from a face parser (`part_maps`).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import torch
 
 from ..align import Crop, face_mask
 from ..detect.base import Face
+from ..errors import FaceReconError
 from ..geometry.landmarks import yaw_gate
 from . import FitConfig, FitTargets
 from .dense import DenseMap
@@ -45,14 +47,45 @@ def rotation_prior(faces: list[Face], bfm_frame: np.ndarray | None, like: torch.
     return _tensor(np.stack([np.asarray(f.rotation, np.float64) @ bfm_frame for f in faces]), like)
 
 
+def default_parser():
+    """The face parser PRDL's part maps come from: `facerecon.detect.parsing`'s trained network
+    (`load_parser()`, or `FaceParser()` where a version has no loader), imported here and nowhere
+    else: the one place to switch when the parser changes. FaceReconError when this install has
+    no parser or no parser weights."""
+    try:
+        from ..detect import parsing
+    except ImportError as e:
+        raise FaceReconError(f"PRDL (--prdl) needs the face parser facerecon.detect.parsing, which is not "
+                             f"available here ({e})") from None
+    loader = getattr(parsing, "load_parser", None)
+    try:
+        return loader() if loader is not None else parsing.FaceParser()
+    except FaceReconError:
+        raise
+    except (OSError, ValueError, TypeError) as e:
+        raise FaceReconError(f"PRDL (--prdl): the face parser could not be loaded ({e})") from None
+
+
+def part_maps(crops: list[Crop], parser, like: torch.Tensor) -> torch.Tensor:
+    """(B, S, S) int64 part label maps of the crops (0 none, k + 1 for part k) from `parser`, any object
+    with `parse(crops (B, S, S, 3) uint8) -> (B, S, S) uint8` (`default_parser()`'s FaceParser)."""
+    img = np.stack([np.asarray(c.image, np.uint8) for c in crops])
+    maps = np.asarray(parser.parse(img))
+    if maps.shape != img.shape[:3]:
+        raise FaceReconError(f"{crops[0].source or 'image'}: the face parser gave part maps of shape "
+                             f"{maps.shape} for crops {img.shape[:3]}")
+    return torch.as_tensor(maps.astype(np.int64), device=like.device)
+
+
 def build_targets(crops: list[Crop], faces: list[Face], like: torch.Tensor, config: FitConfig,
                   dense_map: DenseMap | None = None, photometric: bool = True, mask: bool = True,
-                  bfm_frame: np.ndarray | None = None) -> FitTargets:
+                  bfm_frame: np.ndarray | None = None, parser=None) -> FitTargets:
     """FitTargets for B crops and their detections.
 
     like: a tensor whose dtype/device the targets take (the model's `mean_shape`).
     photometric: include the crop images (B, S, S, 3) in [0, 1]; mask: and the face/skin masks.
     bfm_frame: the model's frame -> BFM's (`models.frames.bfm_frame`), for the rotation prior.
+    parser: a face parser (`part_maps`) for PRDL's part maps, or None (no part maps).
     Every crop needs its 68 landmarks (ValueError naming the first image without them).
     """
     missing = [c.source or "image" for c in crops if c.lm68 is None]
@@ -76,8 +109,9 @@ def build_targets(crops: list[Crop], faces: list[Face], like: torch.Tensor, conf
         if mask:
             msk = _tensor(np.stack([face_mask(c.image, c.lm68) for c in crops]), like)
     prior = rotation_prior(faces, bfm_frame, like) if config.w_rotation_prior > 0 else None
+    parts = None if parser is None else part_maps(crops, parser, like)
     return FitTargets(lm68=lm, lm_weights=conf, image=img, mask=msk, dense=dense, dense_weights=dense_w,
-                      lm68_3d=lm3d, rotation_prior=prior)
+                      lm68_3d=lm3d, rotation_prior=prior, parts=parts)
 
 
-__all__ = ["build_targets", "dense_targets", "rotation_prior"]
+__all__ = ["build_targets", "default_parser", "dense_targets", "part_maps", "rotation_prior"]

@@ -13,10 +13,13 @@ from ..align import Crop
 from ..detect.base import Face
 from ..fit import FitConfig, FitTargets, Fitter
 from ..fit.dense import load_dense_map
-from ..fit.targets import build_targets
+from ..fit.targets import build_targets, default_parser
 from ..models.frames import bfm_frame
 from .base import MethodContext, Request
 from .result import Reconstruction, from_params
+
+#: `FitConfig.w_prdl` of the `prdl=True` option (docs/parts.md, PRDL).
+PRDL_WEIGHT = 0.3
 
 
 class FitMethod:
@@ -25,6 +28,9 @@ class FitMethod:
     config: FitConfig (default `FitConfig()`); keyword overrides of its fields may be given directly
     (e.g. `w_dense=0`). identity_loss: add the MobileFaceNet identity-perceptual loss (needs its
     asset). mask: use the landmark/skin face mask in the photometric loss.
+    prdl: add 3DDFA_V3's part re-projection distance loss against a face parser's part maps
+    (`FitConfig.w_prdl`, `PRDL_WEIGHT` unless the config sets one); parser: the parser to use (any
+    object with `parse(crops) -> label maps`; default `fit.targets.default_parser()`).
     """
 
     name = "fit"
@@ -32,9 +38,13 @@ class FitMethod:
     detector = "default"
 
     def __init__(self, context: MethodContext, config: FitConfig | None = None, identity_loss: bool = False,
-                 mask: bool = True, **overrides):
+                 mask: bool = True, prdl: bool = False, parser=None, **overrides):
         self.context = context
         self.config = replace(config or FitConfig(), **overrides)
+        if prdl and self.config.w_prdl <= 0:
+            self.config = replace(self.config, w_prdl=PRDL_WEIGHT)
+        # Built now, so a missing parser is reported before any photo is read.
+        self._parser = parser if parser is not None or self.config.w_prdl <= 0 else default_parser()
         encoder = None
         if identity_loss:
             from ..nets.mobilefacenet import IdentityEncoder
@@ -52,10 +62,19 @@ class FitMethod:
         return replace(self.config, share_identity=request.shared_identity, w_temporal=request.temporal,
                        keep_identity=request.keep_identity and request.start is not None)
 
+    @property
+    def parser(self):
+        """The face parser of PRDL's part maps (None when PRDL is off)."""
+        if self.config.w_prdl <= 0:
+            return None
+        if self._parser is None:
+            self._parser = default_parser()
+        return self._parser
+
     def targets(self, crops: list[Crop], faces: list[Face], request: Request) -> FitTargets:
         return build_targets(crops, faces, self.context.model.mean_shape, self.config, self.dense_map,
                              photometric=request.photometric, mask=self.mask,
-                             bfm_frame=bfm_frame(self.context.model.name))
+                             bfm_frame=bfm_frame(self.context.model.name), parser=self.parser)
 
     def run(self, targets: FitTargets, config: FitConfig):
         """Fit with `config` (the method's own Fitter when it is the method's config)."""
@@ -77,4 +96,4 @@ def make_fit(context: MethodContext, **options) -> FitMethod:
     return FitMethod(context, **options)
 
 
-__all__ = ["FitMethod", "make_fit"]
+__all__ = ["PRDL_WEIGHT", "FitMethod", "make_fit"]

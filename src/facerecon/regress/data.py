@@ -6,7 +6,9 @@ One sample (all in 224² crop pixels, x right, y down, pixel centres at integers
   image (3, S, S) float32 [0, 1]; mask (S, S) float32 [0, 1] (face/skin mask × valid pixels);
   lm68 (68, 2) float32 target landmarks; lm_w (68,) float32 per-point weight (0 = ignore);
   photo_w () float32 weight of the photometric loss for this item's dataset;
-  index () int64 global item index (for pseudo-labels); gt () 1 when lm68 are manual labels.
+  index () int64 global item index (for pseudo-labels); gt () 1 when lm68 are manual labels;
+  parts (S, S) int64 part label map (0 none, k + 1 for part k), only with `parts=True`: read from
+  ROOT/parts/NAME.png, the face parser's map cached per item (`cache_part_maps`); all 0 when absent.
 """
 
 from __future__ import annotations
@@ -40,6 +42,35 @@ class Augment:
 
 # iBUG-68 mirror permutation (0-based): point i of the flipped face is point FLIP_68[i] of the original.
 FLIP_68 = IBUG68_MIRROR
+# Part labels under a mirror (label maps: 0 none, k + 1 for part k of models.annotations.PART_NAMES):
+# right and left eye (1, 2) and brow (3, 4) swap.
+PART_MIRROR = torch.tensor([0, 2, 1, 4, 3, 5, 6, 7, 8])
+
+
+def part_map_path(root: Path, name: str) -> Path:
+    """Where an item's cached part label map lives: ROOT/parts/NAME.png (8-bit, 0 none, k + 1 part k)."""
+    return Path(root) / "parts" / f"{name}.png"
+
+
+def cache_part_maps(dataset: PreprocessedDataset, parser, batch: int = 16, show: bool = True) -> int:
+    """Run `parser` (`parse(crops (B, S, S, 3) uint8) -> (B, S, S) uint8`) on every item's crop that has
+    no cached part map yet and write ROOT/parts/NAME.png atomically. Returns the number written."""
+    from PIL import Image as PILImage
+
+    from ..io.atomic import atomic_path
+    from ..log import progress
+
+    todo = [(root, name) for root, name, _ in dataset.items if not part_map_path(root, name).is_file()]
+    with progress(total=len(todo), show=show and bool(todo), desc="part maps", unit="crop") as bar:
+        for s in range(0, len(todo), batch):
+            chunk = todo[s:s + batch]
+            crops = np.stack([_read_png(r / "crops" / f"{n}.png")[..., :3] for r, n in chunk])
+            maps = np.asarray(parser.parse(crops), np.uint8)
+            for (r, n), m in zip(chunk, maps):
+                with atomic_path(part_map_path(r, n)) as tmp:
+                    PILImage.fromarray(m).save(tmp, format="PNG")
+            bar.update(len(chunk))
+    return len(todo)
 
 
 def _read_png(path: Path) -> np.ndarray:
@@ -62,7 +93,7 @@ class PreprocessedDataset(torch.utils.data.Dataset):
     """
 
     def __init__(self, roots, photo_weights=None, augment: Augment | None = Augment(), seed: int = 0,
-                 landmarks: str = "gt"):
+                 landmarks: str = "gt", parts: bool = False):
         if landmarks not in ("gt", "detector"):
             raise ValueError(f"landmarks must be 'gt' or 'detector', got '{landmarks}'")
         self.landmarks = landmarks
@@ -79,6 +110,7 @@ class PreprocessedDataset(torch.utils.data.Dataset):
             self.items += [(root, n, float(pw)) for n in dict.fromkeys(names)]
         self.augment = augment
         self.seed = seed
+        self.parts = parts
 
     def __len__(self) -> int:
         return len(self.items)
@@ -102,7 +134,11 @@ class PreprocessedDataset(torch.utils.data.Dataset):
                 w = z["lm68_conf"].astype(np.float32) if "lm68_conf" in z.files else np.ones(68, np.float32)
                 gt = 0
         lm = np.nan_to_num(lm, nan=0.0)
-        return {"crop": crop, "mask": mask, "lm68": lm, "lm_w": w, "photo_w": pw, "gt": gt}
+        out = {"crop": crop, "mask": mask, "lm68": lm, "lm_w": w, "photo_w": pw, "gt": gt}
+        if self.parts:
+            pp = part_map_path(root, name)
+            out["parts"] = _read_png(pp) if pp.is_file() else np.zeros(crop.shape[:2], np.uint8)
+        return out
 
     def __getitem__(self, key: int | tuple[int, int]) -> dict:
         """key: an index (augmentation from the global RNG) or (index, epoch) (augmentation drawn
@@ -118,18 +154,25 @@ class PreprocessedDataset(torch.utils.data.Dataset):
         mask = torch.from_numpy(d["mask"])[None]
         lm = torch.from_numpy(d["lm68"])
         w = torch.from_numpy(d["lm_w"])
+        parts = torch.from_numpy(d["parts"].astype(np.int64))[None] if self.parts else None
         if self.augment is not None:
-            img, mask, lm, w = augment_sample(img, mask, lm, w, self.augment, generator=gen)
-        return {"image": img, "mask": mask[0], "lm68": lm, "lm_w": w,
-                "photo_w": torch.tensor(d["photo_w"], dtype=torch.float32),
-                "gt": torch.tensor(d["gt"]), "index": torch.tensor(i)}
+            img, mask, lm, w, *rest = augment_sample(img, mask, lm, w, self.augment, generator=gen, parts=parts)
+            parts = rest[0] if rest else None
+        out = {"image": img, "mask": mask[0], "lm68": lm, "lm_w": w,
+               "photo_w": torch.tensor(d["photo_w"], dtype=torch.float32),
+               "gt": torch.tensor(d["gt"]), "index": torch.tensor(i)}
+        if parts is not None:
+            out["parts"] = parts[0]
+        return out
 
 
 def augment_sample(img: torch.Tensor, mask: torch.Tensor, lm: torch.Tensor, w: torch.Tensor, aug: Augment,
-                   generator: torch.Generator | None = None):
+                   generator: torch.Generator | None = None, parts: torch.Tensor | None = None):
     """Apply one random similarity (+ optional mirror) to image (3,S,S), mask (1,S,S) and
     landmarks (68,2) alike, then colour jitter to the image. Pixels that come from outside the
-    crop are black in the image and 0 in the mask (so no loss is taken on them)."""
+    crop are black in the image and 0 in the mask (so no loss is taken on them).
+    parts: optional (1,S,S) integer part label map, warped alike (nearest pixel; 0 outside) with
+    right and left parts swapped by the mirror; returned as a fifth value when given."""
     S = img.shape[-1]
 
     def u(a):
@@ -165,7 +208,13 @@ def augment_sample(img: torch.Tensor, mask: torch.Tensor, lm: torch.Tensor, w: t
     img = grey + (img - grey) * (1.0 + u(aug.saturation))
     img = img.mean() + (img - img.mean()) * (1.0 + u(aug.contrast))
     img = (img * (1.0 + u(aug.brightness))).clamp(0.0, 1.0)
-    return img.contiguous(), mask.contiguous(), lm2.contiguous(), w.contiguous()
+    if parts is None:
+        return img.contiguous(), mask.contiguous(), lm2.contiguous(), w.contiguous()
+    pw = F.grid_sample(parts[None].to(grid.dtype), grid, mode="nearest", padding_mode="zeros", align_corners=True)
+    pw = pw[0].round().long()
+    if flip:
+        pw = PART_MIRROR.to(pw.device)[pw]
+    return img.contiguous(), mask.contiguous(), lm2.contiguous(), w.contiguous(), pw.contiguous()
 
 
 def load_pseudo_labels(path, dataset: PreprocessedDataset, dim: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -188,4 +237,5 @@ def load_pseudo_labels(path, dataset: PreprocessedDataset, dim: int) -> tuple[to
     return out, have
 
 
-__all__ = ["FLIP_68", "Augment", "PreprocessedDataset", "augment_sample", "load_pseudo_labels"]
+__all__ = ["FLIP_68", "PART_MIRROR", "Augment", "PreprocessedDataset", "augment_sample", "cache_part_maps",
+           "load_pseudo_labels", "part_map_path"]

@@ -6,7 +6,8 @@ crop px², soft-capped), skin/face-masked robust photometric loss through `MeshR
 priors, monochrome-light prior, optional identity-perceptual loss (MobileFaceNet, when its asset
 exists), plus training's own: a penalty on expression values outside the model's range, and optional
 distillation from fitting results (pseudo-labels: a parameter loss on identity/expression plus a
-model-space vertex loss in mm²).
+model-space vertex loss in mm²), and optional 3DDFA_V3 PRDL (`w_prdl`) against each item's part map
+(the face parser's, cached per item by `regress.data.cache_part_maps`, augmented with the crop).
 
 Runs on CPU or CUDA. Under ``torchrun`` (WORLD_SIZE > 1) the W processes split each global batch
 of `batch` items, batch norm uses global statistics and DDP averages the gradients, so a step is
@@ -77,6 +78,10 @@ class TrainConfig:
     w_pseudo_param: float = 1.0
     w_pseudo_vertex: float = 0.01  # per mm²
     pseudo_labels: str | None = None
+    # 3DDFA_V3's PRDL against the items' part maps (ROOT/parts/NAME.png, made by the face parser on
+    # first use), px² like the landmark term; 0 = off. prdl_max_points: per part (objective.prdl).
+    w_prdl: float = 0.0
+    prdl_max_points: int = 300
     landmarks: str = "gt"  # "gt": manual labels where present; "detector": the detector's (3D convention)
     init: str | None = None  # regressor weights to start from (a fresh run, e.g. a fine-tuning leg)
     render_size: int = 112
@@ -109,6 +114,16 @@ class Losses:
         self.renderer = MeshRenderer(self.rcam, model.faces, outputs=("rgb", "mask"), antialias=False)
         self.lm_w = O.deep3d_landmark_weights(model.mean_shape.dtype, model.mean_shape.device)
         self.encoder = identity_encoder
+        self.part_mesh = self.anchors = None
+        if cfg.w_prdl > 0:
+            from ..models.annotations import annotations_for
+            from ..objective.prdl import PartMesh, anchor_grid
+
+            ann = annotations_for(model)
+            if ann is None:
+                raise ValueError(f"PRDL (w_prdl > 0) needs part annotations, which model {model.name} lacks")
+            self.part_mesh = PartMesh(ann, model.faces)
+            self.anchors = anchor_grid(224, 12, model.mean_shape.dtype, model.mean_shape.device)
 
     def __call__(self, reg: Regressor, raw: torch.Tensor, vec: torch.Tensor, batch: dict,
                  pseudo: tuple[torch.Tensor, torch.Tensor] | None = None):
@@ -135,6 +150,14 @@ class Losses:
         total = total + prior.mean() + cfg.w_light * O.light_prior(p.light).mean()
         total = total + cfg.w_exp_range * reg.expression_overflow(raw).mean()
         logs["prior"] = float(prior.detach().mean())
+        if self.part_mesh is not None and "parts" in batch:
+            from ..objective.prdl import label_map_points, prdl_term
+
+            target = label_map_points(batch["parts"], max_points=cfg.prdl_max_points, dtype=verts.dtype)
+            world = model.pose(verts, p.rotation, p.translation)
+            part = prdl_term(self.part_mesh, world, self.camera, target, self.anchors)
+            total = total + cfg.w_prdl * part.mean()
+            logs["prdl_px2"] = float(part.detach().mean())
         if need_render:
             S = cfg.render_size
             img = batch["image"]
@@ -167,6 +190,18 @@ class Losses:
         logs["total"] = float(total.detach())
         logs["batch"] = B
         return total, logs
+
+
+def _ensure_part_maps(dataset: PreprocessedDataset, show: bool) -> None:
+    """PRDL's targets: cache the face parser's map of every item that has none (the parser only when
+    some are missing, so a folder with its maps made elsewhere needs no parser)."""
+    from .data import cache_part_maps, part_map_path
+
+    if all(part_map_path(r, n).is_file() for r, n, _ in dataset.items):
+        return
+    from ..fit.targets import default_parser
+
+    cache_part_maps(dataset, default_parser(), show=show)
 
 
 def _global_mean(x: torch.Tensor) -> torch.Tensor:
@@ -215,7 +250,10 @@ def train(cfg: TrainConfig, resume: bool = False, validate=None, model: Morphabl
         D.convert_batchnorm(reg)
     if dataset is None:
         dataset = PreprocessedDataset(cfg.data, cfg.photo_weights, Augment() if cfg.augment else None,
-                                      seed=cfg.seed, landmarks=cfg.landmarks)
+                                      seed=cfg.seed, landmarks=cfg.landmarks, parts=cfg.w_prdl > 0)
+        if cfg.w_prdl > 0 and rank == 0:
+            _ensure_part_maps(dataset, progress)
+        D.barrier()
     if len(dataset) == 0:
         raise ValueError(f"no training items in {cfg.data}")
     pseudo_all = None
