@@ -194,10 +194,16 @@ def cmd_picture(args) -> None:
         rows.append(np.concatenate(row, 1))
     sheet = Image.fromarray(np.concatenate(rows, 0))
     d = ImageDraw.Draw(sheet)
+
+    def label(xy, text):
+        x, y = xy
+        d.rectangle([x - 2, y - 1, x + 6 * len(text) + 2, y + 11], fill=(0, 0, 0))
+        d.text((x, y), text, fill=(255, 255, 255))
+
     for j, i in enumerate(pick):
-        d.text((224 * j + 4, 4), f"yaw {yaws[i]:+.0f}", fill=(255, 255, 255))
+        label((224 * j + 4, 4), f"yaw {yaws[i]:+.0f}")
     for r, t in enumerate(("photo (AFLW2000-3D dev)", "network", "FaceMesh contours", "fit seg_visible")):
-        d.text((4, 224 * r + 210), t, fill=(255, 255, 255))
+        label((4, 224 * r + 208), t)
     if args.size != 224:
         sheet = sheet.resize((sheet.width * args.size // 224, sheet.height * args.size // 224), Image.LANCZOS)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)

@@ -268,7 +268,7 @@ def main(argv=None) -> int:
     p.add_argument("--steps", type=int, default=4000)
     p.add_argument("--batch", type=int, default=16)
     p.add_argument("--lr", type=float, default=3e-3)
-    p.add_argument("--input-size", type=int, default=160)
+    p.add_argument("--input-size", type=int, default=128)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--refresh", type=int, default=250, help="re-read the manifests every N steps")
