@@ -192,47 +192,35 @@ def test_facemesh_parser_uses_the_landmarker_and_counts_misses(ict_model):
 
 # -------------------------------------------------------------------------- trained weights
 
-def _synthetic_renders(model, yaws=(0.0, 25.0, -45.0, 65.0)):
-    """Shaded renders of random ICT faces over a textured background (made here, nothing committed)
-    and their exact label maps."""
-    from facerecon.models.annotations import annotations_for
-    from facerecon.render import MeshRenderer
-
-    ann = annotations_for(model)
-    faces, labels = ann.part_mesh(model.faces.numpy())
-    cam = PerspectiveCamera.deep3d(224)
-    g = torch.Generator().manual_seed(5)
-    imgs, maps = [], []
-    for i, yaw in enumerate(yaws):
-        p = model.random_params(1, generator=g, exp_scale=0.3)
-        light = torch.zeros(1, 27)
-        light[0, [0, 9, 18]] = 0.8 + 0.1 * i
-        light[0, [1, 10, 19]] = 0.2
-        light[0, [3, 12, 21]] = 0.15
-        p = p.replace(rotation=torch.tensor([[0.05, math.radians(yaw), 0.02]]),
-                      translation=torch.tensor([[0.0, -4.0, 20.0]]), light=light)
-        with torch.no_grad():
-            geo = model(p)
-            ys, xs = torch.meshgrid(torch.linspace(0, 1, 224), torch.linspace(0, 1, 224), indexing="ij")
-            bg = torch.stack([0.3 + 0.2 * xs, 0.35 + 0.1 * torch.sin(9 * ys), 0.4 + 0.0 * xs], -1)
-            out = MeshRenderer(cam, model.faces, outputs=("overlay",))(geo.vertices_world, geo.albedo, p.light,
-                                                                        background=bg)
-        imgs.append((out.overlay[0, ..., :3].clamp(0, 1).numpy() * 255 + 0.5).astype(np.uint8))
-        maps.append(part_label_map(ann.cap_vertices(geo.vertices_world[0]), faces, labels, cam))
-    return np.stack(imgs), np.stack(maps)
-
-
+@pytest.mark.slow
 @pytest.mark.assets
-def test_trained_parser_on_synthetic_renders(ict_model):
+def test_trained_parser_on_profiled_views_of_an_unseen_photo(astronaut_path, tmp_path):
+    """The data engine profiles scikit-image's astronaut (public domain, never trained on) to 6
+    views from frontal to profile, with exact labels; the shipped network must find its parts."""
+    from PIL import Image
+
+    from facerecon import assets
+    from facerecon.dataset import BuildConfig, build_dataset, load_sample, read_manifest
+
     try:
         parser = load_parser()
     except AssetError as e:
         pytest.skip(f"no trained parser weights: {e}")
-    imgs, maps = _synthetic_renders(ict_model)
-    pred = parser.parse(imgs)
-    iou = np.array([_iou(p, t) for p, t in zip(pred, maps)])
+    for a in ("3ddfa-v2", "retinaface", "ict-facekit"):
+        if assets.find(a) is None:
+            pytest.skip(f"asset '{a}' not found")
+    d = tmp_path / "photos"
+    d.mkdir()
+    Image.open(astronaut_path).convert("RGB").crop((96, 0, 352, 256)).save(d / "a.png")
+    s = build_dataset([d], tmp_path / "ds", BuildConfig(views=6, photometric=False), workers=1, progress=False)
+    assert s.ok == 1
+    rows = [r for r in read_manifest(tmp_path / "ds") if r["status"] == "ok"]
+    imgs = np.stack([np.asarray(Image.open(tmp_path / "ds" / r["image"]).convert("RGB")) for r in rows])
+    truth = np.stack([sample_label_map(load_sample(tmp_path / "ds" / r["sample"])) for r in rows])
+    iou = np.array([_iou(p, t) for p, t in zip(parser.parse(imgs), truth)])
     per_part = np.nanmean(iou, 0)
-    # Floor set below the measured figure (docs/parts.md); renders of the model's own albedo are not
-    # the photos it was trained on.
-    assert np.nanmean(per_part) > 0.5, dict(zip(PART_NAMES, per_part.round(3)))
-    assert per_part[PART_NAMES.index("skin")] > 0.7 and per_part[PART_NAMES.index("nose")] > 0.5
+    yaw = np.abs([r["yaw"] for r in rows])
+    # Floors below the measured figures (docs/parts.md: held-out views of the engine's val split).
+    assert np.nanmean(per_part) > 0.45, dict(zip(PART_NAMES, per_part.round(3)))
+    assert np.nanmean(iou[yaw <= 30]) > 0.5, (yaw, iou.round(2))
+    assert per_part[PART_NAMES.index("skin")] > 0.75 and per_part[PART_NAMES.index("nose")] > 0.5
