@@ -25,7 +25,7 @@ class PartNetConfig:
     """input_size: S, the side the 224² crop is resized to; widths: channels of the 1/2, 1/4, 1/8 and
     1/16 levels; n_classes: background + parts."""
 
-    input_size: int = 160
+    input_size: int = 128
     widths: tuple[int, int, int, int] = (16, 32, 64, 128)
     n_classes: int = 9
 
