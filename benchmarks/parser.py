@@ -207,7 +207,8 @@ def cmd_picture(args) -> None:
     if args.size != 224:
         sheet = sheet.resize((sheet.width * args.size // 224, sheet.height * args.size // 224), Image.LANCZOS)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    sheet.save(args.out, optimize=True)
+    # A 256-colour palette (octree: keeps the label colours exact) makes the committed PNG ~3x smaller.
+    sheet.quantize(colors=256, method=Image.Quantize.FASTOCTREE).save(args.out, optimize=True)
     print(f"{args.out}: {sheet.size}, yaws {[round(float(yaws[i])) for i in pick]}")
 
 
