@@ -10,6 +10,8 @@ no antialiasing.
   part_label_map  (H, W) uint8: 0 background, k + 1 where the front-most surface is part k; pixels
                   of unlabelled surface (label >= P) and of back faces (the inside of an open mesh
                   seen past its border) are 0 (V3's ``seg_visible``)
+  screen_label_map  the same from projected vertices (px + depth), e.g. a data-engine sample's
+                  ``vertices_px``
 """
 
 from __future__ import annotations
@@ -68,9 +70,26 @@ def part_label_map(vertices_world: torch.Tensor, faces, labels, camera: Perspect
     Returns:
         (H, W) uint8: 0 background (or unlabelled / back-facing surface), k + 1 for part k.
     """
-    scr = _screen(vertices_world, camera)
+    return screen_label_map(_screen(vertices_world, camera), faces, labels, camera.height, camera.width,
+                            n_parts=n_parts, near=float(camera.near))
+
+
+def screen_label_map(screen, faces, labels, height: int, width: int, n_parts: int = 8,
+                     near: float = 1e-12) -> np.ndarray:
+    """`part_label_map` from already projected vertices (e.g. a data-engine sample's ``vertices_px``).
+
+    Args:
+        screen: (V, 3) x px, y px (pixel centres at integers), depth mm (larger = farther).
+        faces: (F, 3) int64; labels: (F,) int64 part per triangle.
+        height, width: the map's size; near: depth below which triangles are clipped.
+
+    Returns:
+        (H, W) uint8: 0 background (or unlabelled / back-facing surface), k + 1 for part k.
+    """
+    scr = np.ascontiguousarray(np.asarray(screen, np.float64))
     f = np.asarray(faces, np.int64)
-    p2f = _face_ids(scr, f, camera)
+    p2f = _kernels.rasterize_visibility(scr[None], np.ascontiguousarray(f), int(height), int(width),
+                                        max(float(near), 1e-12), False)[0]
     s = scr[:, :2][f]
     # Back faces are clockwise on the y-down screen: positive signed area (render.rasterize).
     area = ((s[:, 1, 0] - s[:, 0, 0]) * (s[:, 2, 1] - s[:, 0, 1])
@@ -93,4 +112,4 @@ def unpack_masks(packed: np.ndarray, n_parts: int = 8) -> np.ndarray:
     return np.stack([(packed >> k) & 1 for k in range(n_parts)]).astype(bool)
 
 
-__all__ = ["pack_masks", "part_label_map", "part_masks", "unpack_masks"]
+__all__ = ["pack_masks", "part_label_map", "part_masks", "screen_label_map", "unpack_masks"]
