@@ -331,7 +331,11 @@ def test_fit_method_fills_part_maps_from_its_parser(ict_model, part_mesh, monkey
     # Without a parser module, `prdl=True` is refused when the method is built, by a clear error.
     import sys
 
+    import facerecon.detect
+
     monkeypatch.setitem(sys.modules, "facerecon.detect.parsing", None)
+    # `from ..detect import parsing` reads the package's attribute first, set once any test imported it.
+    monkeypatch.delattr(facerecon.detect, "parsing", raising=False)
     with pytest.raises(FaceReconError, match="face parser"):
         default_parser()
     with pytest.raises(FaceReconError, match="face parser"):
