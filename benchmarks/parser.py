@@ -93,7 +93,7 @@ def _dev_list(root: Path) -> list[tuple[str, float]]:
     return [(r.split("\t")[1], float(r.split("\t")[2])) for r in rows if r.strip()]
 
 
-def _fit_dev(root: Path, cache: Path, limit: int | None) -> None:
+def _fit_dev(root: Path, cache: Path, limit: int | None, prdl: bool = False) -> None:
     from facerecon.api import FaceReconstructor
     from facerecon.errors import FaceReconError
     from facerecon.log import progress
@@ -102,7 +102,7 @@ def _fit_dev(root: Path, cache: Path, limit: int | None) -> None:
     todo = [(n, y) for n, y in _dev_list(root)[:limit] if not (cache / (Path(n).stem + ".npz")).is_file()]
     if not todo:
         return
-    rec = FaceReconstructor(method="fit")
+    rec = FaceReconstructor(method="fit", prdl=prdl)
     for name, yaw in progress(todo, desc="fit dev"):
         out = cache / (Path(name).stem + ".npz")
         try:
@@ -129,7 +129,7 @@ def _load_cache(cache: Path, names) -> tuple[list, np.ndarray, np.ndarray, np.nd
 def cmd_dev(args) -> None:
     root = Path(args.root)
     cache = Path(args.cache)
-    _fit_dev(root, cache, args.limit)
+    _fit_dev(root, cache, args.limit, getattr(args, "prdl", False))
     names = _dev_list(root)[:args.limit]
     keep, crops, fits, yaws, failed = _load_cache(cache, names)
     parser = load_parser(args.weights)
@@ -225,6 +225,8 @@ def main(argv=None) -> int:
         d.add_argument("--root", default=str(shared / "data" / "aflw2000-3d-dev"))
         d.add_argument("--cache", required=True, help="folder for the fitted crops")
         d.add_argument("--limit", type=int, default=None)
+        d.add_argument("--prdl", action="store_true", help="fit with PRDL (--prdl) guided by this parser; "
+                       "use a separate --cache")
         if name == "dev":
             d.add_argument("--json", default=None)
         else:
