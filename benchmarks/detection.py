@@ -3,8 +3,8 @@
 Per |yaw| bin: found / missed / wrong face, and the NME of the picked face's landmarks
 (`facerecon.eval.detection` defines the match rule). Sets (`--sets`, all by default):
 
-- ``merl-pad``: aflw-lm68's MERL-RAV *test* faces (120x120 AFLW crops, manual labels; the train split
-  is never read), each resized to a random 130-260 px and placed at a random position on a canvas
+- ``merl-pad``: aflw-lm68's MERL-RAV *test* faces (120x120 AFLW crops, manual labels; `--split train`
+  draws the train split instead, for choosing settings without touching the test faces), each resized to a random 130-260 px and placed at a random position on a canvas
   1.8-2.6x its size filled with the crop's reflected, blurred surroundings (no second sharp face).
 - ``merl-lfw``: the same faces beside another person: an LFW photo (identity-sets/lfw, random
   200-400 px) is extended sideways by 0.9x its width with its blurred edge, and the crop is pasted
@@ -38,10 +38,10 @@ shared = Path(__file__).resolve().parents[2] / "shared"
 if "FACERECON_ASSETS" not in os.environ and (shared / "assets").is_dir():
     os.environ["FACERECON_ASSETS"] = str(shared / "assets")
 
-from PIL import Image, ImageFilter  # noqa: E402
+from PIL import Image, ImageFilter
 
-from facerecon.eval import detection as D  # noqa: E402
-from facerecon.eval.aflw2000 import yaw_bins  # noqa: E402
+from facerecon.eval import detection as D
+from facerecon.eval.aflw2000 import yaw_bins
 
 LFW_FACE = 0.45  # LFW face size (sqrt(w*h) of its 68 points) / photo side, roughly
 
@@ -73,10 +73,10 @@ def _map(pts: np.ndarray, scale: float, x: float, y: float) -> np.ndarray:
     return ((pts + 0.5) * scale - 0.5 + np.float32([x, y])).astype(np.float32)
 
 
-def merl_faces(root: Path, per_bin: int, seed: int) -> list[tuple[str, np.ndarray, np.ndarray, float]]:
-    """(name, crop (120,120,3), lm68 (68,2) NaN-holed, yaw) for up to per_bin MERL test faces per bin."""
+def merl_faces(root: Path, per_bin: int, seed: int, split: str = "test") -> list[tuple[str, np.ndarray, np.ndarray, float]]:
+    """(name, crop (120,120,3), lm68 (68,2) NaN-holed, yaw) for up to per_bin MERL faces of `split` per bin."""
     lab = np.load(root / "labels.npz")
-    test = np.flatnonzero(lab["merl_split"] == "test")
+    test = np.flatnonzero(lab["merl_split"] == split)
     rng = np.random.default_rng(seed)
     b = yaw_bins(lab["yaw_deg"][test])
     pick = []
@@ -131,10 +131,10 @@ def lfw_photos(root: Path) -> list[tuple[str, np.ndarray]]:
     return [(str(f.relative_to(root)), np.asarray(Image.open(f).convert("RGB"))) for f in files]
 
 
-def build_sets(names: list[str], per_bin: int, seed: int) -> dict[str, list[D.Sample]]:
+def build_sets(names: list[str], per_bin: int, seed: int, split: str = "test") -> dict[str, list[D.Sample]]:
     data = shared / "data"
     sets: dict[str, list[D.Sample]] = {}
-    faces = merl_faces(data / "aflw-lm68", per_bin, seed) if {"merl-pad", "merl-lfw"} & set(names) else []
+    faces = merl_faces(data / "aflw-lm68", per_bin, seed, split) if {"merl-pad", "merl-lfw"} & set(names) else []
     photos = lfw_photos(data / "identity-sets" / "lfw")
     if "merl-pad" in names:
         rng = np.random.default_rng(seed + 1)
@@ -153,6 +153,7 @@ def main() -> None:
     ap.add_argument("--per-bin", type=int, default=100, help="MERL test faces per |yaw| bin")
     ap.add_argument("--sets", default="merl-pad,merl-lfw,lfw")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--split", default="test", choices=("test", "train"), help="MERL-RAV split of the faces")
     ap.add_argument("--threads", type=int, default=1,
                     help="torch threads (1: on a loaded 2-core machine 2 threads made conv2d ~40x slower)")
     ap.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
@@ -171,9 +172,9 @@ def main() -> None:
     det = DefaultPipeline(**kw)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    sets = build_sets(args.sets.split(","), args.per_bin, args.seed)
+    sets = build_sets(args.sets.split(","), args.per_bin, args.seed, args.split)
     det.detect(next(iter(sets.values()))[0].image)  # warm-up: lazy loading is not latency
-    report = [f"options: {kw or 'defaults'}; per-bin {args.per_bin}; seed {args.seed}; threads {args.threads}", ""]
+    report = [f"options: {kw or 'defaults'}; MERL split {args.split}; per-bin {args.per_bin}; seed {args.seed}; threads {args.threads}", ""]
     for name, samples in sets.items():
         for s in samples[: args.save_images]:
             Image.fromarray(s.image).save(out / f"{s.name.replace('/', '_')}.jpg")

@@ -390,3 +390,84 @@ def test_suppress_contained_drops_boxes_mostly_inside_or_around_a_better_face():
     kept = suppress_contained([around, inside, best, other, edge])
     assert {tuple(f.box) for f in kept} == {tuple(best.box), tuple(other.box), tuple(edge.box)}
     assert [f.score for f in kept] == [0.99, 0.9, 0.95]  # largest first (edge and best tie in size)
+
+
+class _FakeBoxes:
+    """A box detector returning fixed faces on images of one size (the pipeline's padded / upscaled
+    retries see nothing), filtered by its score threshold like the real ones."""
+
+    def __init__(self, faces, score_threshold=0.0, shape=(500, 500)):
+        self.faces, self.score_threshold, self.shape = faces, score_threshold, shape
+
+    def detect(self, pixels):
+        if pixels.shape[:2] != self.shape:
+            return []
+        return [f for f in self.faces if f.score >= self.score_threshold]
+
+
+def _fake_pipeline(retina, conf_of, faceboxes=()):
+    """A DefaultPipeline whose detectors return `retina` / `faceboxes` faces and whose landmarks
+    give each box the mean TTA confidence conf_of(box) (landmarks = a grid filling the box)."""
+    from facerecon.detect.base import Face
+    from facerecon.detect.pipeline import RESCUE_LIKENESS, DefaultPipeline
+
+    pl = object.__new__(DefaultPipeline)
+    pl.min_score, pl.rescue_score, pl.rescue_likeness = 0.9, 0.5, RESCUE_LIKENESS
+    pl.retinaface = _FakeBoxes(retina, 0.5)
+    pl._faceboxes = _FakeBoxes(list(faceboxes), 0.9)
+
+    def landmarks(pixels, box, score=1.0, detector_face=None):
+        b = np.asarray(box, np.float32)
+        g = np.stack(np.meshgrid(np.linspace(b[0], b[2], 17), np.linspace(b[1], b[3], 4)), -1).reshape(-1, 2)
+        lm = np.concatenate([g, g[:0], np.repeat(g[:1], 68 - len(g), 0)]).astype(np.float32)
+        return Face(box=b, score=score, lm5=lm[:5], lm68=lm, lm68_conf=np.full(68, conf_of(tuple(b)), np.float32))
+
+    pl.landmarks = landmarks
+    return pl
+
+
+def _box_face(box, score):
+    from facerecon.detect.base import Face
+
+    return Face(box=np.array(box, np.float32), score=score, lm5=np.zeros((5, 2), np.float32))
+
+
+def test_pipeline_nested_boxes_resolved_by_face_likeness():
+    """A false box around a profile face and the background (score 0.98, landmarks scattered:
+    confidence 0.1) must not suppress the face inside it (0.92, confidence 0.6)."""
+    img = np.zeros((500, 500, 3), np.uint8)
+    big, face = _box_face([60, 10, 300, 270], 0.98), _box_face([90, 170, 170, 260], 0.92)
+    conf = {tuple(big.box): 0.1, tuple(face.box): 0.6}
+    pl = _fake_pipeline([big, face], conf.__getitem__)
+    out = pl.detect(img)
+    assert len(out) == 1 and tuple(out[0].box) == tuple(face.box)
+    # boxes() (no landmarks) keeps the detector-score rule
+    assert [tuple(f.box) for f in pl.boxes(img)] == [tuple(big.box)]
+    # a consistent big box (a real face, confidence 0.6) still wins over a part of it
+    conf[tuple(big.box)] = 0.6
+    assert tuple(_fake_pipeline([big, face], conf.__getitem__).detect(img)[0].box) == tuple(big.box)
+
+
+def test_pipeline_rescues_weak_boxes_only_when_face_like():
+    from facerecon.detect.pipeline import RESCUE_LIKENESS
+
+    img = np.zeros((500, 500, 3), np.uint8)  # >= 400 px: no 2x-upscale retry
+    weak = _box_face([100, 100, 200, 220], 0.7)
+    # landmarks agree (0.7 x 0.6 = 0.42 >= RESCUE_LIKENESS): rescued
+    out = _fake_pipeline([weak], lambda b: 0.6).detect(img)
+    assert len(out) == 1 and tuple(out[0].box) == tuple(weak.box) and out[0].score == 0.7
+    # scattered landmarks: nothing
+    assert _fake_pipeline([weak], lambda b: 0.9 * RESCUE_LIKENESS / 0.7).detect(img) == []
+    # weak boxes from the padded retry are mapped back (x - pad) and deduplicated with the first pass's
+    pl = _fake_pipeline([weak], lambda b: 0.6)
+    pl.retinaface.shape = (750, 750)  # the image padded by 25 % per side: 125 px
+    out = pl.detect(img)
+    assert len(out) == 1
+    np.testing.assert_allclose(out[0].box, weak.box - 125)
+    # a strong box anywhere disables the rescue: the weak one is never returned
+    strong = _box_face([300, 300, 360, 360], 0.95)
+    out = _fake_pipeline([weak, strong], lambda b: 0.6).detect(img)
+    assert [tuple(f.box) for f in out] == [tuple(strong.box)]
+    # FaceBoxes' strong box also disables it
+    out = _fake_pipeline([weak], lambda b: 0.6, faceboxes=[strong]).detect(img)
+    assert [tuple(f.box) for f in out] == [tuple(strong.box)]
