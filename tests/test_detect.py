@@ -464,10 +464,37 @@ def test_pipeline_rescues_weak_boxes_only_when_face_like():
     out = pl.detect(img)
     assert len(out) == 1
     np.testing.assert_allclose(out[0].box, weak.box - 125)
-    # a strong box anywhere disables the rescue: the weak one is never returned
+    # a smaller weak box beside a face-like strong one is never landmarked (it could not come first)
     strong = _box_face([300, 300, 360, 360], 0.95)
-    out = _fake_pipeline([weak, strong], lambda b: 0.6).detect(img)
+    seen = []
+    pl = _fake_pipeline([weak, strong], lambda b: seen.append(b) or 0.6)
+    pl.retinaface.faces[1] = _box_face([300, 300, 460, 460], 0.95)  # larger than the weak box
+    assert [tuple(f.box) for f in pl.detect(img)] == [(300, 300, 460, 460)] and len(seen) == 1
+    # a larger weak box (a profile RetinaFace scores 0.7) beside a smaller frontal face: rescued, and
+    # first when face-like (0.7 x 0.8 = 0.56 >= FACE_LIKENESS), second when only rescue-worthy (0.42)
+    out = _fake_pipeline([weak, strong], {tuple(weak.box): 0.8, tuple(strong.box): 0.95}.__getitem__).detect(img)
+    assert [tuple(f.box) for f in out] == [tuple(weak.box), tuple(strong.box)]
+    out = _fake_pipeline([weak, strong], {tuple(weak.box): 0.6, tuple(strong.box): 0.95}.__getitem__).detect(img)
+    assert [tuple(f.box) for f in out] == [tuple(strong.box), tuple(weak.box)]
+    # ... unless its landmarks scatter
+    out = _fake_pipeline([weak, strong], {tuple(weak.box): 0.2, tuple(strong.box): 0.95}.__getitem__).detect(img)
     assert [tuple(f.box) for f in out] == [tuple(strong.box)]
-    # FaceBoxes' strong box also disables it
-    out = _fake_pipeline([weak], lambda b: 0.6, faceboxes=[strong]).detect(img)
+    # FaceBoxes' boxes count as strong ones
+    out = _fake_pipeline([], lambda b: 0.6, faceboxes=[strong]).detect(img)
     assert [tuple(f.box) for f in out] == [tuple(strong.box)]
+
+
+def test_pipeline_ranks_face_like_faces_by_size():
+    """A profile (likeness 0.55) larger than a frontal face (0.96) comes first; a larger false box
+    (0.1) never does; among non-face-like boxes size x likeness decides."""
+    from facerecon.detect.pipeline import FACE_LIKENESS
+
+    img = np.zeros((500, 500, 3), np.uint8)
+    profile, frontal = _box_face([20, 20, 150, 150], 0.99), _box_face([300, 300, 390, 390], 1.0)
+    false = _box_face([200, 0, 480, 250], 0.99)
+    conf = {tuple(profile.box): 0.56, tuple(frontal.box): 0.96, tuple(false.box): 0.1}
+    out = _fake_pipeline([profile, frontal, false], conf.__getitem__).detect(img)
+    assert [tuple(f.box) for f in out] == [tuple(profile.box), tuple(frontal.box), tuple(false.box)]
+    assert 0.99 * 0.56 >= FACE_LIKENESS > 0.99 * 0.1
+    # the old rule (size x likeness) would have picked the frontal face: 130 x 0.55 < 90 x 0.96
+    assert 130 * 0.99 * 0.56 < 90 * 0.96

@@ -21,7 +21,10 @@ from .base import Face, sort_by_size
 from .nms import box_area, box_intersection
 from .retinaface import as_pixels
 
-RESCUE_LIKENESS = 0.25  # chosen on MERL-RAV *train* placements (docs/detection.md)
+# Chosen on MERL-RAV *train* faces placed like the benchmark's (docs/detection.md): false boxes
+# score a likeness of 0.07 (median; 90 % <= 0.2, max 0.5), true faces 0.92 (5 % <= 0.54).
+FACE_LIKENESS = 0.5  # at or above: a face, ranked by size alone
+RESCUE_LIKENESS = 0.25
 RESCUE_MAX = 3  # weak boxes landmarked at most (the rescue's cost: ~20 ms each with TTA)
 
 
@@ -75,11 +78,11 @@ class DefaultPipeline:
     min_score: detector score threshold (0.9: on AFLW2000-3D profiles RetinaFace emits large
                false boxes beside the face at 0.5-0.9 that would win "largest face"; true faces
                score >= 0.99 almost always, and FaceBoxes/padding retries catch the rest).
-    rescue_score, rescue_likeness: when no box reaches min_score (after every retry), RetinaFace's
-               boxes down to rescue_score are landmarked and kept if their `face_likeness`
-               (score x mean TTA landmark confidence) reaches rescue_likeness: profiles that
-               RetinaFace scores 0.5-0.9 and FaceBoxes misses (docs/detection.md, "Detection
-               benchmark"). rescue_score >= min_score turns the rescue off.
+    rescue_score, rescue_likeness: RetinaFace's boxes from rescue_score to min_score that are
+               larger than every face-like face found are landmarked and kept if their
+               `face_likeness` (score x mean TTA landmark confidence) reaches rescue_likeness:
+               profiles that RetinaFace scores 0.5-0.9 (see `detect`; docs/detection.md,
+               "Detection benchmark"). rescue_score >= min_score turns the rescue off.
     """
 
     name = "default"
@@ -146,10 +149,10 @@ class DefaultPipeline:
 
         faces, weak = split(self.retinaface.detect(pixels))
         if faces:
-            return faces, []
+            return faces, weak
         faces = self.faceboxes.detect(pixels)
         if faces:
-            return faces, []
+            return faces, weak
         h, w = pixels.shape[:2]
         pad = int(0.25 * max(h, w))
         padded = np.zeros((h + 2 * pad, w + 2 * pad, 3), np.uint8)
@@ -157,7 +160,7 @@ class DefaultPipeline:
         faces, weak2 = split(_shift_faces(self.retinaface.detect(padded), pad, pad))
         weak += weak2
         if faces:
-            return sort_by_size(faces), []
+            return sort_by_size(faces), weak
         if max(h, w) < 400:
             from PIL import Image as PILImage
 
@@ -165,7 +168,7 @@ class DefaultPipeline:
             faces, weak2 = split(_shift_faces(self.retinaface.detect(big), 0, 0, 2.0))
             weak += weak2
             if faces:
-                return sort_by_size(faces), []
+                return sort_by_size(faces), weak
         return [], weak
 
     # -- landmarks ---------------------------------------------------------------------------
@@ -221,21 +224,24 @@ class DefaultPipeline:
                        source=f"{det}+{source}" if det else source, mediapipe_weight=w, detector_lm5=det_lm5)
 
     def detect(self, image) -> list[Face]:
-        """Faces, largest first, where "largest" is weighted by how face-like each detection is:
-        size × detector score × mean landmark confidence (the TTA passes agree on a real face and
-        scatter on a false box). On AFLW2000-3D profiles RetinaFace sometimes returns a box beside
-        the face that is slightly larger than the face itself; this ranking keeps the real one."""
+        """Faces, best first: faces whose `face_likeness` (detector score x mean TTA landmark
+        confidence: the passes agree on a real face and scatter on a false box) reaches
+        FACE_LIKENESS, largest first, then the others by size x likeness. Nested boxes are
+        resolved by face-likeness after landmarking: a false box around a profile face and the
+        background beside it can outscore the face itself (0.98 vs 0.92). A weaker RetinaFace box
+        (rescue_score..min_score) is landmarked when it is larger than every face-like face found
+        (only then could it be the face returned first) and kept when its likeness reaches
+        rescue_likeness: profiles that RetinaFace scores 0.5-0.9 (docs/detection.md)."""
         pixels = as_pixels(image)
         strong, weak = self._boxes(pixels)
-        # Nested boxes are resolved after landmarking, by face-likeness: a false box around a
-        # profile face and the background beside it can outscore the face itself (0.98 vs 0.92).
         faces = suppress_contained([self.landmarks(pixels, f.box, f.score, f) for f in strong], key=face_likeness)
-        if not faces and weak:  # rescue: weaker boxes whose landmarks agree like a face's
-            weak = suppress_contained(weak)[:RESCUE_MAX]
-            faces = [f for f in (self.landmarks(pixels, b.box, b.score, b) for b in weak)
-                     if face_likeness(f) >= self.rescue_likeness]
-            faces = suppress_contained(faces, key=face_likeness)
-        return sorted(faces, key=_faceness, reverse=True)
+        top = max((f.size for f in faces if face_likeness(f) >= FACE_LIKENESS), default=0.0)
+        weak = [b for b in suppress_contained(weak) if b.size > top][:RESCUE_MAX]
+        if weak:
+            rescued = [f for f in (self.landmarks(pixels, b.box, b.score, b) for b in weak)
+                       if face_likeness(f) >= self.rescue_likeness]
+            faces = suppress_contained(faces + rescued, key=face_likeness)
+        return sorted(faces, key=_rank, reverse=True)
 
 
 class FastPipeline(DefaultPipeline):
@@ -254,5 +260,6 @@ def face_likeness(f: Face) -> float:
     return f.score * conf
 
 
-def _faceness(f: Face) -> float:
-    return f.size * face_likeness(f)
+def _rank(f: Face) -> tuple[bool, float]:
+    like = face_likeness(f)
+    return (like >= FACE_LIKENESS, f.size if like >= FACE_LIKENESS else f.size * like)
