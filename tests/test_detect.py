@@ -498,3 +498,18 @@ def test_pipeline_ranks_face_like_faces_by_size():
     assert 0.99 * 0.56 >= FACE_LIKENESS > 0.99 * 0.1
     # the old rule (size x likeness) would have picked the frontal face: 130 x 0.55 < 90 x 0.96
     assert 130 * 0.99 * 0.56 < 90 * 0.96
+
+
+def test_pipeline_overlapping_boxes_are_one_face():
+    """Two face-like boxes on one profile, the shifted one a few pixels larger (intersection 45 % of
+    the smaller): the more face-like one is returned, the other dropped."""
+    img = np.zeros((500, 500, 3), np.uint8)
+    true, shifted = _box_face([197, 93, 290, 252], 0.99), _box_face([247, 87, 348, 247], 0.97)
+    conf = {tuple(true.box): 0.91, tuple(shifted.box): 0.71}
+    out = _fake_pipeline([true, shifted], conf.__getitem__).detect(img)
+    assert [tuple(f.box) for f in out] == [tuple(true.box)]
+    # two faces side by side (overlap 20 % of the smaller) are both kept, larger first
+    other = _box_face([272, 93, 380, 252], 0.99)
+    conf[tuple(other.box)] = 0.6
+    out = _fake_pipeline([true, other], conf.__getitem__).detect(img)
+    assert [tuple(f.box) for f in out] == [tuple(other.box), tuple(true.box)]

@@ -25,6 +25,10 @@ from .retinaface import as_pixels
 # score a likeness of 0.07 (median; 90 % <= 0.2, max 0.5), true faces 0.92 (5 % <= 0.54).
 FACE_LIKENESS = 0.5  # at or above: a face, ranked by size alone
 RESCUE_LIKENESS = 0.25
+# Landmarked boxes overlapping by more than this (intersection / the smaller box) are one face: the
+# more face-like stays. Ranking face-like faces by size alone would otherwise let a box shifted off
+# a profile (RetinaFace's NMS keeps pairs at IoU < 0.4) win by a few pixels.
+DUPLICATE_OVERLAP = 0.4
 RESCUE_MAX = 3  # weak boxes landmarked at most (the rescue's cost: ~20 ms each with TTA)
 
 
@@ -226,21 +230,22 @@ class DefaultPipeline:
     def detect(self, image) -> list[Face]:
         """Faces, best first: faces whose `face_likeness` (detector score x mean TTA landmark
         confidence: the passes agree on a real face and scatter on a false box) reaches
-        FACE_LIKENESS, largest first, then the others by size x likeness. Nested boxes are
-        resolved by face-likeness after landmarking: a false box around a profile face and the
+        FACE_LIKENESS, largest first, then the others by size x likeness. Nested or overlapping
+        boxes (DUPLICATE_OVERLAP) are resolved by face-likeness after landmarking: a false box around a profile face and the
         background beside it can outscore the face itself (0.98 vs 0.92). A weaker RetinaFace box
         (rescue_score..min_score) is landmarked when it is larger than every face-like face found
         (only then could it be the face returned first) and kept when its likeness reaches
         rescue_likeness: profiles that RetinaFace scores 0.5-0.9 (docs/detection.md)."""
         pixels = as_pixels(image)
         strong, weak = self._boxes(pixels)
-        faces = suppress_contained([self.landmarks(pixels, f.box, f.score, f) for f in strong], key=face_likeness)
+        faces = suppress_contained([self.landmarks(pixels, f.box, f.score, f) for f in strong],
+                                   DUPLICATE_OVERLAP, key=face_likeness)
         top = max((f.size for f in faces if face_likeness(f) >= FACE_LIKENESS), default=0.0)
         weak = [b for b in suppress_contained(weak) if b.size > top][:RESCUE_MAX]
         if weak:
             rescued = [f for f in (self.landmarks(pixels, b.box, b.score, b) for b in weak)
                        if face_likeness(f) >= self.rescue_likeness]
-            faces = suppress_contained(faces + rescued, key=face_likeness)
+            faces = suppress_contained(faces + rescued, DUPLICATE_OVERLAP, key=face_likeness)
         return sorted(faces, key=_rank, reverse=True)
 
 
