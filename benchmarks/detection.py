@@ -10,6 +10,9 @@ Per |yaw| bin: found / missed / wrong face, and the NME of the picked face's lan
   200-400 px) is extended sideways by 0.9x its width with its blurred edge, and the crop is pasted
   there (feathered) with its face 1.15-1.6x the LFW face's size (LFW faces are ~0.45 of the photo), so
   the labelled face is the largest one and the LFW face is a real "wrong face" to avoid.
+- ``engine-pad`` / ``engine-lfw`` (with ``--engine DIR``): the data engine's views (`facerecon dataset
+  build ... --no-photometric --views 4`, docs/dataset.md; exact model landmarks at every yaw, all 68
+  positioned) placed the same two ways; the LFW photo beside is of another identity.
 - ``lfw``: the 200 LFW photos themselves; the person is the face at the image centre (no landmarks,
   no yaw: one row; centre rule of `eval.detection`).
 
@@ -17,7 +20,7 @@ The MERL faces are drawn per |yaw| bin (`--per-bin`, the same faces for both pla
 fixed (`--seed`), so two runs see the same images.
 
     python benchmarks/detection.py [--per-bin 100] [--sets merl-pad,merl-lfw,lfw] [--threads 1]
-        [--option KEY=VALUE ...] [-o DIR]
+        [--engine DIR] [--option KEY=VALUE ...] [-o DIR]
 
 `--option` passes keyword arguments to the detector (`DefaultPipeline`), e.g. to compare settings.
 """
@@ -126,12 +129,33 @@ def place_lfw(face, photo: np.ndarray, rng) -> D.Sample:
     return D.Sample(f"lfw-paste/{name}", canvas, _map(pts, s, x, y), yaw)
 
 
+def engine_faces(root: Path, per_bin: int, seed: int) -> list[tuple[str, np.ndarray, np.ndarray, float]]:
+    """(name, 224x224 crop, lm68 (68, 2) exact model landmarks, yaw) from a `facerecon dataset build`
+    folder, up to per_bin samples per |yaw| bin (every view, the unrotated view 0 included)."""
+    import json
+
+    rows = [json.loads(ln) for ln in (root / "manifest.jsonl").read_text().splitlines() if ln.strip()]
+    rows = [r for r in rows if r.get("status") == "ok"]
+    rng = np.random.default_rng(seed)
+    b = yaw_bins(np.array([r["yaw"] for r in rows]))
+    out = []
+    for k in range(3):
+        for i in sorted(rng.permutation(np.flatnonzero(b == k))[:per_bin]):
+            r = rows[i]
+            with np.load(root / r["sample"]) as z:
+                lm = z["lm68"].astype(np.float32)
+            img = np.asarray(Image.open(root / r["image"]).convert("RGB"))
+            out.append((Path(r["image"]).stem, img, lm, float(r["yaw"])))
+    return out
+
+
 def lfw_photos(root: Path) -> list[tuple[str, np.ndarray]]:
     files = sorted(root.glob("*/*.jpg"))
     return [(str(f.relative_to(root)), np.asarray(Image.open(f).convert("RGB"))) for f in files]
 
 
-def build_sets(names: list[str], per_bin: int, seed: int, split: str = "test") -> dict[str, list[D.Sample]]:
+def build_sets(names: list[str], per_bin: int, seed: int, split: str = "test",
+               engine: str | None = None) -> dict[str, list[D.Sample]]:
     data = shared / "data"
     sets: dict[str, list[D.Sample]] = {}
     faces = merl_faces(data / "aflw-lm68", per_bin, seed, split) if {"merl-pad", "merl-lfw"} & set(names) else []
@@ -142,6 +166,18 @@ def build_sets(names: list[str], per_bin: int, seed: int, split: str = "test") -
     if "merl-lfw" in names:
         rng = np.random.default_rng(seed + 2)
         sets["merl-lfw"] = [place_lfw(f, photos[int(rng.integers(len(photos)))][1], rng) for f in faces]
+    if engine is not None:
+        views = engine_faces(Path(engine), per_bin, seed)
+        rng = np.random.default_rng(seed + 3)
+        sets["engine-pad"] = [place_pad(f, rng) for f in views]
+        # the views are of LFW people: the photo beside is drawn from the other identities
+        sets["engine-lfw"] = []
+        for f in views:
+            while True:
+                n, im = photos[int(rng.integers(len(photos)))]
+                if n.split("/")[0] not in f[0]:
+                    break
+            sets["engine-lfw"].append(place_lfw(f, im, rng))
     if "lfw" in names:
         sets["lfw"] = [D.Sample(f"lfw/{n}", im, None, float("nan"), ((im.shape[1] - 1) / 2, (im.shape[0] - 1) / 2))
                        for n, im in photos]
@@ -153,6 +189,8 @@ def main() -> None:
     ap.add_argument("--per-bin", type=int, default=100, help="MERL test faces per |yaw| bin")
     ap.add_argument("--sets", default="merl-pad,merl-lfw,lfw")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--engine", default=None, metavar="DIR",
+                    help="a `facerecon dataset build` output: adds sets engine-pad / engine-lfw of its views")
     ap.add_argument("--split", default="test", choices=("test", "train"), help="MERL-RAV split of the faces")
     ap.add_argument("--threads", type=int, default=1,
                     help="torch threads (1: on a loaded 2-core machine 2 threads made conv2d ~40x slower)")
@@ -172,7 +210,7 @@ def main() -> None:
     det = DefaultPipeline(**kw)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    sets = build_sets(args.sets.split(","), args.per_bin, args.seed, args.split)
+    sets = build_sets(args.sets.split(","), args.per_bin, args.seed, args.split, args.engine)
     det.detect(next(iter(sets.values()))[0].image)  # warm-up: lazy loading is not latency
     report = [f"options: {kw or 'defaults'}; MERL split {args.split}; per-bin {args.per_bin}; seed {args.seed}; threads {args.threads}", ""]
     for name, samples in sets.items():
