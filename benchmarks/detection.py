@@ -212,7 +212,9 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     sets = build_sets(args.sets.split(","), args.per_bin, args.seed, args.split, args.engine)
     det.detect(next(iter(sets.values()))[0].image)  # warm-up: lazy loading is not latency
-    report = [f"options: {kw or 'defaults'}; MERL split {args.split}; per-bin {args.per_bin}; seed {args.seed}; threads {args.threads}", ""]
+    import facerecon
+
+    report = [f"package: {Path(facerecon.__file__).parent}", f"options: {kw or 'defaults'}; MERL split {args.split}; per-bin {args.per_bin}; seed {args.seed}; threads {args.threads}", ""]
     for name, samples in sets.items():
         for s in samples[: args.save_images]:
             Image.fromarray(s.image).save(out / f"{s.name.replace('/', '_')}.jpg")
