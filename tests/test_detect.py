@@ -412,7 +412,7 @@ def _fake_pipeline(retina, conf_of, faceboxes=()):
     from facerecon.detect.pipeline import RESCUE_LIKENESS, DefaultPipeline
 
     pl = object.__new__(DefaultPipeline)
-    pl.min_score, pl.rescue_score, pl.rescue_likeness = 0.9, 0.5, RESCUE_LIKENESS
+    pl.min_score, pl.rescue_score, pl.rescue_likeness, pl.tta = 0.9, 0.5, RESCUE_LIKENESS, True
     pl.retinaface = _FakeBoxes(retina, 0.5)
     pl._faceboxes = _FakeBoxes(list(faceboxes), 0.9)
 
@@ -513,3 +513,16 @@ def test_pipeline_overlapping_boxes_are_one_face():
     conf[tuple(other.box)] = 0.6
     out = _fake_pipeline([true, other], conf.__getitem__).detect(img)
     assert [tuple(f.box) for f in out] == [tuple(other.box), tuple(true.box)]
+
+
+def test_pipeline_without_tta_never_rescues():
+    """FastPipeline (no TTA) has no landmark confidence: a weak box is never returned."""
+    img = np.zeros((500, 500, 3), np.uint8)
+    weak, strong = _box_face([100, 100, 300, 300], 0.7), _box_face([350, 350, 400, 400], 0.95)
+    pl = _fake_pipeline([weak, strong], lambda b: 0.6)
+    pl.tta = False
+    assert [tuple(f.box) for f in pl.detect(img)] == [tuple(strong.box)]
+    assert pl.detect(np.zeros((500, 500, 3), np.uint8)) and _fake_pipeline([weak], lambda b: 0.6).detect(img)
+    pl = _fake_pipeline([weak], lambda b: 0.6)
+    pl.tta = False
+    assert pl.detect(img) == []

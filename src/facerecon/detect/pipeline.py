@@ -242,7 +242,8 @@ class DefaultPipeline:
         faces = suppress_contained([self.landmarks(pixels, f.box, f.score, f) for f in strong],
                                    DUPLICATE_OVERLAP, key=face_likeness)
         top = max((f.size for f in faces if face_likeness(f) >= FACE_LIKENESS), default=0.0)
-        weak = [b for b in suppress_contained(weak) if b.size > top][:RESCUE_MAX]
+        # Without TTA there is no landmark confidence to tell a weak face from a false box: no rescue.
+        weak = [b for b in suppress_contained(weak) if b.size > top][:RESCUE_MAX] if self.tta else []
         if weak:
             rescued = [f for f in (self.landmarks(pixels, b.box, b.score, b) for b in weak)
                        if face_likeness(f) >= self.rescue_likeness]
