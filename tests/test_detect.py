@@ -390,3 +390,139 @@ def test_suppress_contained_drops_boxes_mostly_inside_or_around_a_better_face():
     kept = suppress_contained([around, inside, best, other, edge])
     assert {tuple(f.box) for f in kept} == {tuple(best.box), tuple(other.box), tuple(edge.box)}
     assert [f.score for f in kept] == [0.99, 0.9, 0.95]  # largest first (edge and best tie in size)
+
+
+class _FakeBoxes:
+    """A box detector returning fixed faces on images of one size (the pipeline's padded / upscaled
+    retries see nothing), filtered by its score threshold like the real ones."""
+
+    def __init__(self, faces, score_threshold=0.0, shape=(500, 500)):
+        self.faces, self.score_threshold, self.shape = faces, score_threshold, shape
+
+    def detect(self, pixels):
+        if pixels.shape[:2] != self.shape:
+            return []
+        return [f for f in self.faces if f.score >= self.score_threshold]
+
+
+def _fake_pipeline(retina, conf_of, faceboxes=()):
+    """A DefaultPipeline whose detectors return `retina` / `faceboxes` faces and whose landmarks
+    give each box the mean TTA confidence conf_of(box) (landmarks = a grid filling the box)."""
+    from facerecon.detect.base import Face
+    from facerecon.detect.pipeline import RESCUE_LIKENESS, DefaultPipeline
+
+    pl = object.__new__(DefaultPipeline)
+    pl.min_score, pl.rescue_score, pl.rescue_likeness, pl.tta = 0.9, 0.5, RESCUE_LIKENESS, True
+    pl.retinaface = _FakeBoxes(retina, 0.5)
+    pl._faceboxes = _FakeBoxes(list(faceboxes), 0.9)
+
+    def landmarks(pixels, box, score=1.0, detector_face=None):
+        b = np.asarray(box, np.float32)
+        g = np.stack(np.meshgrid(np.linspace(b[0], b[2], 17), np.linspace(b[1], b[3], 4)), -1).reshape(-1, 2)
+        lm = np.concatenate([g, g[:0], np.repeat(g[:1], 68 - len(g), 0)]).astype(np.float32)
+        return Face(box=b, score=score, lm5=lm[:5], lm68=lm, lm68_conf=np.full(68, conf_of(tuple(b)), np.float32))
+
+    pl.landmarks = landmarks
+    return pl
+
+
+def _box_face(box, score):
+    from facerecon.detect.base import Face
+
+    return Face(box=np.array(box, np.float32), score=score, lm5=np.zeros((5, 2), np.float32))
+
+
+def test_pipeline_nested_boxes_resolved_by_face_likeness():
+    """A false box around a profile face and the background (score 0.98, landmarks scattered:
+    confidence 0.1) must not suppress the face inside it (0.92, confidence 0.6)."""
+    img = np.zeros((500, 500, 3), np.uint8)
+    big, face = _box_face([60, 10, 300, 270], 0.98), _box_face([90, 170, 170, 260], 0.92)
+    conf = {tuple(big.box): 0.1, tuple(face.box): 0.6}
+    pl = _fake_pipeline([big, face], conf.__getitem__)
+    out = pl.detect(img)
+    assert len(out) == 1 and tuple(out[0].box) == tuple(face.box)
+    # boxes() (no landmarks) keeps the detector-score rule
+    assert [tuple(f.box) for f in pl.boxes(img)] == [tuple(big.box)]
+    # a consistent big box (a real face, confidence 0.6) still wins over a part of it
+    conf[tuple(big.box)] = 0.6
+    assert tuple(_fake_pipeline([big, face], conf.__getitem__).detect(img)[0].box) == tuple(big.box)
+
+
+def test_pipeline_rescues_weak_boxes_only_when_face_like():
+    from facerecon.detect.pipeline import RESCUE_LIKENESS
+
+    img = np.zeros((500, 500, 3), np.uint8)  # >= 400 px: no 2x-upscale retry
+    weak = _box_face([100, 100, 200, 220], 0.7)
+    # landmarks agree (0.7 x 0.6 = 0.42 >= RESCUE_LIKENESS): rescued
+    out = _fake_pipeline([weak], lambda b: 0.6).detect(img)
+    assert len(out) == 1 and tuple(out[0].box) == tuple(weak.box) and out[0].score == 0.7
+    # scattered landmarks: nothing
+    assert _fake_pipeline([weak], lambda b: 0.9 * RESCUE_LIKENESS / 0.7).detect(img) == []
+    # weak boxes from the padded retry are mapped back (x - pad) and deduplicated with the first pass's
+    pl = _fake_pipeline([weak], lambda b: 0.6)
+    pl.retinaface.shape = (750, 750)  # the image padded by 25 % per side: 125 px
+    out = pl.detect(img)
+    assert len(out) == 1
+    np.testing.assert_allclose(out[0].box, weak.box - 125)
+    # a smaller weak box beside a face-like strong one is never landmarked (it could not come first)
+    strong = _box_face([300, 300, 360, 360], 0.95)
+    seen = []
+    pl = _fake_pipeline([weak, strong], lambda b: seen.append(b) or 0.6)
+    pl.retinaface.faces[1] = _box_face([300, 300, 460, 460], 0.95)  # larger than the weak box
+    assert [tuple(f.box) for f in pl.detect(img)] == [(300, 300, 460, 460)] and len(seen) == 1
+    # a larger weak box (a profile RetinaFace scores 0.7) beside a smaller frontal face: rescued, and
+    # first when face-like (0.7 x 0.8 = 0.56 >= FACE_LIKENESS), second when only rescue-worthy (0.42)
+    out = _fake_pipeline([weak, strong], {tuple(weak.box): 0.8, tuple(strong.box): 0.95}.__getitem__).detect(img)
+    assert [tuple(f.box) for f in out] == [tuple(weak.box), tuple(strong.box)]
+    out = _fake_pipeline([weak, strong], {tuple(weak.box): 0.6, tuple(strong.box): 0.95}.__getitem__).detect(img)
+    assert [tuple(f.box) for f in out] == [tuple(strong.box), tuple(weak.box)]
+    # ... unless its landmarks scatter
+    out = _fake_pipeline([weak, strong], {tuple(weak.box): 0.2, tuple(strong.box): 0.95}.__getitem__).detect(img)
+    assert [tuple(f.box) for f in out] == [tuple(strong.box)]
+    # FaceBoxes' boxes count as strong ones
+    out = _fake_pipeline([], lambda b: 0.6, faceboxes=[strong]).detect(img)
+    assert [tuple(f.box) for f in out] == [tuple(strong.box)]
+
+
+def test_pipeline_ranks_face_like_faces_by_size():
+    """A profile (likeness 0.55) larger than a frontal face (0.96) comes first; a larger false box
+    (0.1) never does; among non-face-like boxes size x likeness decides."""
+    from facerecon.detect.pipeline import FACE_LIKENESS
+
+    img = np.zeros((500, 500, 3), np.uint8)
+    profile, frontal = _box_face([20, 20, 150, 150], 0.99), _box_face([300, 300, 390, 390], 1.0)
+    false = _box_face([200, 0, 480, 250], 0.99)
+    conf = {tuple(profile.box): 0.56, tuple(frontal.box): 0.96, tuple(false.box): 0.1}
+    out = _fake_pipeline([profile, frontal, false], conf.__getitem__).detect(img)
+    assert [tuple(f.box) for f in out] == [tuple(profile.box), tuple(frontal.box), tuple(false.box)]
+    assert 0.99 * 0.56 >= FACE_LIKENESS > 0.99 * 0.1
+    # the old rule (size x likeness) would have picked the frontal face: 130 x 0.55 < 90 x 0.96
+    assert 130 * 0.99 * 0.56 < 90 * 0.96
+
+
+def test_pipeline_overlapping_boxes_are_one_face():
+    """Two face-like boxes on one profile, the shifted one a few pixels larger (intersection 45 % of
+    the smaller): the more face-like one is returned, the other dropped."""
+    img = np.zeros((500, 500, 3), np.uint8)
+    true, shifted = _box_face([197, 93, 290, 252], 0.99), _box_face([247, 87, 348, 247], 0.97)
+    conf = {tuple(true.box): 0.91, tuple(shifted.box): 0.71}
+    out = _fake_pipeline([true, shifted], conf.__getitem__).detect(img)
+    assert [tuple(f.box) for f in out] == [tuple(true.box)]
+    # two faces side by side (overlap 20 % of the smaller) are both kept, larger first
+    other = _box_face([272, 93, 380, 252], 0.99)
+    conf[tuple(other.box)] = 0.6
+    out = _fake_pipeline([true, other], conf.__getitem__).detect(img)
+    assert [tuple(f.box) for f in out] == [tuple(other.box), tuple(true.box)]
+
+
+def test_pipeline_without_tta_never_rescues():
+    """FastPipeline (no TTA) has no landmark confidence: a weak box is never returned."""
+    img = np.zeros((500, 500, 3), np.uint8)
+    weak, strong = _box_face([100, 100, 300, 300], 0.7), _box_face([350, 350, 400, 400], 0.95)
+    pl = _fake_pipeline([weak, strong], lambda b: 0.6)
+    pl.tta = False
+    assert [tuple(f.box) for f in pl.detect(img)] == [tuple(strong.box)]
+    assert pl.detect(np.zeros((500, 500, 3), np.uint8)) and _fake_pipeline([weak], lambda b: 0.6).detect(img)
+    pl = _fake_pipeline([weak], lambda b: 0.6)
+    pl.tta = False
+    assert pl.detect(img) == []
