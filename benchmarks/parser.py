@@ -3,7 +3,7 @@
     # held-out synthesized views: the engine's 'val' split (photos never trained on), by |yaw| bin
     python benchmarks/parser.py val --data DS [DS...] [--weights W]
     # AFLW2000-3D dev: the network vs FaceMesh's contours and vs our fit's seg_visible, by |yaw| bin
-    python benchmarks/parser.py dev --cache DIR [--limit N] [--weights W]
+    python benchmarks/parser.py dev --cache DIR [--limit N] [--weights W] [--prdl]   (--prdl: the fit guided by PRDL)
     # ms per face, batch 1, at 1 and 2 torch threads
     python benchmarks/parser.py speed [--weights W]
     # docs/images/parser.png
