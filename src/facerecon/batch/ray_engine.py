@@ -134,7 +134,7 @@ class RayEngine:
     name = "ray"
 
     def __init__(self, cfg: BatchConfig, workers: int = 1, threads: int | None = None, address: str | None = None,
-                 api: str | None = None, batch: int = 4, depth: int = 2, chunk: int = 4096):
+                 api: str | None = None, batch: int = 8, depth: int = 2, chunk: int = 4096):
         self.cfg = cfg
         if address:
             self.workers, self.threads = max(1, workers), max(1, threads or 1)
