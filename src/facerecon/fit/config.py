@@ -38,9 +38,8 @@ class FitConfig:
     # Head-rotation prior (`FitTargets.rotation_prior`: the landmarker's own pose, 3DDFA_V2's
     # averaged over its test-time augmentation): weight per squared degree between the fitted and
     # the prior rotation, in the landmark term's px² (0: off). Chosen on the data engine's synthesized
-    # views (exact poses; no benchmark data): mean geodesic error 0 -> 3.86°, 0.03 -> 3.70,
-    # 0.1 -> 3.62, 0.3 -> 3.59, 1 -> 3.59 (60 views); their 68-point NME 2.43 -> 2.41 % at 0.3
-    # (docs/evaluation.md).
+    # views (exact poses; no benchmark data; benchmarks/pose_priors.py, 248 views): mean geodesic
+    # error 0 -> 3.92°, 0.03 -> 3.70, 0.1 -> 3.62, 0.3 -> 3.59, 1 -> 3.59 (docs/evaluation.md).
     w_rotation_prior: float = 0.3
     w_id_prior: float = 0.01
     w_exp_prior: float = 0.1

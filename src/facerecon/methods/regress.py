@@ -52,8 +52,8 @@ class RegressMethod:
     pose_prior: weight of the detection's own head rotation (3DDFA_V2's, which the pipeline computes
     anyway) in the result's rotation, against the regressed one (`fuse_rotation`; 0 keeps the
     regressed pose). Chosen on the data engine's synthesized views (exact poses, 246 views, no
-    benchmark data): mean geodesic error 4.83° regressed alone, 3.95° 3DDFA_V2's alone, 0.25 -> 4.28,
-    0.5 -> 3.91, 0.75 -> 3.78 (docs/evaluation.md).
+    benchmark data; benchmarks/pose_priors.py): mean geodesic error 4.83° regressed alone, 3.95°
+    3DDFA_V2's alone, 0.25 -> 4.28, 0.5 -> 3.91, 0.75 -> 3.78 (docs/evaluation.md).
     """
 
     name = "regress"
