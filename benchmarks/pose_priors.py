@@ -40,10 +40,6 @@ def outward_views(root: Path) -> list[dict]:
             and abs(r["yaw"]) >= abs(source_yaw[r["photo_id"]]) - 5]
 
 
-def geodesic(A: np.ndarray, B: np.ndarray) -> float:
-    return float(np.degrees(np.arccos(np.clip((np.trace(A.T @ B) - 1) / 2, -1, 1))))
-
-
 def report(label: str, err: list[float], yaw: list[float]) -> str:
     e, y = np.asarray(err), np.abs(yaw)
     bins = [e[(y > lo) & (y <= hi)] for lo, hi in ((-1, 30), (30, 60), (60, 181))]
@@ -54,6 +50,7 @@ def report(label: str, err: list[float], yaw: list[float]) -> str:
 def main(argv=None) -> int:
     from facerecon.dataset import load_sample
     from facerecon.eval.methods import ReconstructionRunner
+    from facerecon.eval.pose import geodesic_deg
     from facerecon.geometry.rotations import euler_to_matrix, mean_rotation
     from facerecon.io.image import load_image
     from facerecon.log import progress
@@ -76,7 +73,7 @@ def main(argv=None) -> int:
     yaws: dict[str, list[float]] = {}
 
     def add(label, R, truth, yaw):
-        err.setdefault(label, []).append(geodesic(R, truth))
+        err.setdefault(label, []).append(float(geodesic_deg(R, truth)))
         yaws.setdefault(label, []).append(yaw)
 
     for r in progress(views, desc="views"):
@@ -92,7 +89,7 @@ def main(argv=None) -> int:
         if reg_w:
             rec = regress.run(img, None)
             if rec is not None and rec.face.rotation is not None:
-                own = rec.face.rotation @ bfm_frame(regress.reconstructor.model.name)
+                own = rec.face.rotation @ Q
                 for w in reg_w:
                     add(f"regress, pose_prior {w:g}", mean_rotation([rec.rotation_matrix, own], [1 - w, w]),
                         truth, r["yaw"])
