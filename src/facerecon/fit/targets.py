@@ -48,18 +48,16 @@ def rotation_prior(faces: list[Face], bfm_frame: np.ndarray | None, like: torch.
 
 
 def default_parser():
-    """The face parser PRDL's part maps come from: `facerecon.detect.parsing`'s trained network
-    (`load_parser()`, or `FaceParser()` where a version has no loader), imported here and nowhere
-    else: the one place to switch when the parser changes. FaceReconError when this install has
-    no parser or no parser weights."""
+    """The face parser PRDL's part maps come from: `facerecon.detect.parsing.load_parser()`'s trained
+    network, imported here and nowhere else: the one place to switch when the parser changes.
+    FaceReconError when this install has no parser or no parser weights."""
     try:
         from ..detect import parsing
     except ImportError as e:
         raise FaceReconError(f"PRDL (--prdl) needs the face parser facerecon.detect.parsing, which is not "
                              f"available here ({e})") from None
-    loader = getattr(parsing, "load_parser", None)
     try:
-        return loader() if loader is not None else parsing.FaceParser()
+        return parsing.load_parser()
     except FaceReconError:
         raise
     except (OSError, ValueError, TypeError) as e:
