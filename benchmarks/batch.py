@@ -6,8 +6,9 @@ counts; a SIGKILL at ~50 % then a resume, counting outputs written once, lost an
         [--rss 100,1000] [--kill-photos 1000] [--skip throughput,rss,kill,cluster] [--repeat 1]
         [--cluster-photos 40]
 
---engines takes local, ray (plain Ray actors, the default of --engine ray) and ray-data (the same
-through Ray Data).
+--engines takes local, ray (plain Ray actors, the default of --engine ray: a Ray started by the
+command), ray-data (the same through Ray Data) and ray-cluster (plain actors on a Ray node started
+once before the timed runs, joined with --address: how a cluster that serves many batches runs).
 
 The photos are symbolic links (in --work) to the shared UTKFace faces (default
 $FACERECON_DATA/utkface/images, else ../shared/data/utkface/images), replicated under new names when
@@ -25,6 +26,7 @@ actors ready. "cluster" runs `--engine ray --address` on a two-node Ray cluster 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shlex
@@ -147,8 +149,33 @@ def steady_rate(out: Path) -> float:
     return (len(t) - 1) / (t[-1] - t[0]) if len(t) > 1 and t[-1] > t[0] else float("nan")
 
 
-# Engines of the throughput section: "ray-data" is `--engine ray` through Ray Data (FACERECON_RAY_API=data).
-ENGINES = {"local": ("local", None), "ray": ("ray", None), "ray-data": ("ray", {"FACERECON_RAY_API": "data"})}
+# Engines of the throughput section: "ray-data" is `--engine ray` through Ray Data (FACERECON_RAY_API=data);
+# "ray-cluster" joins a Ray node started once, before the timed runs (`ray start --head`, as a cluster
+# serving many batches is run), with `--address`: its ray.init is a connection, not a node's start-up.
+ENGINES = {"local": ("local", None), "ray": ("ray", None), "ray-data": ("ray", {"FACERECON_RAY_API": "data"}),
+           "ray-cluster": ("ray", None)}
+
+
+class RayHead:
+    """A one-node Ray cluster on this machine for the "ray-cluster" engine (`ray start --head` with
+    this machine's cores; `ray stop` on exit). Its address is what `--address` takes."""
+
+    def __enter__(self):
+        ray_bin = str(Path(sys.executable).with_name("ray"))
+        self.stop = [ray_bin, "stop", "--force"]
+        cmd = [ray_bin, "start", "--head", f"--num-cpus={os.cpu_count()}", "--include-dashboard=false",
+               "--disable-usage-stats", "--port=0"]
+        subprocess.run(cmd, check=True, capture_output=True, text=True, cwd=ROOT)
+        import ray
+
+        ray.init(address="auto", logging_level="ERROR", log_to_driver=False)
+        self.address = ray.get_runtime_context().gcs_address
+        ray.shutdown()
+        print(f"    $ {shlex.join(cmd)}  -> {self.address}", flush=True)
+        return self
+
+    def __exit__(self, *exc):
+        subprocess.run(self.stop, check=False, capture_output=True)
 
 
 def _load1() -> float:
@@ -158,6 +185,13 @@ def _load1() -> float:
 def throughput(args, photos: Path) -> None:
     print(f"\n## faces/s ({args.photos} photos)  load: {uptime()}\n", flush=True)
     runs: dict[tuple, list[dict]] = {}
+    with contextlib.ExitStack() as stack:
+        head = stack.enter_context(RayHead()) if "ray-cluster" in args.engines else None
+        _throughput_runs(args, photos, runs, head)
+    _throughput_table(args, runs)
+
+
+def _throughput_runs(args, photos: Path, runs: dict, head) -> None:
     # Engines back to back for each method and worker count (and --repeat rounds of them), so that
     # their ratios see the same load.
     for method in args.methods:
@@ -166,8 +200,11 @@ def throughput(args, photos: Path) -> None:
                 for engine in args.engines:
                     eng, env = ENGINES[engine]
                     out = args.work / f"out_{method}_{engine}_{w}"
+                    extra = ["--no-resume"]
+                    if engine == "ray-cluster":  # the local engine's split of the cores, given explicitly
+                        extra += ["--address", head.address, "--threads-per-worker", str(max(1, os.cpu_count() // w))]
                     load = _load1()
-                    m = run_measured(batch_cmd(photos, out, method, eng, w, ["--no-resume"]), env)
+                    m = run_measured(batch_cmd(photos, out, method, eng, w, extra), env)
                     if not (out / "summary.json").exists() or m["rc"] not in (0, 3):
                         print(f"    -> FAILED (exit {m['rc']})", flush=True)
                         continue
@@ -178,9 +215,13 @@ def throughput(args, photos: Path) -> None:
                          "actors_s": t.get("actors_ready_s", float("nan")), "all": s["faces_per_s"],
                          "steady": steady_rate(out), "cpu_per_face": m["cpu_s"] / max(1, s["faces"]),
                          "rss": m["rss_tree_mb"], "rc": m["rc"], "load": (load + _load1()) / 2}
+                    if engine == "ray-cluster":  # the actors live in the cluster, outside the command's tree
+                        r["cpu_per_face"] = r["rss"] = float("nan")
                     runs.setdefault((method, w, engine), []).append(r)
                     print(f"    -> {r}  load: {uptime()}", flush=True)
 
+
+def _throughput_table(args, runs: dict) -> None:
     def med(vals):
         vals = sorted(vals)
         return vals[len(vals) // 2] if len(vals) % 2 else (vals[len(vals) // 2 - 1] + vals[len(vals) // 2]) / 2
