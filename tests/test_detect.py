@@ -500,6 +500,40 @@ def test_pipeline_ranks_face_like_faces_by_size():
     assert 130 * 0.99 * 0.56 < 90 * 0.96
 
 
+def test_head_size_ignores_head_turns_and_ranks_a_profile_by_its_head():
+    """head_size is the 3-D landmarks' RMS radius: unchanged by any rotation. A profile whose box is
+    narrower than a frontal face's (box sizes 110 vs 120) but whose head is larger (3-D radius 60 vs
+    50) comes first; without 3-D landmarks the box size decides."""
+    from dataclasses import replace
+
+    import torch
+
+    from facerecon.detect.pipeline import head_size
+    from facerecon.geometry.rotations import euler_to_matrix
+
+    rng = np.random.default_rng(0)
+    head = rng.normal(size=(68, 3)) * [1.0, 1.2, 0.6]
+    head *= 50.0 / np.sqrt(((head - head.mean(0)) ** 2).sum(1).mean())
+    f = _box_face([0, 0, 10, 10], 0.99)
+    assert head_size(replace(f, lm68_3d=head.astype(np.float32))) == pytest.approx(50.0, rel=1e-5)
+    R = euler_to_matrix(torch.tensor([0.3, 1.4, -0.2], dtype=torch.float64)).numpy()
+    turned = head @ R.T + [200.0, 100.0, 7.0]
+    assert head_size(replace(f, lm68_3d=turned.astype(np.float32))) == pytest.approx(50.0, rel=1e-5)
+
+    img = np.zeros((500, 500, 3), np.uint8)
+    profile, frontal = _box_face([20, 20, 110, 154], 0.99), _box_face([300, 300, 420, 420], 0.99)
+    radius = {tuple(profile.box): 60.0, tuple(frontal.box): 50.0}
+    pl = _fake_pipeline([profile, frontal], lambda b: 0.9)
+    plain = pl.landmarks
+    pl.landmarks = lambda pixels, box, score=1.0, detector_face=None: replace(
+        plain(pixels, box, score, detector_face), lm68_3d=(head * radius[tuple(np.asarray(box, np.float32))] / 50.0
+                                                           ).astype(np.float32))
+    assert profile.size < frontal.size
+    assert [tuple(f.box) for f in pl.detect(img)] == [tuple(profile.box), tuple(frontal.box)]
+    assert [tuple(f.box) for f in _fake_pipeline([profile, frontal], lambda b: 0.9).detect(img)] == [
+        tuple(frontal.box), tuple(profile.box)]
+
+
 def test_pipeline_overlapping_boxes_are_one_face():
     """Two face-like boxes on one profile, the shifted one a few pixels larger (intersection 45 % of
     the smaller): the more face-like one is returned, the other dropped."""
