@@ -157,3 +157,30 @@ def test_regress_pose_fusion_turns_the_head_in_place(ict_model):
             assert geodesic_deg(R[b], target[b]) == pytest.approx(full * (1 - w), abs=1e-3)
             np.testing.assert_allclose(R[b] @ c + q.translation[b].double().numpy(),
                                        R0[b] @ c + p.translation[b].double().numpy(), atol=1e-3)
+
+
+def test_regress_refine_blends_landmarks_by_regressed_yaw(ict_model):
+    """landmark_weight 0 keeps the detector's targets; otherwise each face's targets move that share
+    of the way to the regressor's own projected landmarks, with landmark_weight_profile for a face
+    the regressor turns past 60°."""
+    from types import SimpleNamespace
+
+    from facerecon.geometry.camera import PerspectiveCamera
+    from facerecon.methods.regress import RegressRefineMethod
+
+    m = ict_model
+    cam = PerspectiveCamera.deep3d(224)
+    p = m.random_params(2, generator=torch.Generator().manual_seed(3))
+    p = p.replace(rotation=torch.tensor([[0.0, 0.3, 0.0], [0.0, -1.2, 0.0]]))
+    own = m.project_landmarks(p, cam)
+    det = own + torch.randn(own.shape, generator=torch.Generator().manual_seed(4)) * 5
+    meth = object.__new__(RegressRefineMethod)
+    meth.context = SimpleNamespace(model=m, camera=cam)
+    meth.landmark_weight, meth.landmark_weight_profile = 0.0, 0.0
+    assert meth.blend_landmarks(det, p) is det
+    meth.landmark_weight, meth.landmark_weight_profile = 0.25, 1.0
+    out = meth.blend_landmarks(det, p)
+    torch.testing.assert_close(out[0], 0.75 * det[0] + 0.25 * own[0])
+    torch.testing.assert_close(out[1], own[1])
+    with pytest.raises(ValueError, match="landmark weights"):
+        RegressRefineMethod.__init__(meth, SimpleNamespace(model=m, camera=cam, device="cpu"), landmark_weight=1.5)

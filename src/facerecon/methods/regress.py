@@ -100,25 +100,53 @@ class RegressMethod:
         return from_params(model, self.context.camera, params, lm, crops, faces, self.name, t)
 
 
+#: |yaw| above which `RegressRefineMethod`'s `landmark_weight_profile` applies (radians).
+PROFILE_YAW = np.deg2rad(60.0)
+
+
 class RegressRefineMethod(FitMethod):
     """The regressor's parameters as the fit's start: every regressed identity mode is kept and the
-    shape stage is halved (the start is already close); the photometric stage follows the request."""
+    shape stage is halved (the start is already close); the photometric stage follows the request.
+
+    landmark_weight: share of the regressor's own projected 68 landmarks in the fit's landmark
+    targets, against the detector's (0: the detector's alone, 1: the regressor's alone);
+    landmark_weight_profile: the share for faces the regressor turns past PROFILE_YAW (None: the
+    same). benchmarks/landmark_choice.py measures the choices on held-out aflw-lm68 faces."""
 
     name = "regress+refine"
     needs_landmarks = True
     detector = "default"
 
     def __init__(self, context: MethodContext, regressor=None, config: FitConfig | None = None,
-                 identity_loss: bool = False, mask: bool = True, **overrides):
+                 identity_loss: bool = False, mask: bool = True, landmark_weight: float = 0.0,
+                 landmark_weight_profile: float | None = None, **overrides):
         super().__init__(context, config, identity_loss, mask, **overrides)
         self.regress = RegressMethod(context, regressor)
+        self.landmark_weight = float(landmark_weight)
+        self.landmark_weight_profile = self.landmark_weight if landmark_weight_profile is None else float(
+            landmark_weight_profile)
+        for w in (self.landmark_weight, self.landmark_weight_profile):
+            if not 0.0 <= w <= 1.0:
+                raise ValueError(f"landmark weights must lie in [0, 1], got {w}")
+
+    def blend_landmarks(self, lm68: torch.Tensor, init) -> torch.Tensor:
+        """(B, 68, 2) crop-pixel landmark targets -> their blend with the regressor's projected ones
+        (`init`: its FaceParams), weighted per face by its regressed |yaw|."""
+        if self.landmark_weight == 0.0 and self.landmark_weight_profile == 0.0:
+            return lm68
+        with torch.no_grad():
+            own = self.context.model.project_landmarks(init, self.context.camera).to(lm68)
+        profile = init.rotation[:, 1].abs() > PROFILE_YAW
+        w = torch.where(profile, self.landmark_weight_profile, self.landmark_weight).to(lm68)[:, None, None]
+        return (1.0 - w) * lm68 + w * own
 
     def reconstruct(self, crops: list[Crop], faces: list[Face], request: Request | None = None) -> list[Reconstruction]:
         request = request or Request()
         t0 = time.perf_counter()
         init = self.regress.predict(crops, request)
         t_reg = time.perf_counter() - t0
-        targets = replace(self.targets(crops, faces, request), init=init)
+        targets = self.targets(crops, faces, request)
+        targets = replace(targets, init=init, lm68=self.blend_landmarks(targets.lm68, init))
         cfg = self.config_for(request)
         cfg = replace(cfg, n_identity=self.context.model.layout.n_identity, steps_shape=cfg.steps_shape // 2)
         res = self.run(targets, cfg)
@@ -135,4 +163,4 @@ def make_regress_refine(context: MethodContext, **options) -> RegressRefineMetho
     return RegressRefineMethod(context, **options)
 
 
-__all__ = ["RegressMethod", "RegressRefineMethod", "make_regress", "make_regress_refine"]
+__all__ = ["PROFILE_YAW", "RegressMethod", "RegressRefineMethod", "make_regress", "make_regress_refine"]
