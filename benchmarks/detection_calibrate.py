@@ -30,7 +30,7 @@ D = B.D
 def collect(per_bin: int, out: Path) -> list[dict]:
     import torch
 
-    from facerecon.detect.pipeline import DefaultPipeline
+    from facerecon.detect.pipeline import DefaultPipeline, head_size
 
     torch.set_num_threads(1)
     det = DefaultPipeline()
@@ -42,7 +42,7 @@ def collect(per_bin: int, out: Path) -> list[dict]:
             for f in det.retinaface.detect(s.image):
                 lf = det.landmarks(s.image, f.box, f.score, f)
                 rows.append({"set": name, "name": s.name, "yaw": s.yaw, "score": f.score,
-                             "conf": float(np.mean(lf.lm68_conf)), "size": f.size,
+                             "conf": float(np.mean(lf.lm68_conf)), "size": f.size, "head": head_size(lf),
                              "iou": D.iou(D.points_box(lf.lm68), g), "match": int(D.matches(lf, s.pts68))})
     with open(out, "w", newline="") as fh:
         w = csv.DictWriter(fh, list(rows[0]))
@@ -51,7 +51,7 @@ def collect(per_bin: int, out: Path) -> list[dict]:
     return rows
 
 
-def simulate(rows: list[dict], rule, rescue: float | None) -> collections.Counter:
+def simulate(rows: list[dict], rule, rescue: float | None, rescue_score: float = 0.5) -> collections.Counter:
     imgs = collections.defaultdict(list)
     for r in rows:
         imgs[(r["set"], r["name"])].append(r)
@@ -60,7 +60,7 @@ def simulate(rows: list[dict], rule, rescue: float | None) -> collections.Counte
         b = int(D.yaw_bins(np.array([bs[0]["yaw"]]))[0])
         cands = [r for r in bs if r["score"] >= 0.9]
         if rescue is not None:
-            cands += [r for r in bs if 0.5 <= r["score"] < 0.9 and r["like"] >= rescue]
+            cands += [r for r in bs if rescue_score <= r["score"] < 0.9 and r["like"] >= rescue]
         if not cands:
             res[(b, "miss")] += 1
         else:
@@ -78,7 +78,7 @@ def main() -> None:
         with open(args.csv) as fh:
             rows = list(csv.DictReader(fh))
         for r in rows:
-            for k in ("yaw", "score", "conf", "size", "iou"):
+            for k in ("yaw", "score", "conf", "size", "head", "iou"):
                 r[k] = float(r[k])
             r["match"] = int(r["match"])
     else:
@@ -92,14 +92,16 @@ def main() -> None:
         print(f"{what}: {len(v)}, likeness percentiles 0/1/5/10/50/90/100:",
               np.percentile(v, [0, 1, 5, 10, 50, 90, 100]).round(3) if len(v) else "-")
 
-    def gate(t):
-        return lambda r: (r["like"] >= t, r["size"] if r["like"] >= t else r["size"] * r["like"])
+    def gate(t, size="size"):
+        return lambda r: (r["like"] >= t, r[size] if r["like"] >= t else r[size] * r["like"])
 
     rules = {"size x likeness (old)": lambda r: r["size"] * r["like"], "gate 0.3": gate(0.3), "gate 0.5": gate(0.5)}
+    # head_size (the 3-D landmarks' extent) in place of the box size, at several gates
+    rules.update({f"head, gate {t}": gate(t, "head") for t in (0.3, 0.35, 0.4, 0.45, 0.5)})
     for name, rule in rules.items():
-        for rescue in (None, 0.25):
-            res = simulate(rows, rule, rescue)
-            print(f"{name:22s} rescue {rescue}: " + "  ".join(
+        for rescue, rescue_score in ((None, 0.5), (0.25, 0.5), (0.25, 0.3)):
+            res = simulate(rows, rule, rescue, rescue_score)
+            print(f"{name:22s} rescue {rescue} from score {rescue_score}: " + "  ".join(
                 f"{lb}: miss {res[(k, 'miss')]} wrong {res[(k, 'wrong')]}" for k, lb in enumerate(D.BIN_LABELS)))
 
 
