@@ -17,7 +17,7 @@ def add_parser(sub) -> None:
     b.add_argument("-o", "--output", required=True, help="output .npz (e.g. weights/albedo_ict/albedo_ict.npz)")
     b.add_argument("--components", type=int, default=80, help="K, components kept")
     b.add_argument("--min-facing", type=float, default=0.3, help="cos(normal, view) below which a vertex is grazing")
-    b.add_argument("--outlier", type=float, default=0.18,
+    b.add_argument("--outlier", type=float, default=0.15,
                    help="luminance distance from the population median (albedo units) that marks an occluder")
     b.set_defaults(func=run)
 

@@ -14,7 +14,8 @@ Per photo, only view 0 (the source photo's own aligned crop and its fitted mesh)
    median over all photos; vertices whose luminance differs by more than `outlier` (hair, glasses,
    hands, specular highlights) are treated as unseen. Photos with fewer than `min_seen` of the skin
    vertices left are dropped (counted in the summary).
-3. filling and symmetry: unseen vertices take their mirror vertex (`mirror_map`), then each texture
+3. filling and symmetry: vertices outside the model's 'skin' region (ears, neck, scalp: hair and
+   background in photos) take the photo's median skin colour; unseen skin vertices take their mirror vertex (`mirror_map`), then each texture
    is averaged with its mirror (so the basis is symmetric); what neither side saw is imputed by
    iterative PCA (EM: fill with the reconstruction from the leading components, re-fit, 4 rounds).
 4. PCA: mean + `n_components` components scaled by their standard deviation, so a coefficient's
@@ -51,7 +52,7 @@ class AlbedoBuildConfig:
 
     n_components: int = 80
     min_facing: float = 0.3
-    outlier: float = 0.18
+    outlier: float = 0.15
     min_seen: float = 0.35
     split: str = "train"
     em_rounds: int = 4
@@ -249,6 +250,11 @@ def build_albedo_basis(engine_dirs, config: AlbedoBuildConfig = AlbedoBuildConfi
              len(texs), int((~keep).sum()), 100 * config.min_seen)
     tex, seen, gain = tex[keep], seen[keep], gain[keep]
     ids = [i for i, k in zip(ids, keep) if k]
+    # Outside the skin region (ears, neck, scalp: hair, clothes and background in photos) no sample is
+    # trusted; those vertices take the face's own median skin colour, so the basis carries skin tone there.
+    seen = seen & skin[None]
+    tex = np.where(skin[None, :, None], tex, gain[:, None, :])
+    seen = seen | ~skin[None]
     # Mirror fill, then symmetrise: average each texture with its mirror where both are known.
     ms = seen[:, mirror]
     mt = tex[:, mirror]
@@ -259,9 +265,8 @@ def build_albedo_basis(engine_dirs, config: AlbedoBuildConfig = AlbedoBuildConfi
     X = np.where(known[..., None], filled, np.nan).reshape(len(ids), -1)
     miss = ~np.isfinite(X)
     # Iterative PCA imputation of what neither side saw (ears, under the chin).
-    col_mean = np.nanmean(X, 0)
-    col_mean = np.where(np.isfinite(col_mean), col_mean, np.tile(np.asarray(_default_albedo()), len(mirror)))
-    X = np.where(miss, col_mean[None], X)
+    # Start from each face's own skin colour (a vertex no photo saw has no column mean).
+    X = np.where(miss, np.tile(gain, len(mirror)), X)
     K = config.n_components
     for _ in range(config.em_rounds):
         mu = X.mean(0)
@@ -283,12 +288,6 @@ def build_albedo_basis(engine_dirs, config: AlbedoBuildConfig = AlbedoBuildConfi
             "photo_ids": np.array(ids, dtype=str), "model": model_name,
             "min_facing": float(config.min_facing), "outlier": float(config.outlier),
             "seen_fraction": float(seen.mean()), "imputed_fraction": float(miss.mean())}
-
-
-def _default_albedo():
-    from ..models.ict import DEFAULT_ALBEDO
-
-    return DEFAULT_ALBEDO
 
 
 __all__ = ["AlbedoBuildConfig", "DelitTexture", "build_albedo_basis", "build_albedo_file", "delight_sample", "engine_photos",
