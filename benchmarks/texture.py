@@ -20,6 +20,7 @@ de-lit albedo of each val photo (`dataset.albedo.delight_sample`), projected ont
 re-shaded with the photo's solved light, vs the photo's vertex colours.
 
     python benchmarks/texture.py --engine /work/scratch_parser/ds --n 30 --out OUT_DIR [--grid docs/images/texture_grid.jpg]
+        [--steps-photo 40 --steps-albedo 10]
 """
 
 from __future__ import annotations
@@ -85,9 +86,11 @@ def identity_cos(enc, img, photo, face_mask, lm5) -> float:
 
 def reshade_check(engine: Path, rows: list, model_b) -> dict:
     """Basis projection of the engine's de-lit val textures, re-shaded with their light, vs the photo."""
+    from PIL import Image
+
+    from facerecon.dataset.albedo import _sample_rgb
     from facerecon.geometry.mesh import vertex_normals
     from facerecon.render.shading import sh_shade
-    from PIL import Image
 
     faces = model_b.faces.numpy()
     skin = np.zeros(model_b.n_vertices, bool)
@@ -109,16 +112,11 @@ def reshade_check(engine: Path, rows: list, model_b) -> dict:
         vw = torch.as_tensor(s["vertices_world"], dtype=torch.float64)[None]
         n = vertex_normals(vw, torch.as_tensor(faces))
         light = torch.as_tensor(t.light, dtype=torch.float64)[None]
-        photo = img.astype(np.float64) / 255.0
-        px = np.asarray(s["vertices_px"])[:, :2]
-        from facerecon.dataset.albedo import _sample_rgb
-
-        col = _sample_rgb(img, px)
+        col = _sample_rgb(img, np.asarray(s["vertices_px"])[:, :2])
         for name, alb in (("self", t.albedo.astype(np.float64)), ("basis", fit),
                           ("basis_mean", mean.reshape(-1, 3))):
             shaded = sh_shade(torch.as_tensor(alb)[None], n, light)[0].numpy()
             errs[name].append(float(np.abs(shaded[ok] - col[ok]).mean()))
-        del photo
     return {k: float(np.mean(v)) for k, v in errs.items()} | {"photos": len(rows)}
 
 
@@ -130,6 +128,9 @@ def main(argv=None) -> int:
     ap.add_argument("--grid", default=None, help="write a picture grid (JPEG) of the first --grid-rows photos here")
     ap.add_argument("--grid-rows", type=int, default=6)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--steps-photo", type=int, default=api.FitConfig().steps_photo, help="photometric fitting steps")
+    ap.add_argument("--steps-albedo", type=int, default=api.FitConfig().steps_albedo,
+                    help="per-vertex offset steps (variant 'offset')")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     engine = Path(args.engine)
@@ -138,9 +139,10 @@ def main(argv=None) -> int:
     rows = [r for r in read_manifest(engine) if r.get("status") == "ok" and r.get("view") == 0
             and r.get("split") == "val"][: args.n]
 
-    recs = {"constant": api.FaceReconstructor("ict", texture="constant"),
-            "basis": api.FaceReconstructor("ict", texture="basis"),
-            "offset": api.FaceReconstructor("ict")}
+    cfg = api.FitConfig(steps_photo=args.steps_photo, steps_albedo=args.steps_albedo)
+    recs = {"constant": api.FaceReconstructor("ict", texture="constant", fit_config=cfg),
+            "basis": api.FaceReconstructor("ict", texture="basis", fit_config=cfg),
+            "offset": api.FaceReconstructor("ict", fit_config=cfg)}
     det = recs["offset"]
     model = det.model
     skin_w = model.skin_weights()[:, None]
@@ -165,6 +167,7 @@ def main(argv=None) -> int:
             continue
         row = {"photo": src}
         pics = [None]
+        base = None  # the 'offset' fit, which the 'photo' texture re-colours
         for name in (*VARIANTS, "photo"):
             if name == "photo":
                 t0 = time.perf_counter()
@@ -192,7 +195,8 @@ def main(argv=None) -> int:
             grid.append(np.concatenate(pics, 1))
         print(f"{i + 1}/{len(rows)} {Path(src).name}: " + ", ".join(
             f"{k} L1 {row[k]['l1']:.3f} id {row[k]['id_cos']:.3f}" for k in (*VARIANTS, "photo")), flush=True)
-    summary = {"photos": len(per), "engine": str(engine)}
+    summary = {"photos": len(per), "engine": str(engine), "steps_photo": args.steps_photo,
+               "steps_albedo": args.steps_albedo}
     for name in (*VARIANTS, "photo"):
         summary[name] = {k: float(np.mean([p[name][k] for p in per])) for k in per[0][name]}
         summary[name]["ms_median"] = float(np.median([p[name]["ms"] for p in per]))  # the first call warms up

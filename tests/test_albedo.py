@@ -241,3 +241,62 @@ def test_photo_albedo_reproduces_photo(ict_model):
     shaded = sh_shade(alb, n, light[None])[0].numpy()
     col = _sample_rgb(img, sample["vertices_px"][:, :2])
     assert np.median(np.abs(shaded[seen.numpy()] - col[seen.numpy()])) < 0.01
+
+
+def test_texture_option_checks():
+    from facerecon.api import _check_texture
+    from facerecon.errors import FaceReconError
+
+    assert _check_texture(None, "ict", "fit") is None
+    assert _check_texture("photo", "bfm", "regress") == "photo"
+    with pytest.raises(FaceReconError, match="unknown texture 'refined'"):
+        _check_texture("refined", "ict", "fit")
+    with pytest.raises(FaceReconError, match="needs the fitting method 'fit'"):
+        _check_texture("basis", "ict", "regress")
+    with pytest.raises(FaceReconError, match="learned ICT albedo basis"):
+        _check_texture("basis", "bfm", "fit")
+
+
+def test_cli_texture_flag():
+    from facerecon.cli.main import build_parser
+
+    p = build_parser()
+    assert p.parse_args(["reconstruct", "x.jpg", "-o", "o", "--texture", "basis"]).texture == "basis"
+    assert p.parse_args(["reconstruct", "x.jpg", "-o", "o"]).texture is None
+    with pytest.raises(SystemExit):
+        p.parse_args(["reconstruct", "x.jpg", "-o", "o", "--texture", "refined"])
+    a = p.parse_args(["albedo", "build", "e1", "e2", "-o", "f.npz"])
+    assert a.engines == ["e1", "e2"] and a.components == 80
+
+
+@pytest.mark.slow
+def test_reconstruct_textures_end_to_end(astronaut_path):
+    """The three colour sources on a real photo: basis coefficients are fitted, 'constant' has no
+    offset, 'photo' reproduces the crop better than the flat albedo."""
+    need_asset("ict-facekit")
+    need_asset("3ddfa-v2")
+    from facerecon import api
+    from facerecon.models.albedo import find_albedo
+    from facerecon.render import MeshRenderer
+
+    try:
+        find_albedo()
+    except AssetError:
+        pytest.skip("no shipped albedo basis")
+    img = api.load_image(astronaut_path)
+    cfg = api.FitConfig(steps_photo=20)
+    out = {}
+    for tex in ("constant", "basis", "photo"):
+        rec = api.FaceReconstructor("ict", texture=tex, fit_config=cfg)
+        out[tex] = rec.reconstruct(img)[0]
+    assert out["basis"].params.albedo.shape == (1, 80) and out["basis"].params.albedo.abs().sum() > 0
+    assert out["constant"].params.albedo_offset is None
+    assert torch.allclose(out["constant"].geometry.albedo[0, 0], torch.tensor([0.70, 0.53, 0.45]))
+
+    def l1(r):
+        g = r.geometry
+        o = MeshRenderer(r.camera_crop, r.topology.triangles)(g.vertices_world, g.albedo, r.params.light)
+        m = o.mask[0] > 0.5
+        return float((o.rgb[0].clamp(0, 1)[m] - torch.as_tensor(r.crop.image[m.numpy()] / 255.0)).abs().mean())
+
+    assert l1(out["photo"]) < l1(out["basis"]) < l1(out["constant"])
