@@ -156,7 +156,7 @@ def test_chebconv_matches_dense_recurrence(small_graph):
 def test_chebconv_gradcheck():
     v, f = grid_mesh(4)  # 16 vertices: gradcheck's finite differences stay quick
     conv = ChebConv(2, 2, laplacian(f, len(v)), K=6).double()
-    x = torch.randn(2, len(v), 2, dtype=torch.float64, requires_grad=True)
+    x = torch.randn(1, len(v), 2, dtype=torch.float64, requires_grad=True)
     W = conv.weight.detach().clone().requires_grad_(True)
     b = conv.bias.detach().clone().requires_grad_(True)
     fn = lambda x, W, b: torch.func.functional_call(conv, {"weight": W, "bias": b}, (x,))
