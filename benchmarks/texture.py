@@ -154,7 +154,7 @@ def main(argv=None) -> int:
     if done_path.is_file():  # resumable
         for ln in done_path.read_text().splitlines():
             d = json.loads(ln)
-            done[d["photo"]] = d
+            done[d["source"]] = d
     for i, r in enumerate(rows):
         src = r["source"]
         if src in done and i >= args.grid_rows:
@@ -165,7 +165,7 @@ def main(argv=None) -> int:
         if not faces:
             print(f"{src}: no face", file=sys.stderr)
             continue
-        row = {"photo": src}
+        row = {"source": src}
         pics = [None]
         base = None  # the 'offset' fit, which the 'photo' texture re-colours
         for name in (*VARIANTS, "photo"):
@@ -187,7 +187,7 @@ def main(argv=None) -> int:
             m["ms"] = dt * 1e3
             row[name] = m
             pics.append(np.where(face[..., None], im, photo * 0.35))
-        per.append(row)
+        per.append(done.get(src, row))  # a resumed run re-renders the grid's photos but keeps their first figures
         if src not in done:
             with open(done_path, "a") as f:
                 f.write(json.dumps(row) + "\n")
