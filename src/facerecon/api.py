@@ -9,6 +9,7 @@ Image sets share one identity; videos add temporal smoothing. The CLI talks only
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
@@ -43,7 +44,30 @@ from .methods import (
     check_landmarks,
     register_method,
 )
+from .methods.texture import TEXTURES, apply_texture
 from .models import FaceParams, MorphableModel, load_model
+
+#: The fitting methods: they take a FitConfig and estimate albedo coefficients (`texture="basis"`).
+_FITTING = ("fit", "regress+refine")
+
+
+def _check_texture(texture: str | None, model, method) -> str | None:
+    """Validate `FaceReconstructor(texture=...)` against the model and method (FaceReconError)."""
+    if texture is None:
+        return None
+    if texture not in TEXTURES:
+        raise FaceReconError(f"unknown texture '{texture}'; choose from {', '.join(TEXTURES)}")
+    if texture == "basis":
+        if isinstance(method, str) and method != "fit":
+            raise FaceReconError(f"texture 'basis' needs the fitting method 'fit' (the albedo coefficients are "
+                                 f"fitted to the photo); method '{method}' has no albedo estimate")
+        if isinstance(model, str) and model != "ict":
+            raise FaceReconError(f"texture 'basis' is the learned ICT albedo basis; model '{model}' has its own "
+                                 f"(use texture=None)")
+        if isinstance(model, MorphableModel) and model.layout.n_albedo == 0:
+            raise FaceReconError("texture 'basis' needs a model with an albedo basis (load_model('ict', "
+                                 "albedo='learned'))")
+    return texture
 
 
 def set_threads(n: int | None = None) -> dict[str, int]:
@@ -96,12 +120,20 @@ class FaceReconstructor:
         fit_config, identity_loss, mask, regressor, **method_options: options of the method's
             factory (e.g. `FitConfig` for the fitting methods, regressor weights for the regressor);
             only those given are passed on, and a method that takes no such option says so.
+        texture: the colour source of meshes and renders (`methods.texture`): None (the method's
+            own), 'constant' (the model's constant albedo, no per-vertex offset), 'basis' (the learned
+            ICT albedo basis fitted to the photo; method 'fit'), 'photo' (the photo's de-lit colours).
     """
 
     def __init__(self, model: str | MorphableModel = "ict", detector="auto", fit_config=None,
                  device: str | torch.device = "cpu", identity_loss: bool | None = None, mask: bool | None = None,
-                 method: str | Method = "fit", regressor=None, **method_options):
+                 method: str | Method = "fit", regressor=None, texture: str | None = None, **method_options):
         self.device = torch.device(device)
+        self.texture = _check_texture(texture, model, method)
+        if texture == "basis" and isinstance(model, str):
+            model = load_model(model, albedo="learned")
+        if texture in ("constant", "basis") and method in _FITTING:  # no per-vertex offset on top
+            fit_config = dataclasses.replace(fit_config or FitConfig(), estimate_albedo=False)
         self.model = (load_model(model) if isinstance(model, str) else model).to(self.device)
         self.camera = PerspectiveCamera.deep3d(224)
         self.context = MethodContext(self.model, self.camera, self.device)
@@ -163,6 +195,7 @@ class FaceReconstructor:
         recs = self.method.reconstruct(crops, faces, request)
         if len(recs) != len(crops):
             raise FaceReconError(f"method '{self.method_name}' returned {len(recs)} results for {len(crops)} faces")
+        recs = apply_texture(recs, self.texture)
         return [replace(r, image=im.pixels, source=im.name, times={**(extra_times or {}), "align": t_align, **r.times})
                 for r, im in zip(recs, images)]
 
@@ -248,7 +281,7 @@ class FaceReconstructor:
             if rec is None:  # after a gap: every frame before it was given back
                 continue
             _, name, _ = pending.pop(0)
-            yield frame, replace(rec, image=frame.pixels, source=name)
+            yield frame, replace(apply_texture([rec], self.texture)[0], image=frame.pixels, source=name)
         for frame, _, _ in pending:
             yield frame, None
 

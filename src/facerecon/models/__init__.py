@@ -6,15 +6,26 @@ from .layout import FaceParams, ParamLayout
 from .morphable import FaceGeometry, ModelData, MorphableModel
 
 
-def load_model(name: str = "ict", variant: str | None = None, asset_dir=None, **kw) -> MorphableModel:
+def load_model(name: str = "ict", variant: str | None = None, asset_dir=None, albedo: str | None = None,
+               albedo_path=None, **kw) -> MorphableModel:
     """Build a MorphableModel.
 
     name: 'ict' (variants 'face' default, 'narrow', 'head') or 'bfm' (Deep3D's BFM09 front face).
+    albedo: ICT only: None / 'constant' (default: ICT's constant albedo, n_albedo = 0) or 'learned'
+        (the learned PCA basis of `models.albedo`, n_albedo = K; `albedo_path` overrides its search).
     kw: n_identity / n_expression / n_albedo to truncate the bases.
     """
+    if albedo not in (None, "constant", "learned"):
+        raise ValueError(f"albedo must be 'constant' or 'learned', got {albedo!r}")
     if name == "ict":
         from .ict import load_ict_data
-        return MorphableModel(load_ict_data(variant or "face", asset_dir), **kw)
+        data = load_ict_data(variant or "face", asset_dir)
+        if albedo == "learned":
+            from .albedo import load_albedo, with_learned_albedo
+            data = with_learned_albedo(data, load_albedo(albedo_path))
+        return MorphableModel(data, **kw)
+    if albedo == "learned":
+        raise ValueError("albedo='learned' exists for the ICT model only")
     if name == "bfm":
         from .bfm import load_bfm_data
         return MorphableModel(load_bfm_data(asset_dir), **kw)
