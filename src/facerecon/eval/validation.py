@@ -75,9 +75,10 @@ def _bin_means(values: np.ndarray, yaw: np.ndarray) -> tuple[float, float, float
 class AflwLm68Validator:
     """NME of a regressor alone on aflw-lm68's MERL-RAV *test* split (1,826 faces, never trained on).
 
-    Crops: the same detector-in-the-protocol-box path as `AflwValidator` (one landmark pass of
-    `detector` with the whole 120² crop as its box, since 3DDFA's AFLW crops are its roi boxes, as
-    AFLW2000-3D's protocol boxes are) -> 5 points -> the pipeline's 224² crop. The manual labels
+    Crops: the detector-in-the-protocol-box path of `eval aflw2000 --boxes gt` (3DDFA's AFLW crops
+    are its roi boxes, as AFLW2000-3D's protocol boxes are: the whole 120² crop is the roi, and one
+    landmark pass of `detector` gets the detector-like box `detect.crop.bbox_from_roi_box` makes of it)
+    -> 5 points -> the pipeline's 224² crop. The manual labels
     cannot give the 5 points themselves: a profile's far eye is self-occluded (no position). The crop
     transforms are cached in `cache` (npz), the crops kept in memory.
 
@@ -104,9 +105,10 @@ class AflwLm68Validator:
             self.yaw = z["yaw_deg"][sel].astype(np.float64)
         self.root, self.model = root, model
         M = None
+        key = f"{detector}|bbox_from_roi_box"
         if cache is not None and Path(cache).is_file():
             with np.load(cache) as z:
-                if list(z["names"]) == self.names:
+                if list(z["names"]) == self.names and "key" in z.files and str(z["key"]) == key:
                     M = z["M"]
         if M is None:
             M = self._build(detector)
@@ -114,7 +116,7 @@ class AflwLm68Validator:
                 from ..io.atomic import atomic_path
 
                 with atomic_path(cache) as tmp, open(tmp, "wb") as f:
-                    np.savez(f, names=np.array(self.names), M=M)
+                    np.savez(f, names=np.array(self.names), M=M, key=np.array(key))
         self.M = M
         self.crops = self._crops()
 
@@ -125,6 +127,7 @@ class AflwLm68Validator:
 
     def _build(self, detector: str) -> np.ndarray:
         from ..api import FaceReconstructor
+        from ..detect.crop import bbox_from_roi_box
         from ..log import progress
 
         rec = FaceReconstructor(self.model, detector=detector, method="regress")
@@ -133,7 +136,7 @@ class AflwLm68Validator:
             for i in range(len(self.names)):
                 px = self._image(i)
                 h, w = px.shape[:2]
-                face = rec.detector.landmarks(px, np.array([0, 0, w, h], np.float32))
+                face = rec.detector.landmarks(px, bbox_from_roi_box([0, 0, w, h]))
                 if face is not None and face.lm68 is not None:
                     from ..io.image import Image
 
