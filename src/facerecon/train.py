@@ -17,7 +17,7 @@ import os
 import sys
 from pathlib import Path
 
-from .eval.validation import AflwValidator
+from .eval.validation import AflwLm68Validator, AflwValidator, EngineValidator, Validators
 from .models import load_model
 from .regress.predict import export_checkpoint
 from .regress.train import TrainConfig, train
@@ -29,17 +29,41 @@ def default_val_root() -> str | None:
     return os.path.join(env, "aflw2000-3d-dev") if env else None
 
 
+VAL_SETS = ("aflw2000-dev", "aflw-lm68-test")
+
+
+def default_lm68_root() -> str | None:
+    """$FACERECON_DATA/aflw-lm68, or None."""
+    env = os.environ.get("FACERECON_DATA")
+    return os.path.join(env, "aflw-lm68") if env else None
+
+
 def train_regressor(cfg: TrainConfig, resume: bool = False, val_root: str | None = None,
                     val_limit: int | None = None, max_minutes: float | None = None,
-                    export: str | os.PathLike | None = None) -> dict:
+                    export: str | os.PathLike | None = None, val_set: str = "aflw2000-dev",
+                    engine_val: bool = True) -> dict:
     """Train; returns {'step', 'out', 'last_logs', 'best_nme', 'validated', 'exported'}.
 
-    val_root: AFLW2000-3D folder for validation every `cfg.val_every` steps (None: no validation);
+    val_root: the validation folder, every `cfg.val_every` steps (None: no validation): AFLW2000-3D
+    (`val_set` "aflw2000-dev") or aflw-lm68 ("aflw-lm68-test": its MERL-RAV test split, held out of
+    training; `eval.validation.AflwLm68Validator`); its 'nme' picks best.pt. engine_val: with engine
+    folders (cfg.engine), also score their 'val' split (`EngineValidator`, logged as val_engine_*).
     export: after training, write inference weights (from best.pt, else last.pt) to this path."""
+    if val_set not in VAL_SETS:
+        raise ValueError(f"val_set must be one of {VAL_SETS}, got '{val_set}'")
     validate = None
     if cfg.val_every and val_root and int(os.environ.get("RANK", "0")) == 0:
         Path(cfg.out).mkdir(parents=True, exist_ok=True)
-        validate = AflwValidator(val_root, Path(cfg.out) / "val_crops.npz", load_model(cfg.model), val_limit)
+        model = load_model(cfg.model)
+        if val_set == "aflw-lm68-test":
+            validate = AflwLm68Validator(val_root, Path(cfg.out) / "val_lm68_test.npz", model, "test", val_limit)
+        else:
+            validate = AflwValidator(val_root, Path(cfg.out) / "val_crops.npz", model, val_limit)
+        if cfg.engine and engine_val:
+            try:
+                validate = Validators(validate, engine=EngineValidator(cfg.engine, model, "val"))
+            except ValueError:  # a build without a val split: the primary validation alone
+                pass
     res = train(cfg, resume=resume, validate=validate,
                 max_seconds=None if max_minutes is None else max_minutes * 60)
     res["validated"] = validate is not None
@@ -53,7 +77,18 @@ def train_regressor(cfg: TrainConfig, resume: bool = False, val_root: str | None
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """The training options (shared by `facerecon train` and `python -m facerecon.train`)."""
     d = TrainConfig()
-    p.add_argument("--data", nargs="+", required=True, help="preprocessed folder(s)")
+    p.add_argument("--data", nargs="*", default=[], help="preprocessed folder(s)")
+    p.add_argument("--engine", nargs="+", default=[],
+                   help="data-engine folder(s) (`facerecon dataset build`; their 'train' split) beside --data, "
+                        "with direct 3-D supervision (--w-vertex, --w-param)")
+    p.add_argument("--engine-photo-weight", type=float, default=d.engine_photo_weight,
+                   help="photometric loss weight of engine items (0 = off)")
+    p.add_argument("--w-vertex", type=float, default=None,
+                   help="weight of the robust vertex loss on engine items (crop px / mm); default 1 with --engine")
+    p.add_argument("--vertex-delta", type=float, default=d.vertex_delta,
+                   help="pseudo-Huber scale of the vertex loss, px (quadratic below, L1 above)")
+    p.add_argument("--w-param", type=float, default=d.w_param,
+                   help="weight of the identity/expression parameter loss on engine items (0 = off)")
     p.add_argument("--photo-weights", type=float, nargs="+", default=None,
                    help="photometric weight per --data folder (0 = landmarks only); default 1 each")
     p.add_argument("--backbone", default=d.backbone,
@@ -87,8 +122,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--workers", type=int, default=d.workers)
     p.add_argument("--ckpt-every", type=int, default=d.ckpt_every)
     p.add_argument("--val-every", type=int, default=d.val_every, help="0 = no validation")
+    p.add_argument("--val-set", choices=VAL_SETS, default="aflw2000-dev",
+                   help="validation: AFLW2000-3D dev, or aflw-lm68's MERL-RAV test split (held out of training; "
+                        "NME on visible points, also without the jaw)")
     p.add_argument("--val-root", default=None,
-                   help="AFLW2000-3D folder for validation (default $FACERECON_DATA/aflw2000-3d-dev)")
+                   help="the validation folder (default $FACERECON_DATA/aflw2000-3d-dev or $FACERECON_DATA/aflw-lm68)")
+    p.add_argument("--no-engine-val", action="store_true", help="do not score the engine folders' val split")
     p.add_argument("--val-limit", type=int, default=None, help="validate on the first N images only")
     p.add_argument("--max-minutes", type=float, default=None, help="stop (with a checkpoint) after this long")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
@@ -118,12 +157,20 @@ def run_from_args(args: argparse.Namespace) -> int:
         landmark_robust=args.landmark_robust or None, w_identity=args.w_identity, w_prdl=args.prdl_weight,
         render_size=args.render_size,
         augment=not args.no_augment, workers=args.workers, ckpt_every=args.ckpt_every,
-        val_every=args.val_every, device=args.device, seed=args.seed)
-    root = args.val_root or default_val_root()
+        val_every=args.val_every, device=args.device, seed=args.seed, engine=list(args.engine),
+        engine_photo_weight=args.engine_photo_weight,
+        w_vertex=(1.0 if args.engine else 0.0) if args.w_vertex is None else args.w_vertex,
+        vertex_delta=args.vertex_delta, w_param=args.w_param)
+    if not cfg.data and not cfg.engine:
+        from .errors import FaceReconError
+
+        raise FaceReconError("no training data: give --data (preprocessed folders) and/or --engine (engine folders)")
+    root = args.val_root or (default_lm68_root() if args.val_set == "aflw-lm68-test" else default_val_root())
     if cfg.val_every and not root and rank == 0:
         print("(no validation: give --val-root or set FACERECON_DATA)")
     res = train_regressor(cfg, resume=args.resume, val_root=root, val_limit=args.val_limit,
-                          max_minutes=args.max_minutes, export=args.export if rank == 0 else None)
+                          max_minutes=args.max_minutes, export=args.export if rank == 0 else None,
+                          val_set=args.val_set, engine_val=not args.no_engine_val)
     if rank == 0:
         print(f"stopped at step {res['step']}; best validation NME {res['best_nme']:.2f} %; run folder {res['out']}")
         if res["exported"]:
@@ -149,8 +196,20 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
 
-__all__ = ["AflwValidator", "TrainConfig", "add_arguments", "default_val_root", "main", "run_from_args", "train",
-           "train_regressor"]
+__all__ = [
+    "VAL_SETS",
+    "AflwLm68Validator",
+    "AflwValidator",
+    "EngineValidator",
+    "TrainConfig",
+    "add_arguments",
+    "default_lm68_root",
+    "default_val_root",
+    "main",
+    "run_from_args",
+    "train",
+    "train_regressor",
+]
 
 if __name__ == "__main__":
     sys.exit(main())

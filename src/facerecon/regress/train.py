@@ -83,6 +83,15 @@ class TrainConfig:
     w_prdl: float = 0.0
     prdl_max_points: int = 300
     landmarks: str = "gt"  # "gt": manual labels where present; "detector": the detector's (3D convention)
+    # Data-engine folders (`facerecon dataset build`, their 'train' split) beside `data`, with direct
+    # 3-D supervision: w_vertex × the robust vertex loss (`vertex_term`, crop px / mm, pseudo-Huber
+    # with scale `vertex_delta` px) on every engine item, w_param × the identity/expression parameter loss.
+    # engine_photo_weight: the photometric loss weight of engine items (0 = off).
+    engine: list = field(default_factory=list)
+    engine_photo_weight: float = 0.0
+    w_vertex: float = 0.0
+    vertex_delta: float = 1.0
+    w_param: float = 0.0
     init: str | None = None  # regressor weights to start from (a fresh run, e.g. a fine-tuning leg)
     render_size: int = 112
     augment: bool = True
@@ -106,9 +115,14 @@ class Losses:
     model: MorphableModel (on the training device). Returns (total scalar, dict of floats).
     """
 
-    def __init__(self, model: MorphableModel, cfg: TrainConfig, identity_encoder=None):
+    def __init__(self, model: MorphableModel, cfg: TrainConfig, identity_encoder=None, vertex_index=None):
         self.model = model
         self.cfg = cfg
+        if vertex_index is None:
+            from .engine_data import VERTEX_STRIDE
+
+            vertex_index = torch.arange(0, model.mean_shape.shape[0], VERTEX_STRIDE)
+        self.vertex_index = torch.as_tensor(vertex_index, dtype=torch.long, device=model.mean_shape.device)
         self.camera = PerspectiveCamera.deep3d(224)
         self.rcam = PerspectiveCamera.deep3d(cfg.render_size)
         self.renderer = MeshRenderer(self.rcam, model.faces, outputs=("rgb", "mask"), antialias=False)
@@ -150,6 +164,21 @@ class Losses:
         total = total + prior.mean() + cfg.w_light * O.light_prior(p.light).mean()
         total = total + cfg.w_exp_range * reg.expression_overflow(raw).mean()
         logs["prior"] = float(prior.detach().mean())
+        if "has3d" in batch and (cfg.w_vertex > 0 or cfg.w_param > 0):
+            h = batch["has3d"].to(vec.dtype)
+            den3d = _global_mean(h.sum()).clamp_min(1e-6)  # on every rank (a collective)
+            if cfg.w_vertex > 0:
+                world = model.pose(verts[:, self.vertex_index], p.rotation, p.translation)
+                vl = vertex_term(self.camera.project(world), batch["vertices_px"], cfg.vertex_delta)
+                total = total + cfg.w_vertex * (vl * h).sum() / den3d
+                logs["vertex"] = float((vl.detach() * h).sum() / h.sum().clamp_min(1e-6))
+            if cfg.w_param > 0:
+                t = reg.layout.split(batch["params"].to(vec.dtype))
+                pw = batch["param_w"].to(vec.dtype) * h[:, None]
+                pl = (((p.identity - t.identity) ** 2).mean(-1) * pw[:, 0]
+                      + ((p.expression - t.expression) ** 2).mean(-1) * pw[:, 1])
+                total = total + cfg.w_param * pl.sum() / den3d
+                logs["param"] = float(pl.detach().sum() / h.sum().clamp_min(1e-6))
         if self.part_mesh is not None and "parts" in batch:
             from ..objective.prdl import label_map_points, prdl_term
 
@@ -190,6 +219,22 @@ class Losses:
         logs["total"] = float(total.detach())
         logs["batch"] = B
         return total, logs
+
+
+def vertex_term(pred: torch.Tensor, target: torch.Tensor, delta: float = 1.0) -> torch.Tensor:
+    """Robust per-vertex distance between a projected mesh and its 3-D targets.
+
+    pred, target: (B, N, 3) x px, y px, depth mm (`PerspectiveCamera.project`'s screen space; the
+    depths of each side are taken relative to their own mean over the N vertices, since only relative
+    depth is shared between the target's camera and the prediction's). At the Deep3D camera (focal
+    1015 px, 1000 mm away) a millimetre of depth is ~1 px, so x, y and depth enter one distance r.
+    Returns (B,) the mean over vertices of √(r² + δ²) − δ (pseudo-Huber scaled to px): r²/(2δ) for
+    r ≪ δ, r − δ (L1: a unit gradient per px) beyond, 0 with zero gradient where the mesh matches.
+    """
+    dp = pred[..., 2:] - pred[..., 2:].mean(-2, keepdim=True)
+    dt = target[..., 2:] - target[..., 2:].mean(-2, keepdim=True)
+    r2 = ((pred[..., :2] - target[..., :2]) ** 2).sum(-1) + ((dp - dt) ** 2).sum(-1)
+    return (torch.sqrt(r2 + delta ** 2) - delta).mean(-1)
 
 
 def _ensure_part_maps(dataset: PreprocessedDataset, show: bool) -> None:
@@ -249,10 +294,22 @@ def train(cfg: TrainConfig, resume: bool = False, validate=None, model: Morphabl
     if world > 1:  # before the optimizer takes the parameters; state-dict names are unchanged
         D.convert_batchnorm(reg)
     if dataset is None:
-        dataset = PreprocessedDataset(cfg.data, cfg.photo_weights, Augment() if cfg.augment else None,
-                                      seed=cfg.seed, landmarks=cfg.landmarks, parts=cfg.w_prdl > 0)
-        if cfg.w_prdl > 0 and rank == 0:
-            _ensure_part_maps(dataset, progress)
+        aug = Augment() if cfg.augment else None
+        dataset = None
+        if cfg.data:
+            dataset = PreprocessedDataset(cfg.data, cfg.photo_weights, aug, seed=cfg.seed,
+                                          landmarks=cfg.landmarks, parts=cfg.w_prdl > 0)
+            if cfg.w_prdl > 0 and rank == 0:
+                _ensure_part_maps(dataset, progress)
+        if cfg.engine:
+            from .engine_data import EngineDataset, MixedDataset
+
+            if cfg.w_prdl > 0:
+                raise ValueError("PRDL (w_prdl > 0) is not supported with engine data (no part maps there)")
+            dataset = MixedDataset(dataset, EngineDataset(cfg.engine, model, split="train", augment=aug,
+                                                          seed=cfg.seed, photo_weight=cfg.engine_photo_weight))
+        if dataset is None:
+            raise ValueError("no training data: give preprocessed folders (data) and/or engine folders (engine)")
         D.barrier()
     if len(dataset) == 0:
         raise ValueError(f"no training items in {cfg.data}")
@@ -270,7 +327,8 @@ def train(cfg: TrainConfig, resume: bool = False, validate=None, model: Morphabl
             import warnings
 
             warnings.warn(f"identity-perceptual loss disabled: {e}", stacklevel=2)
-    objective = Losses(model, cfg, encoder)
+    engine_ds = getattr(dataset, "engine", None)
+    objective = Losses(model, cfg, encoder, vertex_index=None if engine_ds is None else engine_ds.vertex_index)
 
     bb_params = list(reg.net.backbone.parameters())
     head_params = list(reg.net.head.parameters())
@@ -418,4 +476,4 @@ def _forward_raw(net, x: torch.Tensor) -> torch.Tensor:
         del mod.forward  # back to the class's forward
 
 
-__all__ = ["Losses", "TrainConfig", "train"]
+__all__ = ["Losses", "TrainConfig", "train", "vertex_term"]
