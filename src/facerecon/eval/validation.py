@@ -14,8 +14,10 @@ from .aflw2000 import load_aflw2000, score
 class AflwValidator:
     """68-point NME on AFLW2000-3D (GT roi boxes) of a regressor alone.
 
-    The crops depend only on the detector, so they are computed once (landmarks in the protocol box
-    → Deep3D crop) and cached in `cache` (npz); each call then only runs the regressor.
+    The crops depend only on the detector, so they are computed once (landmarks in the detector-like box
+    of the protocol roi, `bbox_from_roi_box`, as `facerecon eval aflw2000 --boxes gt` does → Deep3D
+    crop) and cached in `cache` (npz; a cache made before that rule is rebuilt); each call then only
+    runs the regressor.
     Returns {'nme': mean of the 3 |yaw| bins (%), 'nme_0_30', 'nme_30_60', 'nme_60_90', 'failed'}.
     """
 
@@ -28,17 +30,18 @@ class AflwValidator:
         names = np.array(self.data.names)
         if cache.is_file():
             with np.load(cache) as z:
-                if list(z["names"]) == list(names):
+                if list(z["names"]) == list(names) and "box_rule" in z.files:
                     self.crops, self.M_inv = z["crops"], z["M_inv"]
                     return
         self.crops, self.M_inv = self._build(detector)
         from ..io.atomic import atomic_path
 
         with atomic_path(cache) as tmp, open(tmp, "wb") as f:
-            np.savez(f, names=names, crops=self.crops, M_inv=self.M_inv)
+            np.savez(f, names=names, crops=self.crops, M_inv=self.M_inv, box_rule="bbox_from_roi_box")
 
     def _build(self, detector):
         from ..api import FaceReconstructor, load_image
+        from ..detect.crop import bbox_from_roi_box
 
         rec = FaceReconstructor(self.model, detector=detector, method="regress")
         n = len(self.data)
@@ -46,7 +49,8 @@ class AflwValidator:
         M_inv = np.full((n, 2, 3), np.nan)
         for i in range(n):
             img = load_image(self.data.image_path(i))
-            face = rec.detector.landmarks(img.pixels, np.asarray(self.data.roi_boxes[i], np.float32))
+            # The detector-like box of the roi, as `facerecon eval aflw2000 --boxes gt` gives it.
+            face = rec.detector.landmarks(img.pixels, bbox_from_roi_box(self.data.roi_boxes[i]))
             if face is None or face.lm68 is None:
                 continue
             c = rec.crop(img, face)
