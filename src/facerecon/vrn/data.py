@@ -184,5 +184,17 @@ class EngineVolumes(torch.utils.data.Dataset):
                 "volume": torch.from_numpy(vol), "index": i}
 
 
-__all__ = ["EngineVolumes", "colour_jitter", "crop_to_grid", "engine_items", "grid_vertices", "load_image",
-           "load_named_model", "load_sample", "model_faces", "sample_camera", "random_similarity", "read_rows"]
+__all__ = [
+    "EngineVolumes",
+    "colour_jitter",
+    "crop_to_grid",
+    "engine_items",
+    "grid_vertices",
+    "load_image",
+    "load_named_model",
+    "load_sample",
+    "model_faces",
+    "random_similarity",
+    "read_rows",
+    "sample_camera",
+]

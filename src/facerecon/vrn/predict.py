@@ -105,4 +105,4 @@ def load_vrn(path: str | os.PathLike | None = None, device: str | torch.device =
     return VolumePredictor(net.to(device), spec, front, {**meta, "path": str(path), "config": asdict(cfg)})
 
 
-__all__ = ["VolumePredictor", "WEIGHTS_NAME", "default_weights_paths", "load_vrn"]
+__all__ = ["WEIGHTS_NAME", "VolumePredictor", "default_weights_paths", "load_vrn"]

@@ -123,7 +123,7 @@ def register(model: MorphableModel, surface: np.ndarray, camera: PerspectiveCame
         if step % refresh == 0:
             i_idx, j_idx = _pairs(posed[0].detach().numpy().astype(np.float64), surf)
         d2 = ((posed[0, torch.as_tensor(j_idx)] - S[torch.as_tensor(i_idx)]) ** 2).sum(-1)
-        res = float(d2.mean().sqrt())
+        res = float(d2.detach().mean().sqrt())
         if step == steps:
             break
         loss = d2.mean() + w_identity * (ident ** 2).sum() + w_expression * (e ** 2).sum()

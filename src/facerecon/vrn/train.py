@@ -16,7 +16,7 @@ import json
 import logging
 import math
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -89,8 +89,8 @@ def save_checkpoint(path: Path, net: VRN, opt, step: int, cfg: VRNTrainConfig, b
 @torch.no_grad()
 def validate(net: VRN, ds: EngineVolumes, cfg: VRNTrainConfig, front_mm: float) -> dict:
     """{'iou': mean volume IoU, 'surface_mm': mean surface error on the first `val_surface` views}."""
-    from .mesh import surface_error, volume_to_mesh
     from ..geometry.camera import PerspectiveCamera
+    from .mesh import surface_error, volume_to_mesh
 
     net.eval()
     spec = cfg.voxel_spec()
@@ -202,7 +202,11 @@ def train_vrn(cfg: VRNTrainConfig, resume: bool = False, max_seconds: float | No
 def export_weights(checkpoint, path, half: bool = True) -> Path:
     """Inference weights from a training checkpoint: {'vrn': config, 'model': state (float16 when
     `half`), 'meta': {front_mm, spec, step, best_iou}}, loadable with weights_only=True."""
+    if not Path(checkpoint).is_file():
+        raise FaceReconError(f"{checkpoint}: no such VRN checkpoint")
     ck = torch.load(checkpoint, map_location="cpu", weights_only=False)
+    if not isinstance(ck, dict) or "vrn" not in ck or "meta" not in ck:
+        raise FaceReconError(f"{checkpoint}: not a VRN training checkpoint (needs 'vrn', 'model', 'meta')")
     sd = {k: (v.half() if half and v.is_floating_point() else v) for k, v in ck["model"].items()}
     meta = {**ck["meta"], "step": ck["step"], "best_iou": ck["best_iou"]}
     path = Path(path)
@@ -210,10 +214,6 @@ def export_weights(checkpoint, path, half: bool = True) -> Path:
     with atomic_path(path) as tmp:
         torch.save({"vrn": ck["vrn"], "model": sd, "meta": meta}, tmp)
     return path
-
-
-def config_with(cfg: VRNTrainConfig, **kw) -> VRNTrainConfig:
-    return replace(cfg, **kw)
 
 
 __all__ = ["VRNTrainConfig", "export_weights", "front_depth", "save_checkpoint", "train_vrn", "validate",

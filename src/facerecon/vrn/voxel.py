@@ -110,10 +110,8 @@ def _raster_minmax(v, faces, front, back):  # pragma: no cover - compiled
                 if w0 < eps or w1 < eps or w2 < eps:
                     continue
                 z = w0 * z0 + w1 * z1 + w2 * z2
-                if z < front[y, x]:
-                    front[y, x] = z
-                if z > back[y, x]:
-                    back[y, x] = z
+                front[y, x] = min(front[y, x], z)
+                back[y, x] = max(back[y, x], z)
 
 
 def rasterize_depth(grid_vertices: np.ndarray, faces: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
