@@ -172,7 +172,7 @@ def train_vrn(cfg: VRNTrainConfig, resume: bool = False, max_seconds: float | No
             loss.backward()
             opt.step()
             step += 1
-            losses.append(float(loss))
+            losses.append(float(loss.detach()))
             bar.update(1)
             timed_out = max_seconds is not None and time.perf_counter() - t0 > max_seconds
             row = None

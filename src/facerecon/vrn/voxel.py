@@ -153,7 +153,7 @@ def voxelize(grid_vertices: np.ndarray, faces: np.ndarray, spec: VoxelSpec, fill
     g = np.asarray(grid_vertices, np.float64)
     front, back = rasterize_depth(g, faces, spec.size)
     if fill == "plane":
-        back = np.where(np.isfinite(front), g[:, 2].max(), -np.inf)
+        back = np.where(np.isfinite(front), g[np.unique(faces), 2].max(), -np.inf)
     return fill_columns(front, back, spec.depth)
 
 
