@@ -17,7 +17,15 @@ from facerecon.vrn import data as vdata
 from facerecon.vrn.mesh import icp_similarity, marching_cubes, sample_surface, surface_error, volume_to_mesh
 from facerecon.vrn.nets import VRN, VRNConfig, count_parameters
 from facerecon.vrn.train import VRNTrainConfig, export_weights, train_vrn, vrn_loss
-from facerecon.vrn.voxel import REDUCED, VoxelSpec, flip_volume, iou, visible_vertices, voxelize, voxelize_sample
+from facerecon.vrn.voxel import (
+    REDUCED,
+    VoxelSpec,
+    flip_volume,
+    iou,
+    visible_vertices,
+    voxelize,
+    voxelize_sample,
+)
 
 skimage = pytest.importorskip("skimage", reason="VRN meshing needs scikit-image (extra 'vrn' / 'dev')")
 
@@ -143,7 +151,7 @@ def write_engine(root, n: int = 6) -> None:
     """A synthetic data-engine folder: spheres/ellipsoids ("model" = sphere) with crops and manifest."""
     from PIL import Image
 
-    v, f = sphere(3)
+    v, _f = sphere(3)
     (root / "images").mkdir(parents=True)
     (root / "samples").mkdir()
     rows = []
@@ -242,7 +250,7 @@ def test_icp_and_surface_error_closed_forms():
     egg = v * np.array([40.0, 50.0, 30.0]) + 10.0 * np.c_[v[:, 1] ** 2, v[:, 2] * v[:, 0], np.zeros(len(v))]
     dst = 1.05 * egg @ R.T + np.array([3.0, -2.0, 1.0])
     src = sample_surface(egg, f, per_face=8)  # the dense side (see icp_similarity)
-    s, Rr, t = icp_similarity(src, dst, iters=100)
+    s, Rr, _t = icp_similarity(src, dst, iters=100)
     assert abs(s - 1.05) < 2e-3 and np.abs(Rr - R).max() < 5e-3
     big = v * 51.0 + np.array([0, 0, 500.0])
     small = v * 50.0 + np.array([0, 0, 500.0])
@@ -271,11 +279,12 @@ def test_volume_to_mesh_is_in_the_crop_cameras_mm():
 def test_method_registration_recovers_pose_and_landmarks(ict_model):
     """The 'vrn' method on the true volume of a posed model face: the registration finds the pose
     (< 4°) and the 68 landmarks (< 2.5 px) back; the result carries the note and the correspondence."""
+    from scipy.ndimage import gaussian_filter
+
     from facerecon.align import Crop
     from facerecon.detect.base import Face
     from facerecon.geometry.rotations import euler_to_matrix
     from facerecon.methods import MethodContext, build_method
-    from scipy.ndimage import gaussian_filter
 
     model, cam = ict_model, PerspectiveCamera.deep3d()
     p = model.zeros(1)
