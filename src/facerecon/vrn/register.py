@@ -114,15 +114,21 @@ def register(model: MorphableModel, surface: np.ndarray, camera: PerspectiveCame
     opt = torch.optim.Adam([{"params": [ident, expr], "lr": lr}, {"params": [rot], "lr": lr * 0.1},
                             {"params": [trans], "lr": lr * 10.0}])
     unit = model.exp_prior == "unit_interval"
-    i_idx = j_idx = None
     res = float("nan")
     for step in range(steps + 1):
         e = expr.clamp(0, 1) if unit else expr
-        v = model.shape(ident.to(model.mean_shape), e.to(model.mean_shape)).to(dt)
-        posed = v @ euler_to_matrix(rot).transpose(1, 2) + trans[:, None]
+        R_t = euler_to_matrix(rot).transpose(1, 2)
         if step % refresh == 0:
-            i_idx, j_idx = _pairs(posed[0].detach().numpy().astype(np.float64), surf)
-        d2 = ((posed[0, torch.as_tensor(j_idx)] - S[torch.as_tensor(i_idx)]) ** 2).sum(-1)
+            with torch.no_grad():
+                full = model.shape(ident.to(model.mean_shape), e.to(model.mean_shape)).to(dt) @ R_t + trans[:, None]
+            i_idx, j_idx = _pairs(full[0].numpy().astype(np.float64), surf)
+            # Between refreshes only the paired vertices are decoded (their basis rows).
+            sel, inv = np.unique(j_idx, return_inverse=True)
+            rows = torch.as_tensor((sel[:, None] * 3 + np.arange(3)).ravel())
+            B_id, B_exp = model.id_basis[rows].to(dt), model.exp_basis[rows].to(dt)
+            mu, inv, target = model.mean_shape[torch.as_tensor(sel)].to(dt), torch.as_tensor(inv), S[torch.as_tensor(i_idx)]
+        v = mu + (ident @ B_id.T + e @ B_exp.T).view(-1, 3)
+        d2 = (((v @ R_t[0] + trans)[inv] - target) ** 2).sum(-1)
         res = float(d2.detach().mean().sqrt())
         if step == steps:
             break
