@@ -10,15 +10,16 @@ after similarity ICP of that surface onto the true mesh (`vrn.mesh.surface_error
     a volume regressed from one image has nothing to say about the far side;
   - "all": every vertex of the model's face mask.
 
-Per |yaw| bin (0-30, 30-60, 60-90). With "regress", the model's mean face in regress's pose is
-scored too: after similarity ICP any face-like surface scores a few mm, and this says how few.
-`--oracle` adds the target volume itself (the true mesh
-voxelised at the VRN weights' grid, meshed at 0.5): the floor the grid's resolution sets.
+Per |yaw| bin (0-30, 30-60, 60-90). The views are chosen deterministically, so separate runs
+(`--methods regress fit`, later `--methods vrn`) score the same views. With "regress", the model's
+mean face in regress's pose is scored too: after similarity ICP any face-like surface scores a few
+mm, and this says how few. `--oracle 96x100 192x200` adds the target volume itself (the true mesh
+voxelised at that grid, meshed at 0.5): the floor each grid's resolution sets.
 Timing per face (network, marching cubes, registration; the method's own `times`) and the peak
 resident memory of the process are printed; under a shared CPU they are noisy.
 
     python benchmarks/vrn_surface.py /work/scratch_parser/ds --weights weights/vrn/vrn_reduced.pt \\
-        --methods vrn regress --n 36 [--fit-n 10] [--oracle] [--json out.json]
+        --methods vrn regress --n 36 [--fit-n 10] [--oracle 96x100 192x200] [--json out.json]
 """
 
 from __future__ import annotations
@@ -68,7 +69,7 @@ def main(argv=None) -> int:
     from facerecon.log import progress
     from facerecon.vrn.data import load_sample, model_faces, sample_camera
     from facerecon.vrn.mesh import surface_error, volume_to_mesh
-    from facerecon.vrn.voxel import visible_vertices, voxelize_sample
+    from facerecon.vrn.voxel import VoxelSpec, visible_vertices, voxelize_sample
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("data", help="a `facerecon dataset build` folder (its 'val' split is used)")
@@ -76,7 +77,8 @@ def main(argv=None) -> int:
     p.add_argument("--methods", nargs="+", default=["vrn", "regress"])
     p.add_argument("--n", type=int, default=36, help="views (a third per |yaw| bin)")
     p.add_argument("--fit-n", type=int, default=10, help="views for 'fit' (slow): the first of each bin in turn")
-    p.add_argument("--oracle", action="store_true", help="also the target volume meshed (the grid's floor)")
+    p.add_argument("--oracle", nargs="*", default=[], metavar="SIZExSLICES",
+                   help="also the target volume meshed at these grids, e.g. 96x100 192x200 (the grid's floor)")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--json", default=None, help="write the per-view rows here")
     args = p.parse_args(argv)
@@ -85,13 +87,13 @@ def main(argv=None) -> int:
     views = select_views(root, args.n)
     rows = []
     results = {}
-    for method in args.methods + (["oracle"] if args.oracle else []):
+    for method in args.methods + [f"oracle {g}" for g in args.oracle]:
         todo = views
         if method == "fit":  # interleave the bins so the first fit-n cover all of them
             per = [[v for v in views if lo <= abs(v["yaw"]) < hi] for lo, hi in BINS]
             todo = [v for grp in zip(*per) for v in grp][: args.fit_n]
         runner = None
-        if method != "oracle":
+        if not method.startswith("oracle"):
             opts = {"weights": args.weights} if method == "vrn" and args.weights else {}
             runner = ReconstructionRunner(method, photometric=False, **opts)
         errs, errs_all, yaws, fails, times, base = [], [], [], 0, [], []
@@ -100,10 +102,9 @@ def main(argv=None) -> int:
             faces = model_faces(str(s["model"]))
             vis = visible_vertices(s["vertices_px"], faces)
             try:
-                if method == "oracle":
-                    from facerecon.vrn.predict import load_vrn
-
-                    spec = load_vrn(args.weights).spec
+                if method.startswith("oracle"):
+                    size, slices = (int(x) for x in method.split()[1].split("x"))
+                    spec = VoxelSpec(size, slices)
                     vol, front = voxelize_sample(s["vertices_px"], faces, spec)
                     v, f = volume_to_mesh(vol.astype(np.float32), spec, front, sample_camera(s))
                     t = {}
