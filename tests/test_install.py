@@ -26,7 +26,7 @@ ROOT = Path(__file__).resolve().parents[1]
 PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
 VERSIONS = ["3.10", "3.11", "3.12", "3.13"]
 # Extras resolved together per version (numpy 2 must be allowed: nothing here may pin numpy<2).
-TOGETHER = "onnx,render,train,demo,dev,eval,serve,serve-test,video,batch"
+TOGETHER = "onnx,render,train,demo,dev,eval,serve,serve-test,video,batch,vrn"
 # Extras resolved on their own, with the versions they must support. `detect` is empty since FaceMesh
 # runs on our PyTorch port; `mediapipe-legacy` (the reference backend) is marked python_version<3.13.
 ALONE = {"detect": VERSIONS, "mediapipe-legacy": VERSIONS, "ray": VERSIONS}

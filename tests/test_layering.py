@@ -138,6 +138,7 @@ PKG_REAL, ROOT_REAL, DOC_REAL = PKG, ROOT, DOC
 @pytest.mark.parametrize("module", ["facerecon.api", "facerecon.cli.main", "facerecon.eval", "facerecon.train",
                                     "facerecon.serve", "facerecon.batch",
                                     "facerecon.dataset",
+                                    "facerecon.vrn", "facerecon.methods.vrn",
                                     "facerecon.detect.parsing"])
 def test_entry_points_import(module):
     __import__(module)

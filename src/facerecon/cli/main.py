@@ -11,7 +11,7 @@ from ..errors import FaceReconError
 
 # Subcommand modules, in help order. Each registers one top-level command.
 COMMANDS = ["demo_cmd", "reconstruct_cmd", "assets_cmd", "decode_cmd", "preprocess_cmd", "eval_cmd", "train_cmd",
-            "batch_cmd", "serve_cmd", "dataset_cmd", "albedo_cmd"]
+            "batch_cmd", "serve_cmd", "dataset_cmd", "albedo_cmd", "vrn_cmd"]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -139,6 +139,7 @@ class ExportItem:
     head_vertices_posed: (Vh, 3) the same posed like `vertices_posed`, mm; or None.
     head_faces:      (Fh, 3) int64 triangles of the head; or None.
     head_colors:     (Vh, 3) shaded vertex colours of the head in [0, 1]; or None.
+    notes:           {key: JSON-able} the method's remarks (S.json "notes"), or None.
     images:          {name: uint8 (or uint16) image} rendered by the caller (`images_needed`):
                      "recon_crop" (S,S,4) RGBA, "geometry_crop" (S,S,3), "geometry_side" (S,S,3),
                      "landmarks_crop" (S,S,3), "overlay" (h,w,3), "texture" (T,T,3), "depth_crop" (S,S)
@@ -177,6 +178,7 @@ class ExportItem:
     head_vertices_posed: np.ndarray | None = None
     head_faces: np.ndarray | None = None
     head_colors: np.ndarray | None = None
+    notes: dict | None = None
 
     def __post_init__(self):
         v = np.shape(self.vertices)
@@ -386,6 +388,8 @@ def export_json(item: ExportItem, out: Path, stem: str) -> list[Path]:
         "box": [float(x) for x in item.box], "detector": item.detector,
         "blendshapes": item.blendshapes, "times_s": {k: round(v, 4) for k, v in item.times.items()},
     }
+    if item.notes:
+        info["notes"] = item.notes
     if item.rotation is not None:
         info["rotation"] = {
             "matrix": [[float(x) for x in row] for row in np.asarray(item.rotation, np.float64)],

@@ -24,6 +24,8 @@ register_method("regress", "facerecon.methods.regress:make_regress",
                 "the learned coefficient regressor alone (milliseconds per face)")
 register_method("regress+refine", "facerecon.methods.regress:make_regress_refine",
                 "the regressor, then fitting started from its parameters")
+register_method("vrn", "facerecon.methods.vrn:make_vrn",
+                "VRN: volumetric regression, marching cubes; landmarks/pose from registering the model")
 
 __all__ = ["METHODS", "Method", "MethodContext", "Reconstruction", "Request", "Topology", "available_methods",
            "build_method", "camera_for_original", "check_landmarks", "from_params", "register_method"]

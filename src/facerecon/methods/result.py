@@ -86,6 +86,8 @@ class Reconstruction:
         when known (needed by the 'textured' and 'overlay' outputs).
     model: the MorphableModel that decodes `params` (set by `from_params`), or None; used only when
         an output asks for it (the neutral mesh, the 3-D landmarks, the PNCC map's mean face).
+    notes: {key: JSON-able value} the method's remarks on its outputs (e.g. VRN: where its landmarks
+        and pose come from), written to the json output; None when it has none.
     """
 
     geometry: FaceGeometry
@@ -108,6 +110,7 @@ class Reconstruction:
     source: str = ""
     image: np.ndarray | None = field(default=None, repr=False, compare=False)
     model: MorphableModel | None = field(default=None, repr=False, compare=False)
+    notes: dict | None = None
 
     # -- numpy views, no batch dimension -------------------------------------------------------
     @property
@@ -366,7 +369,7 @@ class Reconstruction:
             blendshapes=self.blendshapes, times=self.times, source=self.source, model=self.model_name, images=images,
             vertices_neutral=self.vertices_neutral if "neutral" in chosen else None,
             landmarks3d=None if lm3d is None else lm3d[0], landmarks3d_posed=None if lm3d is None else lm3d[1],
-            landmarks=self.landmark_sets() if "landmarks" in chosen else None,
+            landmarks=self.landmark_sets() if "landmarks" in chosen else None, notes=self.notes,
             **({} if head is None else {"head_vertices": head[0], "head_vertices_posed": head[1],
                                         "head_faces": head[2], "head_colors": head[3]}))
 
