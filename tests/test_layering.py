@@ -139,6 +139,7 @@ PKG_REAL, ROOT_REAL, DOC_REAL = PKG, ROOT, DOC
                                     "facerecon.serve", "facerecon.batch",
                                     "facerecon.dataset",
                                     "facerecon.vrn", "facerecon.methods.vrn",
-                                    "facerecon.detect.parsing"])
+                                    "facerecon.detect.parsing",
+                                    "facerecon.prnet.train", "facerecon.methods.prnet"])
 def test_entry_points_import(module):
     __import__(module)

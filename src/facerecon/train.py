@@ -99,9 +99,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--steps", type=int, default=d.steps)
     p.add_argument("--batch", type=int, default=d.batch,
                    help="global batch (torchrun: split over the processes, which must divide it)")
-    p.add_argument("--lr", type=float, default=d.lr)
+    p.add_argument("--lr", type=float, default=None, help=f"default {d.lr} (regress), 1e-4 (prnet, the paper's)")
     p.add_argument("--lr-backbone", type=float, default=None)
-    p.add_argument("--out", default=d.out, help="run folder (checkpoints, logs)")
+    p.add_argument("--out", default=None, help=f"run folder (checkpoints, logs); default {d.out} or runs/prnet")
     p.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
     p.add_argument("--pseudo-labels", default=None,
                    help="npz with names (N,) and params (N, dim): fitted FaceParams vectors (layout.join)")
@@ -135,6 +135,20 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="torch CPU threads per process (default: all cores, split between torchrun's processes)")
     p.add_argument("--seed", type=int, default=d.seed, help="data order, augmentation and initialisation")
     p.add_argument("--export", default=None, help="after training, write inference weights (best.pt) here")
+    g = p.add_argument_group("PRNet position-map head (--head prnet; prnet/train.py)")
+    g.add_argument("--head", choices=["regress", "prnet"], default="regress",
+                   help="regress: the coefficient regressor on --data (default); prnet: PRNet's UV position-map "
+                   "network on data-engine folders (--engine, the same option as the regressor's)")
+    g.add_argument("--encoder", choices=["mobilenetv2", "resnet18", "baseline", "mobilenetv1_3ddfa"],
+                   default="mobilenetv2",
+                   help="PRNet encoder (the decoder is PRNet's in every case); mobilenetv1_3ddfa: 3DDFA_V2's face-trained MobileNetV1 (not the extension's)")
+    g.add_argument("--map-size", type=int, default=128, help="input and position-map resolution (256: the paper's)")
+    g.add_argument("--decoder-width", type=float, default=1.0, help="decoder channel multiplier (1 = PRNet's)")
+    g.add_argument("--decoder-head", type=int, default=3,
+                   help="channels of the decoder's last two hidden layers (PRNet: 3; wider learns faster)")
+    g.add_argument("--lr-half-epochs", type=float, default=5.0, help="exponential decay: lr halves every N epochs")
+    g.add_argument("--val-samples", type=int, default=120, help="engine val samples per validation")
+    g.add_argument("--ckpt-minutes", type=float, default=3.0, help="OUT/last.pt every N minutes")
 
 
 def run_from_args(args: argparse.Namespace) -> int:
@@ -149,8 +163,13 @@ def run_from_args(args: argparse.Namespace) -> int:
     elif local_world > 1:
         # torchrun's N processes on one machine share its cores (torchrun's own default is 1 thread).
         set_threads(split_cores(local_world)[1])
+    if args.head == "prnet":
+        return run_prnet(args)
+    d = TrainConfig()
+    args.lr = d.lr if args.lr is None else args.lr
+    args.out = d.out if args.out is None else args.out
     cfg = TrainConfig(
-        data=list(args.data), photo_weights=args.photo_weights, out=args.out, backbone=args.backbone,
+        data=list(args.data or []), photo_weights=args.photo_weights, out=args.out, backbone=args.backbone,
         model=args.model, pretrained=not args.no_pretrained, steps=args.steps, batch=args.batch, lr=args.lr,
         lr_backbone=args.lr_backbone, pseudo_labels=args.pseudo_labels, w_photo=args.w_photo,
         landmarks=args.landmarks, init=args.init, w_landmark=args.w_landmark,
@@ -176,6 +195,34 @@ def run_from_args(args: argparse.Namespace) -> int:
         if res["exported"]:
             path, name = res["exported"]
             print(f"weights: {path} (from {name})")
+    return 0
+
+
+def run_prnet(args: argparse.Namespace) -> int:
+    """`facerecon train --head prnet`: PRNet's position-map network on data-engine folders."""
+    from .prnet.train import PrnetTrainConfig, export_prnet, train_prnet
+
+    if not args.engine:
+        from .errors import FaceReconError
+
+        raise FaceReconError("--head prnet needs --engine DIR... (`facerecon dataset build` folders)")
+    cfg = PrnetTrainConfig(
+        engine=list(args.engine), out=args.out or "runs/prnet", encoder=args.encoder, width=args.decoder_width,
+        head=args.decoder_head,
+        size=args.map_size, model=args.model, steps=args.steps, batch=args.batch,
+        lr=1e-4 if args.lr is None else args.lr, lr_half_epochs=args.lr_half_epochs, augment=not args.no_augment,
+        workers=args.workers, ckpt_minutes=args.ckpt_minutes, val_every=args.val_every,
+        val_samples=args.val_samples, seed=args.seed)
+    import torch
+
+    device = args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
+    res = train_prnet(cfg, resume=args.resume, max_minutes=args.max_minutes, device=device)
+    v = res["last_val"]
+    print(f"stopped at step {res['step']}; best val dense error {res['best']:.2f} mm"
+          + (f"; last val {v['dense_mm']:.2f} mm, NME68 {v['nme68']:.2f} %" if v else "") + f"; run folder {res['out']}")
+    if args.export:
+        src = Path(cfg.out) / ("best.pt" if (Path(cfg.out) / "best.pt").is_file() else "last.pt")
+        print(f"weights: {export_prnet(src, args.export)} (from {src.name})")
     return 0
 
 
@@ -207,6 +254,7 @@ __all__ = [
     "default_val_root",
     "main",
     "run_from_args",
+    "run_prnet",
     "train",
     "train_regressor",
 ]

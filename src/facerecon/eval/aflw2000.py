@@ -132,6 +132,29 @@ def nme(pred: np.ndarray, gt: np.ndarray) -> np.ndarray:
     return np.linalg.norm(pred - gt, axis=2).mean(axis=1) / norm * 100.0
 
 
+def nme3d(pred: np.ndarray, gt: np.ndarray) -> np.ndarray:
+    """(N, 68, 3), (N, 68, 3) -> (N,) 3-D NME in percent: mean point distance with each set's z
+    centred on its own mean (depth has no common origin), over sqrt(w·h) of gt's 2-D bbox.
+
+    x, y in image pixels; z in the same pixel scale, larger = nearer the camera (AFLW2000-3D's
+    ``pt3d_68``: 3DDFA's image-frame vertices). Rows with NaN give NaN.
+    """
+    pred = np.array(pred, np.float64).reshape(-1, 68, 3)
+    gt = np.array(gt, np.float64).reshape(-1, 68, 3)
+    pred[..., 2] -= pred[..., 2].mean(1, keepdims=True)
+    gt[..., 2] -= gt[..., 2].mean(1, keepdims=True)
+    wh = gt[..., :2].max(axis=1) - gt[..., :2].min(axis=1)
+    return np.linalg.norm(pred - gt, axis=2).mean(axis=1) / np.sqrt(wh[:, 0] * wh[:, 1]) * 100.0
+
+
+def load_pts3d(root: str | Path) -> np.ndarray:
+    """(N, 68, 3) float32 AFLW2000-3D ``pt3d_68`` (original ground truth, x, y px, z) in list order."""
+    pts = np.load(_need(Path(root) / "protocol" / GT_FILES["original"], "original ground truth")).astype(np.float32)
+    if pts.ndim != 3 or pts.shape[1] != 3 or pts.shape[2] != 68:
+        raise DatasetError(f"{Path(root) / 'protocol' / GT_FILES['original']}: no z row, shape {pts.shape}")
+    return np.ascontiguousarray(pts.transpose(0, 2, 1))
+
+
 def yaw_bins(yaw: np.ndarray) -> np.ndarray:
     """(N,) raw yaw degrees -> (N,) int bin 0: |yaw| <= 30, 1: 30 < |yaw| <= 60, 2: > 60 (incl. > 90)."""
     a = np.abs(np.asarray(yaw, np.float64))

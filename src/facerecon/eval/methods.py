@@ -199,6 +199,23 @@ def reconstruction_method(name: str, photometric: bool = True, model: str = "ict
     return method
 
 
+def reconstruction_landmarks_3d(r) -> np.ndarray | None:
+    """(68, 3) float64 a Reconstruction's 68 landmarks in the original image for the 3-D NME
+    (`aflw2000.nme3d`): x, y pixels (the photo camera's projection of the posed model landmarks,
+    vertex + offset) and z = (distance − depth) · focal / distance, the height towards the camera in
+    the same pixel scale (larger nearer, as AFLW2000-3D's ``pt3d_68``). None without annotations."""
+    sets = r.landmark_sets()
+    if sets is None:
+        return None
+    import torch
+
+    posed = torch.as_tensor(np.asarray(sets["lm68"]["posed_mm"], np.float64))
+    cam = r.camera
+    scr = cam.project(posed).numpy()
+    z = (cam.distance - scr[:, 2]) * cam.focal / cam.distance
+    return np.concatenate([scr[:, :2], z[:, None]], 1)
+
+
 register_method("3ddfa", make_3ddfa, "3DDFA_V2 MobileNetV1x0.5 (our port); --boxes gt uses the roi box as-is")
 register_method("default", make_default,
                 "facerecon's default detection pipeline (RetinaFace/FaceBoxes boxes + 3DDFA_V2 with TTA)")

@@ -26,6 +26,8 @@ register_method("regress+refine", "facerecon.methods.regress:make_regress_refine
                 "the regressor, then fitting started from its parameters")
 register_method("vrn", "facerecon.methods.vrn:make_vrn",
                 "VRN: volumetric regression, marching cubes; landmarks/pose from registering the model")
+register_method("prnet", "facerecon.methods.prnet:make_prnet",
+                "PRNet's UV position-map network: a dense mesh read from a map, no model parameters")
 
 __all__ = ["METHODS", "Method", "MethodContext", "Reconstruction", "Request", "Topology", "available_methods",
            "build_method", "camera_for_original", "check_landmarks", "from_params", "register_method"]
