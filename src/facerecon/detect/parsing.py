@@ -28,7 +28,7 @@ import torch
 from torch.nn import functional as F
 
 from .. import assets
-from ..errors import AssetError, FaceReconError
+from ..errors import FaceReconError
 from ..models.annotations import PART_NAMES
 from ..nets.parser import PartNet, PartNetConfig
 
@@ -152,27 +152,13 @@ def load_parser(path=None, device: str | torch.device = "cpu") -> FaceParser:
     """A FaceParser from a weights file (`save_parser`) or a training checkpoint holding the same
     keys; path None: the first of `default_weights_paths()`. Raises AssetError when absent or not a
     parser file."""
-    if path is None:
-        tried = default_weights_paths()
-        path = next((p for p in tried if p.is_file()), None)
-        if path is None:
-            raise AssetError("no face-parser weights found; searched: " + ", ".join(map(str, tried))
-                             + ". Train them (scripts/train_parser.py, weights/parser/MODEL_CARD.md) "
-                             "or set FACERECON_PARSER=FILE.")
-    path = Path(path)
-    if not path.is_file():
-        raise AssetError(f"face-parser weights not found: {path}")
-    try:
-        ck = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001 - torch raises many types for a bad file
-        raise AssetError(f"{path}: cannot read face-parser weights ({e})") from None
-    if not isinstance(ck, dict) or "parser" not in ck or "model" not in ck:
-        raise AssetError(f"{path}: not a facerecon face-parser file (needs 'parser' and 'model')")
-    net = PartNet(PartNetConfig.from_dict(ck["parser"]))
-    try:
-        net.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in ck["model"].items()})
-    except RuntimeError as e:
-        raise AssetError(f"{path}: weights do not match {ck['parser']}: {e}") from None
+    from ..nets.checkpoint import find_weights, load_state, read_weights
+
+    path = find_weights(path, default_weights_paths(), "face-parser",
+                        ". Train them (scripts/train_parser.py, weights/parser/MODEL_CARD.md) "
+                        "or set FACERECON_PARSER=FILE.")
+    ck = read_weights(path, "face-parser", "parser")
+    net = load_state(PartNet(PartNetConfig.from_dict(ck["parser"])), ck, path, ck["parser"])
     return FaceParser(net, device, ck.get("meta", {}))
 
 

@@ -22,7 +22,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..errors import AssetError
 from ..geometry.camera import PerspectiveCamera
 from ..geometry.rotations import fit_similarity
 from .nets import PRNet
@@ -179,28 +178,13 @@ def load_prnet(path: str | os.PathLike | None = None, device: str | torch.device
 
     path None: the shipped weights (`default_weights_paths`); raises AssetError listing the paths
     searched when none exists, or when the file is not PRNet weights."""
-    if path is None:
-        tried = default_weights_paths()
-        path = next((p for p in tried if p.is_file()), None)
-        if path is None:
-            raise AssetError("no PRNet weights found; searched: " + ", ".join(map(str, tried))
-                             + ". Train them (`facerecon train --head prnet`, weights/prnet/MODEL_CARD.md) "
-                             "or set FACERECON_PRNET=FILE.")
-    path = Path(path)
-    if not path.is_file():
-        raise AssetError(f"PRNet weights not found: {path}")
-    try:
-        ck = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001 - torch raises many types for a bad file
-        raise AssetError(f"{path}: cannot read PRNet weights ({e})") from None
-    if not isinstance(ck, dict) or "prnet" not in ck or "model" not in ck:
-        raise AssetError(f"{path}: not a facerecon PRNet file (needs 'prnet' and 'model')")
-    net = PositionNet.from_config(ck["prnet"])
-    sd = {k: v.float() if v.is_floating_point() else v for k, v in ck["model"].items()}
-    try:
-        net.load_state_dict(sd, strict=True)
-    except RuntimeError as e:
-        raise AssetError(f"{path}: weights do not match {ck['prnet']}: {e}") from None
+    from ..nets.checkpoint import find_weights, load_state, read_weights
+
+    path = find_weights(path, default_weights_paths(), "PRNet",
+                        ". Train them (`facerecon train --head prnet`, weights/prnet/MODEL_CARD.md) "
+                        "or set FACERECON_PRNET=FILE.")
+    ck = read_weights(path, "PRNet", "prnet")
+    net = load_state(PositionNet.from_config(ck["prnet"]), ck, path, ck["prnet"])
     net.meta = dict(ck.get("meta", {}), path=str(path))
     return net.to(device).eval()
 

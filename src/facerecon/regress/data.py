@@ -166,15 +166,12 @@ class PreprocessedDataset(torch.utils.data.Dataset):
         return out
 
 
-def augment_sample(img: torch.Tensor, mask: torch.Tensor, lm: torch.Tensor, w: torch.Tensor, aug: Augment,
-                   generator: torch.Generator | None = None, parts: torch.Tensor | None = None):
-    """Apply one random similarity (+ optional mirror) to image (3,S,S), mask (1,S,S) and
-    landmarks (68,2) alike, then colour jitter to the image. Pixels that come from outside the
-    crop are black in the image and 0 in the mask (so no loss is taken on them).
-    parts: optional (1,S,S) integer part label map, warped alike (nearest pixel; 0 outside) with
-    right and left parts swapped by the mirror; returned as a fifth value when given."""
-    S = img.shape[-1]
-
+def draw_augment(aug: Augment, S: int, generator: torch.Generator | None = None):
+    """One random draw of `aug` for an (S, S) crop: (flip, A (2, 2) float64, b (2,) float64, colour
+    (saturation, contrast, brightness) relative changes). The forward map, source px -> output px, is
+    p' = A p + b with A = s R diag(±1, 1) about the crop centre (the mirror folded into A, so a
+    flipped face stays where it was). Every augmentation draws through here, in this order, so a
+    seeded generator gives photo and engine items the same stream."""
     def u(a):
         return (torch.rand((), generator=generator).item() * 2 - 1) * a
 
@@ -183,13 +180,23 @@ def augment_sample(img: torch.Tensor, mask: torch.Tensor, lm: torch.Tensor, w: t
     th = math.radians(u(aug.rotate))
     c = (S - 1) / 2.0
     tx, ty = u(aug.shift), u(aug.shift)
-    # Forward map, source px -> output px: p' = A (p - c) + c + t, A = s R diag(±1, 1); the
-    # mirror is about the crop centre, so a flipped face stays where it was.
     fx = -1.0 if flip else 1.0
     R = torch.tensor([[math.cos(th), -math.sin(th)], [math.sin(th), math.cos(th)]], dtype=torch.float64)
-    A_lin = s * R @ torch.diag(torch.tensor([fx, 1.0], dtype=torch.float64))
+    A = s * R @ torch.diag(torch.tensor([fx, 1.0], dtype=torch.float64))
     src_c = torch.tensor([c, c], dtype=torch.float64)
-    b = src_c + torch.tensor([tx, ty], dtype=torch.float64) - A_lin @ src_c
+    b = src_c + torch.tensor([tx, ty], dtype=torch.float64) - A @ src_c
+    return flip, A, b, (u(aug.saturation), u(aug.contrast), u(aug.brightness))
+
+
+def augment_sample(img: torch.Tensor, mask: torch.Tensor, lm: torch.Tensor, w: torch.Tensor, aug: Augment,
+                   generator: torch.Generator | None = None, parts: torch.Tensor | None = None):
+    """Apply one random similarity (+ optional mirror) to image (3,S,S), mask (1,S,S) and
+    landmarks (68,2) alike, then colour jitter to the image. Pixels that come from outside the
+    crop are black in the image and 0 in the mask (so no loss is taken on them).
+    parts: optional (1,S,S) integer part label map, warped alike (nearest pixel; 0 outside) with
+    right and left parts swapped by the mirror; returned as a fifth value when given."""
+    S = img.shape[-1]
+    flip, A_lin, b, (sat, con, bri) = draw_augment(aug, S, generator)
     lm2 = (lm.double() @ A_lin.T + b).float()
     if flip:
         lm2, w = lm2[FLIP_68], w[FLIP_68]
@@ -205,9 +212,9 @@ def augment_sample(img: torch.Tensor, mask: torch.Tensor, lm: torch.Tensor, w: t
     img, mask = warped[:3], (warped[3:4] * (warped[4:5] > 0.999)).clamp(0.0, 1.0)
     # Colour jitter (per image): brightness, contrast about the mean grey, saturation about grey.
     grey = img.mean(0, keepdim=True)
-    img = grey + (img - grey) * (1.0 + u(aug.saturation))
-    img = img.mean() + (img - img.mean()) * (1.0 + u(aug.contrast))
-    img = (img * (1.0 + u(aug.brightness))).clamp(0.0, 1.0)
+    img = grey + (img - grey) * (1.0 + sat)
+    img = img.mean() + (img - img.mean()) * (1.0 + con)
+    img = (img * (1.0 + bri)).clamp(0.0, 1.0)
     if parts is None:
         return img.contiguous(), mask.contiguous(), lm2.contiguous(), w.contiguous()
     pw = F.grid_sample(parts[None].to(grid.dtype), grid, mode="nearest", padding_mode="zeros", align_corners=True)
@@ -237,5 +244,14 @@ def load_pseudo_labels(path, dataset: PreprocessedDataset, dim: int) -> tuple[to
     return out, have
 
 
-__all__ = ["FLIP_68", "PART_MIRROR", "Augment", "PreprocessedDataset", "augment_sample", "cache_part_maps",
-           "load_pseudo_labels", "part_map_path"]
+__all__ = [
+    "FLIP_68",
+    "PART_MIRROR",
+    "Augment",
+    "PreprocessedDataset",
+    "augment_sample",
+    "cache_part_maps",
+    "draw_augment",
+    "load_pseudo_labels",
+    "part_map_path",
+]

@@ -26,7 +26,6 @@ self-occluded ones and ones outside the crop included (they have exact positions
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 
 import numpy as np
@@ -34,7 +33,7 @@ import torch
 from torch.nn import functional as F
 
 from ..models.annotations import mirror_vertices
-from .data import FLIP_68, Augment
+from .data import FLIP_68, Augment, draw_augment
 
 #: Default vertex subsample of the 3-D loss: every `VERTEX_STRIDE`-th model vertex (ICT face: 9,409
 #: vertices -> 2,353), enough for the loss (neighbouring vertices are ~2 mm apart) at a quarter of the
@@ -160,34 +159,13 @@ class EngineDataset(torch.utils.data.Dataset):
                 "params": params, "param_w": param_w}
 
 
-def similarity_2d(aug: Augment, S: int, generator: torch.Generator | None = None):
-    """Draw one augmentation as `regress.data.augment_sample` does, in the same order of draws:
-    returns (flip, A (2, 2) float64, b (2,) float64, colour (saturation, contrast, brightness)),
-    the forward map source px -> output px being p' = A p + b (the mirror folded into A)."""
-    def u(a):
-        return (torch.rand((), generator=generator).item() * 2 - 1) * a
-
-    flip = torch.rand((), generator=generator).item() < aug.flip
-    s = 1.0 + u(aug.scale)
-    th = math.radians(u(aug.rotate))
-    c = (S - 1) / 2.0
-    tx, ty = u(aug.shift), u(aug.shift)
-    fx = -1.0 if flip else 1.0
-    R = torch.tensor([[math.cos(th), -math.sin(th)], [math.sin(th), math.cos(th)]], dtype=torch.float64)
-    A = s * R @ torch.diag(torch.tensor([fx, 1.0], dtype=torch.float64))
-    src_c = torch.tensor([c, c], dtype=torch.float64)
-    b = src_c + torch.tensor([tx, ty], dtype=torch.float64) - A @ src_c
-    colour = (u(aug.saturation), u(aug.contrast), u(aug.brightness))
-    return flip, A, b, colour
-
-
 def augment_engine(img, mask, lm, w, verts, mirror: np.ndarray, aug: Augment, generator=None):
     """One random similarity (+ mirror) applied alike to image (3,S,S), mask (1,S,S), landmarks (68,2)
     and vertices (V,3) (x, y moved, depth kept), then colour jitter. Returns
     (img, mask, lm, w, verts, flipped). Vertex i of a mirrored face is vertex mirror[i] of the
     original (and landmark i is landmark FLIP_68[i]), so the targets stay in model order."""
     S = img.shape[-1]
-    flip, A, b, (sat, con, bri) = similarity_2d(aug, S, generator)
+    flip, A, b, (sat, con, bri) = draw_augment(aug, S, generator)
     lm2 = (lm.double() @ A.T + b).float()
     xy = (verts[:, :2].double() @ A.T + b).float()
     v2 = torch.cat([xy, verts[:, 2:]], 1)
@@ -246,4 +224,4 @@ class MixedDataset(torch.utils.data.Dataset):
 
 
 __all__ = ["VERTEX_STRIDE", "EngineDataset", "MixedDataset", "augment_engine", "expression_mirror",
-           "load_engine_sample", "read_engine_manifest", "similarity_2d"]
+           "load_engine_sample", "read_engine_manifest"]

@@ -17,7 +17,6 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..errors import AssetError
 from ..geometry.camera import PerspectiveCamera
 from ..models.layout import FaceParams
 from ..models.morphable import MorphableModel
@@ -48,35 +47,16 @@ def load_regressor(path: str | os.PathLike | None = None, device: str | torch.de
     path None: the shipped weights (see `default_weights_paths`); raises AssetError listing the
     paths searched when none exists, or when the file is not a regressor.
     """
-    if path is None:
-        tried = default_weights_paths()
-        found = next((p for p in tried if p.is_file()), None)
-        if found is None:
-            raise AssetError("no regressor weights found; searched: " + ", ".join(map(str, tried))
-                             + ". Train one (docs/training.md) or set FACERECON_REGRESSOR=FILE.")
-        path = found
-    path = Path(path)
-    if not path.is_file():
-        raise AssetError(f"regressor weights not found: {path}")
+    from ..nets.checkpoint import find_weights, load_state, read_weights
+
+    path = find_weights(path, default_weights_paths(), "regressor",
+                        ". Train one (docs/training.md) or set FACERECON_REGRESSOR=FILE.")
     if path.suffix.lower() == ".onnx":  # an exported network: onnxruntime, same `predict`
         from .onnx import OnnxRegressor
 
         return OnnxRegressor(path)
-    try:
-        ck = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001 - torch raises many types for a bad file
-        try:  # training checkpoints carry an RNG state and config dicts
-            ck = torch.load(path, map_location="cpu", weights_only=False)
-        except Exception:  # noqa: BLE001
-            raise AssetError(f"{path}: cannot read regressor weights ({e})") from None
-    if not isinstance(ck, dict) or "regressor" not in ck or "model" not in ck:
-        raise AssetError(f"{path}: not a facerecon regressor file (needs 'regressor' and 'model')")
-    reg = Regressor.from_config(ck["regressor"])
-    sd = {k: v.float() if v.is_floating_point() else v for k, v in ck["model"].items()}
-    try:
-        reg.load_state_dict(sd, strict=True)
-    except RuntimeError as e:
-        raise AssetError(f"{path}: weights do not match {ck['regressor']}: {e}") from None
+    ck = read_weights(path, "regressor", "regressor", checkpoints=True)
+    reg = load_state(Regressor.from_config(ck["regressor"]), ck, path, ck["regressor"])
     reg.meta = ck.get("meta", {})
     return reg.to(device).eval()
 

@@ -21,7 +21,6 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..errors import AssetError
 from ..geometry.transforms2d import warp_image
 from .data import crop_to_grid
 from .nets import VRN, VRNConfig
@@ -74,31 +73,13 @@ class VolumePredictor:
 def load_vrn(path: str | os.PathLike | None = None, device: str | torch.device = "cpu") -> VolumePredictor:
     """A VolumePredictor from exported weights or a training checkpoint; path None: the shipped or
     configured weights (`default_weights_paths`). Raises AssetError when absent or not VRN weights."""
-    if path is None:
-        tried = default_weights_paths()
-        found = next((p for p in tried if p.is_file()), None)
-        if found is None:
-            raise AssetError("no VRN weights found; searched: " + ", ".join(map(str, tried))
-                             + ". Train them (`facerecon vrn train`, weights/vrn/README.md) or set FACERECON_VRN=FILE.")
-        path = found
-    path = Path(path)
-    if not path.is_file():
-        raise AssetError(f"VRN weights not found: {path}")
-    try:
-        ck = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception:  # noqa: BLE001 - a training checkpoint holds config dicts and an RNG state
-        try:
-            ck = torch.load(path, map_location="cpu", weights_only=False)
-        except Exception as e:  # noqa: BLE001 - torch raises many types for a bad file
-            raise AssetError(f"{path}: cannot read VRN weights ({e})") from None
-    if not isinstance(ck, dict) or "vrn" not in ck or "model" not in ck:
-        raise AssetError(f"{path}: not a facerecon VRN file (needs 'vrn' and 'model')")
+    from ..nets.checkpoint import find_weights, load_state, read_weights
+
+    path = find_weights(path, default_weights_paths(), "VRN",
+                        ". Train them (`facerecon vrn train`, docs/vrn.md) or set FACERECON_VRN=FILE.")
+    ck = read_weights(path, "VRN", "vrn", checkpoints=True)
     cfg = VRNConfig(**ck["vrn"])
-    net = VRN(cfg)
-    try:
-        net.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in ck["model"].items()})
-    except RuntimeError as e:
-        raise AssetError(f"{path}: weights do not match {cfg}: {e}") from None
+    net = load_state(VRN(cfg), ck, path, cfg)
     meta = dict(ck.get("meta", {}))
     spec = VoxelSpec(**meta["spec"]) if "spec" in meta else voxel_spec_for(cfg)
     front = float(meta.get("front_mm", 1000.0 - 100.0))
