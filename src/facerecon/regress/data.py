@@ -188,6 +188,29 @@ def draw_augment(aug: Augment, S: int, generator: torch.Generator | None = None)
     return flip, A, b, (u(aug.saturation), u(aug.contrast), u(aug.brightness))
 
 
+def warp_and_jitter(img: torch.Tensor, mask: torch.Tensor, A: torch.Tensor, b: torch.Tensor, colour):
+    """The image (3, S, S) and mask (1, S, S) through the forward map p' = A p + b of `draw_augment`
+    (bilinear; pixels from outside the crop black in the image and 0 in the mask), then the image's
+    colour jitter (saturation about grey, contrast about the mean, brightness). Returns (img, mask,
+    grid (1, S, S, 2): the sampling grid, for other maps warped alike)."""
+    S = img.shape[-1]
+    inv = torch.linalg.inv(A)
+    # grid_sample (align_corners=True): output px -> source px -> [-1, 1].
+    ys, xs = torch.meshgrid(torch.arange(S, dtype=torch.float64), torch.arange(S, dtype=torch.float64),
+                            indexing="ij")
+    src = (torch.stack([xs, ys], -1).reshape(-1, 2) - b) @ inv.T
+    grid = (src * (2.0 / (S - 1)) - 1.0).reshape(1, S, S, 2).float()
+    stack = torch.cat([img, mask, torch.ones_like(mask)], 0)[None]
+    warped = F.grid_sample(stack, grid, mode="bilinear", padding_mode="zeros", align_corners=True)[0]
+    img, mask = warped[:3], (warped[3:4] * (warped[4:5] > 0.999)).clamp(0.0, 1.0)
+    sat, con, bri = colour
+    grey = img.mean(0, keepdim=True)
+    img = grey + (img - grey) * (1.0 + sat)
+    img = img.mean() + (img - img.mean()) * (1.0 + con)
+    img = (img * (1.0 + bri)).clamp(0.0, 1.0)
+    return img, mask, grid
+
+
 def augment_sample(img: torch.Tensor, mask: torch.Tensor, lm: torch.Tensor, w: torch.Tensor, aug: Augment,
                    generator: torch.Generator | None = None, parts: torch.Tensor | None = None):
     """Apply one random similarity (+ optional mirror) to image (3,S,S), mask (1,S,S) and
@@ -200,21 +223,7 @@ def augment_sample(img: torch.Tensor, mask: torch.Tensor, lm: torch.Tensor, w: t
     lm2 = (lm.double() @ A_lin.T + b).float()
     if flip:
         lm2, w = lm2[FLIP_68], w[FLIP_68]
-    inv = torch.linalg.inv(A_lin)
-    # grid_sample (align_corners=True): output px -> source px -> [-1, 1].
-    ys, xs = torch.meshgrid(torch.arange(S, dtype=torch.float64), torch.arange(S, dtype=torch.float64),
-                            indexing="ij")
-    out_pts = torch.stack([xs, ys], -1).reshape(-1, 2)
-    src = (out_pts - b) @ inv.T
-    grid = (src * (2.0 / (S - 1)) - 1.0).reshape(1, S, S, 2).float()
-    stack = torch.cat([img, mask, torch.ones_like(mask)], 0)[None]
-    warped = F.grid_sample(stack, grid, mode="bilinear", padding_mode="zeros", align_corners=True)[0]
-    img, mask = warped[:3], (warped[3:4] * (warped[4:5] > 0.999)).clamp(0.0, 1.0)
-    # Colour jitter (per image): brightness, contrast about the mean grey, saturation about grey.
-    grey = img.mean(0, keepdim=True)
-    img = grey + (img - grey) * (1.0 + sat)
-    img = img.mean() + (img - img.mean()) * (1.0 + con)
-    img = (img * (1.0 + bri)).clamp(0.0, 1.0)
+    img, mask, grid = warp_and_jitter(img, mask, A_lin, b, (sat, con, bri))
     if parts is None:
         return img.contiguous(), mask.contiguous(), lm2.contiguous(), w.contiguous()
     pw = F.grid_sample(parts[None].to(grid.dtype), grid, mode="nearest", padding_mode="zeros", align_corners=True)

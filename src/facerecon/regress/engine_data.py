@@ -30,10 +30,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch.nn import functional as F
 
 from ..models.annotations import mirror_vertices
-from .data import FLIP_68, Augment, draw_augment
+from .data import FLIP_68, Augment, draw_augment, warp_and_jitter
 
 #: Default vertex subsample of the 3-D loss: every `VERTEX_STRIDE`-th model vertex (ICT face: 9,409
 #: vertices -> 2,353), enough for the loss (neighbouring vertices are ~2 mm apart) at a quarter of the
@@ -172,18 +171,7 @@ def augment_engine(img, mask, lm, w, verts, mirror: np.ndarray, aug: Augment, ge
     if flip:
         lm2, w = lm2[FLIP_68], w[FLIP_68]
         v2 = v2[torch.from_numpy(mirror)]
-    inv = torch.linalg.inv(A)
-    ys, xs = torch.meshgrid(torch.arange(S, dtype=torch.float64), torch.arange(S, dtype=torch.float64),
-                            indexing="ij")
-    src = (torch.stack([xs, ys], -1).reshape(-1, 2) - b) @ inv.T
-    grid = (src * (2.0 / (S - 1)) - 1.0).reshape(1, S, S, 2).float()
-    stack = torch.cat([img, mask, torch.ones_like(mask)], 0)[None]
-    warped = F.grid_sample(stack, grid, mode="bilinear", padding_mode="zeros", align_corners=True)[0]
-    img, mask = warped[:3], (warped[3:4] * (warped[4:5] > 0.999)).clamp(0.0, 1.0)
-    grey = img.mean(0, keepdim=True)
-    img = grey + (img - grey) * (1.0 + sat)
-    img = img.mean() + (img - img.mean()) * (1.0 + con)
-    img = (img * (1.0 + bri)).clamp(0.0, 1.0)
+    img, mask, _ = warp_and_jitter(img, mask, A, b, (sat, con, bri))
     return img.contiguous(), mask.contiguous(), lm2.contiguous(), w.contiguous(), v2.contiguous(), flip
 
 
