@@ -13,7 +13,6 @@ need the UV layout's mirror map).
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +23,7 @@ from torch.utils.data import Dataset
 
 from ..errors import FaceReconError
 from ..geometry.camera import PerspectiveCamera
+from ..io.atomic import read_jsonl
 from .uv import CROP_SIZE, UVLayout, positions_from_screen, render_map
 
 
@@ -41,13 +41,9 @@ def engine_rows(roots, split: str | None) -> list[tuple[Path, dict]]:
         man = root / "manifest.jsonl"
         if not man.is_file():
             raise FaceReconError(f"{root}: not a data-engine folder (no manifest.jsonl)")
-        for line in man.read_text().splitlines():
-            try:
-                r = json.loads(line)
-            except json.JSONDecodeError:  # a torn last line of an interrupted build
-                continue
-            if r.get("status") == "ok" and (split is None or r.get("split") == split):
-                out.append((root, r))
+        # read_jsonl skips a torn last line of an interrupted build
+        out += [(root, r) for r in read_jsonl(man)
+                if r.get("status") == "ok" and (split is None or r.get("split") == split)]
     return out
 
 

@@ -25,12 +25,12 @@ self-occluded ones and ones outside the crop included (they have exact positions
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from ..io.atomic import read_jsonl
 from ..models.annotations import mirror_vertices
 from .data import FLIP_68, Augment, draw_augment, warp_and_jitter
 
@@ -58,15 +58,7 @@ def read_engine_manifest(root: Path) -> list[dict]:
     man = Path(root) / "manifest.jsonl"
     if not man.is_file():
         raise FileNotFoundError(f"{root}: no manifest.jsonl (not a `facerecon dataset build` folder)")
-    rows = []
-    for line in man.read_text().splitlines():
-        try:
-            r = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        if r.get("status") == "ok":
-            rows.append(r)
-    return rows
+    return [r for r in read_jsonl(man) if r.get("status") == "ok"]
 
 
 def load_engine_sample(root: Path, row: dict) -> dict:

@@ -12,7 +12,6 @@ the face keeps its shape), a left-right flip (mirroring the mesh mirrors the vol
 
 from __future__ import annotations
 
-import json
 from functools import lru_cache
 from pathlib import Path
 
@@ -21,6 +20,7 @@ import torch
 
 from ..errors import FaceReconError
 from ..geometry.transforms2d import compose, warp_image
+from ..io.atomic import read_jsonl
 from .voxel import REDUCED, VoxelSpec, voxelize
 
 
@@ -30,15 +30,7 @@ def read_rows(root: str | Path) -> list[dict]:
     if not path.is_file():
         raise FaceReconError(f"{root}: not a data-engine folder (no manifest.jsonl); build one with "
                              "`facerecon dataset build`")
-    rows = []
-    for line in path.read_text().splitlines():
-        try:
-            r = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        if r.get("status") == "ok" and "sample" in r:
-            rows.append(r)
-    return rows
+    return [r for r in read_jsonl(path) if r.get("status") == "ok" and "sample" in r]
 
 
 def engine_items(roots, split: str | None = "train") -> list[tuple[Path, dict]]:
