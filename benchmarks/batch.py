@@ -214,7 +214,8 @@ def _throughput_runs(args, photos: Path, runs: dict, head) -> None:
                          "first_s": s["first_s"], "init_s": t.get("ray_init_s", float("nan")),
                          "actors_s": t.get("actors_ready_s", float("nan")), "all": s["faces_per_s"],
                          "steady": steady_rate(out), "cpu_per_face": m["cpu_s"] / max(1, s["faces"]),
-                         "rss": m["rss_tree_mb"], "rc": m["rc"], "load": (load + _load1()) / 2}
+                         "rss": m["rss_tree_mb"], "rc": m["rc"], "load": (load + _load1()) / 2,
+                         "wall": m["wall_s"], "cmd": s["faces"] / m["wall_s"]}
                     if engine == "ray-cluster":  # the actors live in the cluster, outside the command's tree
                         r["cpu_per_face"] = r["rss"] = float("nan")
                     runs.setdefault((method, w, engine), []).append(r)
@@ -228,19 +229,22 @@ def _throughput_table(args, runs: dict) -> None:
 
     print(f"\nMedians of {args.repeat} run(s) each. start-up: seconds to the first finished photo (ray: of which "
           "ray.init / all actors ready, models loaded); faces/s (all): over the whole run; (steady): first to "
-          "last finished photo; x local: the ratio to the local engine's figure of the same method and "
+          "last finished photo; (command): over the command's wall time, process start to exit (Python "
+          "start-up, imports, table writing and Ray's shut-down included); x local: the ratio to the local engine's figure of the same method and "
           "workers; CPU s/face: CPU seconds of the whole process tree per face; load: 1-min load average.\n")
     print("| method | engine | workers x threads | faces | failed | start-up s | ray.init s | actors ready s | "
-          "faces/s (all) | x local | faces/s (steady) | x local | CPU s/face | peak RSS tree MB | load |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+          "faces/s (all) | x local | faces/s (steady) | x local | command s | faces/s (command) | x local | CPU s/face | "
+          "peak RSS tree MB | load |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for (method, w, engine), rs in runs.items():
         ref = runs.get((method, w, "local"))
         f = {k: med([r[k] for r in rs]) for k in ("first_s", "init_s", "actors_s", "all", "steady", "cpu_per_face",
-                                                   "rss", "load")}
-        ratio = {k: f[k] / med([r[k] for r in ref]) if ref else float("nan") for k in ("all", "steady")}
+                                                   "rss", "load", "wall", "cmd")}
+        ratio = {k: f[k] / med([r[k] for r in ref]) if ref else float("nan") for k in ("all", "steady", "cmd")}
         print(f"| {method} | {engine} | {w} x {rs[0]['threads']} | {rs[0]['faces']} | {rs[0]['failed']} | "
               f"{f['first_s']:.1f} | {f['init_s']:.1f} | {f['actors_s']:.1f} | {f['all']:.2f} | {ratio['all']:.2f} | "
-              f"{f['steady']:.2f} | {ratio['steady']:.2f} | {f['cpu_per_face']:.3f} | {f['rss']:.0f} | "
+              f"{f['steady']:.2f} | {ratio['steady']:.2f} | {f['wall']:.1f} | {f['cmd']:.2f} | {ratio['cmd']:.2f} | "
+              f"{f['cpu_per_face']:.3f} | {f['rss']:.0f} | "
               f"{f['load']:.1f} |")
 
 

@@ -166,3 +166,23 @@ def test_cli_regress_and_refine(astronaut_path, tmp_path):
     a, b = runs["regress"], runs["refined"]
     assert abs(a["pose_deg"]["yaw"]) < 20 and abs(b["pose_deg"]["yaw"]) < 20  # a near-frontal portrait
     assert a["blendshapes"] != b["blendshapes"]  # the refinement moved the regressed expression
+
+
+def test_cli_builds_heavy_commands_only_when_run():
+    # `train`/`vrn` arguments import torch for their defaults; `--help` and other commands must not pay it.
+    import subprocess
+    import sys
+
+    code = ("import sys; from facerecon.cli.main import build_parser as b; "
+            "p = b(['batch', 'x', '-o', 'y']); a = p.parse_args(['batch', 'x', '-o', 'y']); "
+            "h = b([]).format_help(); assert 'train' in h and 'vrn' in h, h; "
+            "print('torch' in sys.modules, a.command)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert out == ["False", "batch"]
+    # the chosen heavy command gets its full arguments (a default read from the training config)
+    from facerecon.cli.main import build_parser
+
+    args = build_parser(["train", "--data", "d"]).parse_args(["train", "--data", "d"])
+    assert args.data == ["d"] and hasattr(args, "prdl_weight") and args.func is not None
+    args = build_parser(["-q", "vrn", "train", "--engine", "e"]).parse_args(["-q", "vrn", "train", "--engine", "e"])
+    assert args.engine == ["e"] and args.quiet

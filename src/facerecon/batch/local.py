@@ -87,6 +87,9 @@ class LocalEngine:
             os.environ.clear()
             os.environ.update(saved)
 
+    def close(self) -> None:
+        """Nothing to wait for: run() has joined its workers."""
+
     def run(self, items: Iterator[InputItem]) -> Iterator[tuple[InputItem, list[dict], dict | None]]:
         """Yields (item, face rows, failure) for every item, in completion order."""
         items = iter(items)

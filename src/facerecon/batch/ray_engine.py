@@ -28,6 +28,7 @@ import logging
 import os
 import pickle
 import socket
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -149,6 +150,7 @@ class RayEngine:
         self.applied: dict[str, int] = {}
         self.nodes: set[str] = set()  # the nodes whose actors did work
         self.timings: dict[str, float] = {}  # start-up: ray.init, actors ready (seconds)
+        self._stopping: threading.Thread | None = None
 
     # -- start-up ---------------------------------------------------------------------------------
     def _init(self):
@@ -335,7 +337,16 @@ class RayEngine:
             yield from (self._run_actors if self.api == "actors" else self._run_data)(ray, items, markers)
         finally:
             if self._started:
-                ray.shutdown()
+                # Every result is in: stopping the node (~1 s, Ray stops its processes one after the
+                # other) overlaps the driver's writing of the tables; close() waits for it.
+                self._stopping = threading.Thread(target=ray.shutdown, name="ray-shutdown")
+                self._stopping.start()
+
+    def close(self) -> None:
+        """Wait until the Ray this engine started has stopped (run_batch calls it last)."""
+        if self._stopping is not None:
+            self._stopping.join()
+            self._stopping = None
 
 
 __all__ = ["APIS", "RayEngine"]

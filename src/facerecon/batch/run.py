@@ -118,7 +118,10 @@ def run_batch(inputs: Iterable[str], cfg: BatchConfig, engine: str = "local", wo
             bar.set_postfix(faces_per_s=f"{faces / dt:.2f}" if dt > 0 else "-", failed=failed, refresh=False)
     finally:
         bar.close()
-        n_faces, n_fail = store.consolidate()
+        try:
+            n_faces, n_fail = store.consolidate()
+        finally:
+            eng.close()  # e.g. Ray's node stopping, which overlapped the consolidation
     dt = time.perf_counter() - t0
     t_first = dt if t_first is None else t_first
     steady = (faces - faces_first) / (dt - t_first) if dt > t_first else 0.0

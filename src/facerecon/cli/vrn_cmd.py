@@ -4,13 +4,17 @@ whose options and defaults stay unchanged."""
 
 from __future__ import annotations
 
+# cli.main builds this command's arguments (whose defaults import torch) only when it is the one run.
+NAME = "vrn"
+HELP = "train / export VRN (direct volumetric regression) on data-engine folders"
+
 
 def add_parser(sub) -> None:
     from ..vrn.nets import VRNConfig
     from ..vrn.train import VRNTrainConfig
 
     d, n = VRNTrainConfig(), VRNConfig()
-    p = sub.add_parser("vrn", help="train / export VRN (direct volumetric regression) on data-engine folders",
+    p = sub.add_parser(NAME, help=HELP,
                        description="VRN-unguided (Jackson et al. 2017): stacked hourglasses that map the face crop "
                        "to an occupancy volume; reconstruct with `facerecon reconstruct --method vrn`.")
     vsub = p.add_subparsers(dest="vrn_command", metavar="ACTION")
