@@ -41,6 +41,8 @@ from .work import BatchConfig, build_reconstructor, failure, process_item
 log = logging.getLogger(__name__)
 
 APIS = ("actors", "data")
+#: How long an actor may take to (re)start: Ray restarts a crashed one, whose models load again.
+RESTART_TIMEOUT_S = 300.0
 
 
 def _markers(cfg: BatchConfig) -> Path:
@@ -199,6 +201,7 @@ class RayEngine:
         readies = {a.ready.remote(): i for i, a in enumerate(actors)}
         busy = [0] * len(actors)
         ready = [False] * len(actors)
+        restart_deadline = [t_start + RESTART_TIMEOUT_S] * len(actors)  # for its (re)start
         retry: collections.deque[InputItem] = collections.deque()
         blind = 0  # actor deaths in a row that no marker explained
         exhausted = False
@@ -226,6 +229,14 @@ class RayEngine:
                     try:
                         error, self.applied, node = ray.get(ref)
                         log.debug("Ray actor %d ready on node %s", i, node)
+                    except ray.exceptions.ActorUnavailableError:
+                        # Restarting after a crash (its models load again): ask again until it is up.
+                        if time.perf_counter() > restart_deadline[i]:
+                            raise FaceReconError(f"a Ray actor was not up again {RESTART_TIMEOUT_S:.0f} s after "
+                                                 "it (re)started") from None
+                        time.sleep(0.2)
+                        readies[actors[i].ready.remote()] = i
+                        continue
                     except ray.exceptions.RayActorError as e:
                         raise FaceReconError(f"a Ray actor died while starting: {str(e).splitlines()[0]}") from None
                     if error:
@@ -253,6 +264,12 @@ class RayEngine:
                             culprit = by_source.pop(s)
                             m.unlink(missing_ok=True)
                     retry.extend(by_source.values())
+                    # Ray restarts it; no work goes to it until its `ready` answers (a call sent to a
+                    # restarting actor fails at once, and its inputs would bounce until the restart ends).
+                    if ready[i]:
+                        ready[i] = False
+                        restart_deadline[i] = time.perf_counter() + RESTART_TIMEOUT_S
+                        readies[actors[i].ready.remote()] = i
                     if culprit is None:
                         blind += 1
                         if blind > 3 * self.workers + 3:
