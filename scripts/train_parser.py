@@ -2,7 +2,7 @@
 
     python scripts/train_parser.py --data DS [DS...] --out RUN [--steps 4000] [--resume]
         [--val-data DS] [--init weights/parser/parser.pt] [--full-width 8] [--occluders 0.5]
-    python scripts/train_parser.py --export RUN/last.pt weights/parser/parser.pt
+    python scripts/train_parser.py --export RUN/last.pt weights/parser/parser.pt [--debias auto]
 
 Labels: each sample's `seg_visible` map from its exact geometry (`detect.parsing.sample_label_map`),
 cached as PNG in RUN/labels/. The manifest is re-read every `--refresh` steps, so training can start
@@ -16,7 +16,9 @@ folder (engine builds made separately share photos).
 `--full-width`, start from their own initialisation). `--occluders P` pastes a synthetic occluder
 (`detect.occluders`: a background patch, a skin-coloured hand, hair strands, glasses) on a crop with
 probability P, its pixels labelled 0. `--class-balance A` weights the cross-entropy by
-frequency^-A per class (0: plain CE).
+frequency^-A per class (0: plain CE). Weighted CE shifts the argmax towards the small parts (they
+come out too large); `--export ... --debias D` subtracts D·log(weight) from the head's bias (a prior
+correction), `--debias auto` picks D from 0, 0.25, ..., 1 by the mean IoU on the run's val split.
 
 Augmentation (batched, on the 224² crop): random similarity transform (scale, rotation, shift) and
 mirror with the right/left label swap, sampled straight to the network's input size; colour
@@ -53,8 +55,9 @@ log = logging.getLogger("train_parser")
 class Store:
     """The samples of some dataset folders, images and label maps in memory (224² uint8)."""
 
-    def __init__(self, roots, label_dir: Path, split: str, holdout: set[str] | None = None):
+    def __init__(self, roots, label_dir: Path, split: str, holdout: set[str] | None = None, images: bool = True):
         self.roots = [Path(r) for r in roots]
+        self.load_images = images
         self.label_dir = label_dir
         self.split = split
         self.holdout = holdout or set()
@@ -88,7 +91,8 @@ class Store:
                     Image.fromarray(lab).save(tmp)
                     os.replace(tmp, png)
                 self.keys.append(key)
-                self.images.append(np.asarray(Image.open(root / row["image"]).convert("RGB")))
+                if self.load_images:
+                    self.images.append(np.asarray(Image.open(root / row["image"]).convert("RGB")))
                 self.labels.append(lab)
                 self.yaw.append(float(row["yaw"]))
                 added += 1
@@ -322,11 +326,40 @@ def train(args) -> None:
     log.info("done at step %d in %.1f min", step, (time.time() - t0) / 60)
 
 
-def export(src, dst) -> None:
+def export(src, dst, debias: str | None = None) -> None:
     ck = torch.load(src, map_location="cpu", weights_only=False)
     net = PartNet(PartNetConfig.from_dict(ck["net"]))
     net.load_state_dict(ck["model"])
-    save_parser(net, dst, meta={"step": int(ck["step"]), "source": Path(src).name}, half=True)
+    meta = {"step": int(ck["step"]), "source": Path(src).name}
+    if debias:
+        run = Path(src).parent
+        cfg = json.loads((run / "config.json").read_text())
+        if not cfg.get("class_balance"):
+            raise SystemExit(f"--debias: {run} was trained without --class-balance")
+        train_labels = Store(cfg["data"], run / "labels", "train", holdout_keys(cfg["data"]), images=False)
+        train_labels.refresh()
+        logw = class_weights(train_labels.labels, cfg["class_balance"]).log()
+        head = net.head0 if net.config.full_width else net.head
+        bias0 = head.bias.detach().clone()
+        if debias == "auto":
+            val = Store(cfg.get("val_data") or cfg["data"], run / "labels", "val")
+            val.refresh()
+            scores = {}
+            for d in (0.0, 0.25, 0.5, 0.75, 1.0):
+                with torch.no_grad():
+                    head.bias.copy_(bias0 - d * logw)
+                iou = evaluate(net, val)
+                scores[d] = float(np.nanmean(np.nanmean(iou, 0)))
+                print(f"debias {d}: val mean IoU {scores[d]:.4f} ({len(val)} samples)")
+            d = max(scores, key=scores.get)
+        else:
+            d = float(debias)
+        with torch.no_grad():
+            head.bias.copy_(bias0 - d * logw)
+        meta["debias"] = d
+        print(f"debias {d}: head bias -= {d} * log(class weights {np.round(logw.exp().numpy(), 2)})")
+    net.eval()
+    save_parser(net, dst, meta=meta, half=True)
     print(f"{dst}: step {ck['step']}, {Path(dst).stat().st_size} bytes")
 
 
@@ -351,11 +384,12 @@ def main(argv=None) -> int:
     p.add_argument("--ckpt-minutes", type=float, default=3.0)
     p.add_argument("--max-minutes", type=float, default=None, help="stop (and save) after this long")
     p.add_argument("--resume", action="store_true")
+    p.add_argument("--debias", default=None, help="with --export: D or 'auto' (see the module doc)")
     p.add_argument("--export", nargs=2, metavar=("CKPT", "WEIGHTS"), help="write a float16 weights file and exit")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stdout)
     if args.export:
-        export(*args.export)
+        export(*args.export, debias=args.debias)
         return 0
     if not args.data or not args.out:
         p.error("--data and --out are required for training")
