@@ -1,7 +1,7 @@
 """The face parser's figures (issue 17 D4; docs/parts.md): IoU per part and speed.
 
     # held-out synthesized views: the engine's 'val' split (photos never trained on), by |yaw| bin
-    python benchmarks/parser.py val --data DS [DS...] [--weights W]
+    python benchmarks/parser.py val --data DS [DS...] [--weights W] [--occluders]
     # AFLW2000-3D dev: the network vs FaceMesh's contours and vs our fit's seg_visible, by |yaw| bin
     python benchmarks/parser.py dev --cache DIR [--limit N] [--weights W] [--prdl]   (--prdl: the fit guided by PRDL)
     # ms per face, batch 1, at 1 and 2 torch threads
@@ -81,11 +81,26 @@ def cmd_val(args) -> None:
                 maps.append(sample_label_map(load_sample(root / row["sample"])))
                 yaws.append(float(row["yaw"]))
                 photos.add(row["photo_id"])
-    pred = np.concatenate([parser.parse(np.stack(imgs[i:i + 32])) for i in range(0, len(imgs), 32)])
-    iou = iou_rows(pred, np.stack(maps))
+    imgs, maps = np.stack(imgs), np.stack(maps)
+    occluded = None
+    if args.occluders:
+        # One synthetic occluder per crop (detect.occluders, fixed seed): its pixels become label 0.
+        # The same generator trained the parser that saw occluders: a check, not an independent test.
+        from facerecon.detect.occluders import paste_occluders
+
+        new_imgs, new_maps = paste_occluders(imgs, maps, np.random.default_rng(args.seed), p=1.0)
+        occluded = (maps > 0) & (new_maps == 0)
+        imgs, maps = new_imgs, new_maps
+    pred = np.concatenate([parser.parse(imgs[i:i + 32]) for i in range(0, len(imgs), 32)])
+    iou = iou_rows(pred, maps)
     print(f"{len(imgs)} held-out samples of {len(photos)} photos (engine 'val' split"
-          f"{', synthesized views only' if args.views else ''})")
+          f"{', synthesized views only' if args.views else ''}"
+          f"{', one synthetic occluder each' if args.occluders else ''})")
     print("\n".join(table("network vs exact labels", iou, np.array(yaws))))
+    if occluded is not None:
+        called = (pred > 0) & occluded
+        print(f"occluder pixels over the face labelled as a part: {called.sum() / max(occluded.sum(), 1):.3f} "
+              f"({int(occluded.sum())} pixels); as skin: {((pred == N_CLASSES - 1) & occluded).sum() / max(occluded.sum(), 1):.3f}")
 
 
 def _dev_list(root: Path) -> list[tuple[str, float]]:
@@ -220,6 +235,8 @@ def main(argv=None) -> int:
     v = sub.add_parser("val")
     v.add_argument("--data", nargs="+", required=True)
     v.add_argument("--views", action="store_true", help="synthesized views only (view > 0)")
+    v.add_argument("--occluders", action="store_true", help="paste one synthetic occluder on each crop")
+    v.add_argument("--seed", type=int, default=0, help="the occluders' seed")
     for name in ("dev", "picture"):
         d = sub.add_parser(name)
         d.add_argument("--root", default=str(shared / "data" / "aflw2000-3d-dev"))

@@ -140,6 +140,7 @@ PKG_REAL, ROOT_REAL, DOC_REAL = PKG, ROOT, DOC
                                     "facerecon.dataset",
                                     "facerecon.vrn", "facerecon.methods.vrn",
                                     "facerecon.detect.parsing",
+                                    "facerecon.detect.occluders",
                                     "facerecon.prnet.train", "facerecon.methods.prnet"])
 def test_entry_points_import(module):
     __import__(module)
