@@ -67,6 +67,12 @@ def _check_texture(texture: str | None, model, method) -> str | None:
         if isinstance(model, MorphableModel) and model.layout.n_albedo == 0:
             raise FaceReconError("texture 'basis' needs a model with an albedo basis (load_model('ict', "
                                  "albedo='learned'))")
+    if texture == "refined":
+        if isinstance(method, str) and method not in ("fit", "regress", "regress+refine"):
+            raise FaceReconError(f"texture 'refined' needs a method with the model's mesh and a fitted light "
+                                 f"(fit, regress, regress+refine), not '{method}'")
+        if isinstance(model, str) and model != "ict":
+            raise FaceReconError(f"texture 'refined' is trained on the ICT face mesh; model '{model}' is not it")
     return texture
 
 
