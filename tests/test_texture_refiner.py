@@ -260,8 +260,18 @@ def test_reconstruct_refined_end_to_end(astronaut_path, tmp_path):
         return float((o.rgb[0].clamp(0, 1)[m] - torch.as_tensor(r.crop.image[m.numpy()] / 255.0)).abs().mean())
 
     assert l1(ref) < l1(flat)
-    rc = main(["reconstruct", str(astronaut_path), "-o", str(tmp_path), "--method", "regress", "--texture",
-               "refined", "--outputs", "obj", "-q"])
+    rc = main(["-q", "reconstruct", str(astronaut_path), "-o", str(tmp_path), "--method", "regress", "--texture",
+               "refined", "--outputs", "obj"])
     assert rc == 0
     objs = list(tmp_path.rglob("*.obj"))
-    assert objs, list(tmp_path.rglob("*"))
+    assert len(objs) == 1, list(tmp_path.rglob("*"))
+    import trimesh
+
+    mesh = trimesh.load(objs[0], process=False)
+    cols = np.asarray(mesh.visual.vertex_colors)[:, :3].astype(float) / 255.0
+    from facerecon.render.views import shaded_colors
+
+    want = shaded_colors(ref.geometry.albedo, ref.geometry.normals, ref.params.light)  # the refined albedo, shaded
+    flat_c = shaded_colors(flat.geometry.albedo, flat.geometry.normals, flat.params.light)
+    assert cols.shape == want.shape
+    assert np.abs(cols - want).mean() < 2 / 255 < np.abs(cols - flat_c).mean()

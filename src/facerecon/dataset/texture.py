@@ -28,6 +28,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+import zlib
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -163,8 +164,8 @@ class RefinerTrainConfig:
     w_basis_start: float = 1.0
     w_basis_end: float = 0.05
     w_coarse: float = 1.0
-    holdout: int = 24
-    checkpoint_minutes: float = 4.0
+    holdout_percent: int = 4
+    checkpoint_minutes: float = 4.0  # also when new cache files are picked up
     seed: int = 0
 
 
@@ -175,9 +176,10 @@ def load_cache(cache_dir) -> list[dict]:
     return items
 
 
-def step_losses(net, items, faces, mirror, skin_idx, encoder, cfg: RefinerTrainConfig, step: int,
+def step_losses(net, items, faces, mirror, skin_idx, encoder, cfg: RefinerTrainConfig, progress: float,
                 with_identity: bool) -> tuple[torch.Tensor, dict]:
-    """The weighted loss of one batch of cache items and its parts (floats).
+    """The weighted loss of one batch of cache items and its parts (floats); `progress` in [0, 1] is
+    how far training is (for the basis weight's schedule).
 
     The render is the renderer's barycentric blend (`render.rasterize.interpolate`) of albedo x
     irradiance over each photo's cached fragments, kept compact (covered pixels only) for the
@@ -209,7 +211,7 @@ def step_losses(net, items, faces, mirror, skin_idx, encoder, cfg: RefinerTrainC
              "skin_var": T.skin_variance_loss(albedo, skin_idx).mean(),
              "basis": T.basis_l1_loss(albedo, basis).mean(),
              "coarse": T.basis_l1_loss(coarse, basis).mean()}
-    wb = T.basis_weight_schedule(step, cfg.steps, cfg.w_basis_start, cfg.w_basis_end)
+    wb = T.basis_weight_schedule(progress, 1.0, cfg.w_basis_start, cfg.w_basis_end)
     total = (cfg.w_photo * parts["photo"] + cfg.w_symmetry * parts["symmetry"] + cfg.w_skin_var * parts["skin_var"]
              + wb * parts["basis"] + cfg.w_coarse * parts["coarse"])
     if with_identity and encoder is not None and cfg.w_identity > 0:
@@ -247,13 +249,16 @@ def train_refiner(cache_dir, out_dir, cfg: RefinerTrainConfig = RefinerTrainConf
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     items = load_cache(cache_dir)
-    rng = np.random.default_rng(cfg.seed)
-    order = rng.permutation(len(items))
-    n_dev = min(cfg.holdout, len(items) // 5)  # photos kept out of the steps to watch the losses on
-    dev_items = [items[i] for i in order[:n_dev]] or [items[order[0]]]
-    train_items = [items[i] for i in order[n_dev:]]
+    # Photos held out from the steps, to watch the losses on: a fixed ~4 % by a hash of their id, so a
+    # cache that grows between resumptions keeps them.
+    def is_dev(it):
+        return zlib.crc32(it["photo_id"].encode()) % 100 < cfg.holdout_percent
+
+    dev_items = [it for it in items if is_dev(it)] or items[:1]
+    train_items = [it for it in items if not is_dev(it)]
     if len(train_items) < cfg.batch:
         raise FaceReconError(f"{cache_dir}: {len(train_items)} training photos, fewer than the batch {cfg.batch}")
+    rng = np.random.default_rng(cfg.seed)
     net, model = build_net(items[0]["model"], int(items[0]["features"].shape[0]))
     faces = model.faces
     mirror = torch.as_tensor(mirror_vertices(model.mean_shape))
@@ -278,21 +283,39 @@ def train_refiner(cache_dir, out_dir, cfg: RefinerTrainConfig = RefinerTrainConf
     def evaluate() -> dict:
         net.eval()
         with torch.no_grad():
-            parts = [step_losses(net, dev_items[i:i + 8], faces, mirror, skin_idx, encoder, cfg, step, True)[1]
+            parts = [step_losses(net, dev_items[i:i + 8], faces, mirror, skin_idx, encoder, cfg, frac(), True)[1]
                      for i in range(0, len(dev_items), 8)]
         net.train()
         return {k: float(np.mean([p[k] for p in parts])) for k in parts[0]}
 
     t_start = time.perf_counter()
     t_ck = t_start
+
+    def frac() -> float:
+        """Training progress: steps done, or the time budget used when that is further."""
+        f = step / cfg.steps
+        if minutes is not None:
+            f = max(f, (wall + time.perf_counter() - t_start) / (minutes * 60))
+        return min(f, 1.0)
+
+    def grow() -> None:
+        """Add cache files written since the start (a cache still being built)."""
+        have = {it["photo_id"] for it in train_items} | {it["photo_id"] for it in dev_items}
+        for p in sorted(Path(cache_dir).glob("*.pt")):
+            if p.stem not in have:
+                it = torch.load(p, map_location="cpu", weights_only=False)
+                (dev_items if is_dev(it) else train_items).append(it)
+
     net.train()
     pbar = bar(total=cfg.steps, initial=step, show=progress, desc="refiner", unit="step")
     with open(out / "train_log.jsonl", "a") as run_log:
         while step < cfg.steps:
             idx = rng.choice(len(train_items), cfg.batch, replace=False)
             batch = [train_items[i] for i in idx]
-            total, parts = step_losses(net, batch, faces, mirror, skin_idx, encoder, cfg, step,
+            total, parts = step_losses(net, batch, faces, mirror, skin_idx, encoder, cfg, frac(),
                                        step % max(cfg.identity_every, 1) == 0)
+            for g in opt.param_groups:  # linear decay to a tenth over the run
+                g["lr"] = cfg.lr * (1.0 - 0.9 * frac())
             opt.zero_grad(set_to_none=True)
             total.backward()
             opt.step()
@@ -300,7 +323,8 @@ def train_refiner(cache_dir, out_dir, cfg: RefinerTrainConfig = RefinerTrainConf
             pbar.update(1)
             now = time.perf_counter()
             if step % 25 == 0:
-                run_log.write(json.dumps({"step": step, "wall": wall + now - t_start, "total": float(total)} | parts) + "\n")
+                run_log.write(json.dumps({"step": step, "wall": wall + now - t_start, "total": float(total),
+                                          "photos": len(train_items)} | parts) + "\n")
                 run_log.flush()
             if now - t_ck > cfg.checkpoint_minutes * 60 or step == cfg.steps:
                 ev = evaluate()
@@ -311,6 +335,7 @@ def train_refiner(cache_dir, out_dir, cfg: RefinerTrainConfig = RefinerTrainConf
                 wall_now = wall + now - t_start
                 wall, t_start = wall_now, now
                 save_ck()
+                grow()
                 t_ck = now
             if minutes is not None and wall + now - t_start > minutes * 60:
                 log.info("time budget of %.0f min reached at step %d", minutes, step)
