@@ -275,3 +275,17 @@ def test_reconstruct_refined_end_to_end(astronaut_path, tmp_path):
     flat_c = shaded_colors(flat.geometry.albedo, flat.geometry.normals, flat.params.light)
     assert cols.shape == want.shape
     assert np.abs(cols - want).mean() < 2 / 255 < np.abs(cols - flat_c).mean()
+
+
+def test_refiner_search_paths(tmp_path, monkeypatch):
+    from facerecon.nets.texture_refiner import ENV, default_refiner_paths, load_texture_refiner
+
+    monkeypatch.setenv(ENV, str(tmp_path / "env.pt"))
+    monkeypatch.setenv("FACERECON_ASSETS", str(tmp_path / "assets"))
+    paths = default_refiner_paths()
+    assert paths[0] == tmp_path / "env.pt"
+    assert paths[1].parts[-3:] == ("weights", "texture_refiner", "refiner.pt")
+    assert paths[2] == tmp_path / "assets" / "texture_refiner" / "refiner.pt"
+    monkeypatch.setattr("facerecon.nets.texture_refiner.default_refiner_paths", lambda: [tmp_path / "none.pt"])
+    with pytest.raises(AssetError, match=r"no texture refiner weights found; searched: .*none\.pt.*refiner-train"):
+        load_texture_refiner()

@@ -217,9 +217,11 @@ class GCNTexture(nn.Module):
 
         params = {k: (v.half() if half and v.is_floating_point() else v).clone()
                   for k, v in self.state_dict().items() if k in dict(self.named_parameters())}
+        # tensors only (no numpy), so the file loads with torch.load(weights_only=True)
+        hier = {k: [{n: torch.as_tensor(np.asarray(a)) for n, a in d.items()} for d in v]
+                for k, v in self.arrays.items()}
         ck = {"texture_refiner": {"config": self.config, "feature_dim": self.feature_dim,
-                                  "hierarchy": self.arrays,
-                                  "mean_albedo": self.decoder.mean_albedo.half().numpy()},
+                                  "hierarchy": hier, "mean_albedo": self.decoder.mean_albedo.half().clone()},
               "model": params, "meta": meta or {}}
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -233,13 +235,13 @@ class GCNTexture(nn.Module):
         from ..errors import AssetError
 
         try:
-            ck = torch.load(path, map_location="cpu", weights_only=False)
+            ck = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as e:  # noqa: BLE001 - torch raises many types for a bad file
             raise AssetError(f"{path}: cannot read texture refiner weights ({e})") from None
         if not isinstance(ck, dict) or "texture_refiner" not in ck or "model" not in ck:
             raise AssetError(f"{path}: not a facerecon texture refiner file (needs 'texture_refiner' and 'model')")
         t = ck["texture_refiner"]
-        net = GCNTexture(t["hierarchy"], torch.as_tensor(np.asarray(t["mean_albedo"], np.float32)),
+        net = GCNTexture(t["hierarchy"], torch.as_tensor(t["mean_albedo"]).float(),
                          t["feature_dim"], t["config"])
         sd = {k: v.float() for k, v in ck["model"].items()}
         missing = set(dict(net.named_parameters())) - set(sd)
