@@ -47,7 +47,8 @@ def test_shapes_and_range(tiny):
     net, mirror, H = tiny
     V = H.sizes[0]
     f, photo, seen = _inputs(V)
-    albedo, coarse = net(f, photo, seen, mirror)
+    with torch.no_grad():
+        albedo, coarse = net(f, photo, seen, mirror)
     assert albedo.shape == (2, V, 3) and coarse.shape == (2, V, 3)
     assert albedo.dtype == torch.float32
     assert float(albedo.min()) >= 0 and float(albedo.max()) <= 1
@@ -58,7 +59,8 @@ def test_shapes_and_range(tiny):
     want = torch.where(either[..., None] > 0, 0.5 * coarse + 0.5 * src, coarse)
     assert torch.allclose(albedo, want, atol=1e-6)
     # float64 works as well (dtype-agnostic)
-    a64, _ = net.double()(f.double(), photo.double(), seen, mirror)
+    with torch.no_grad():
+        a64, _ = net.double()(f.double(), photo.double(), seen, mirror)
     net.float()
     assert a64.dtype == torch.float64 and torch.allclose(a64.float(), albedo, atol=1e-5)
 
