@@ -128,7 +128,8 @@ class FaceReconstructor:
             only those given are passed on, and a method that takes no such option says so.
         texture: the colour source of meshes and renders (`methods.texture`): None (the method's
             own), 'constant' (the model's constant albedo, no per-vertex offset), 'basis' (the learned
-            ICT albedo basis fitted to the photo; method 'fit'), 'photo' (the photo's de-lit colours).
+            ICT albedo basis fitted to the photo; method 'fit'), 'photo' (the photo's de-lit colours),
+            'refined' (the GCN texture refiner, `weights/texture_refiner/`; fit, regress, regress+refine).
     """
 
     def __init__(self, model: str | MorphableModel = "ict", detector="auto", fit_config=None,
