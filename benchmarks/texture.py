@@ -9,6 +9,9 @@ for each variant:
     offset    the fitter's default: constant + a smooth fitted per-vertex offset
     photo     the 'offset' fit's geometry and light with the photo's de-lit colours (texture="photo";
               a reference: it copies the photo, it is not a model)
+    refined   the 'offset' fit's geometry and light with the GCN texture refiner's albedo
+              (texture="refined", `methods.texture.with_refined_texture`); its ms = the fit's + the
+              refiner's, and `refiner_ms` is the refiner alone (features, sampling, network)
 
 Each is rendered in the crop camera with its fitted SH light and compared with the crop over the
 model's skin region (narrow face) where rendered: L1 (mean abs. difference per channel, [0, 1]
@@ -20,7 +23,7 @@ de-lit albedo of each val photo (`dataset.albedo.delight_sample`), projected ont
 re-shaded with the photo's solved light, vs the photo's vertex colours.
 
     python benchmarks/texture.py --engine /work/scratch_parser/ds --n 30 --out OUT_DIR [--grid docs/images/texture_grid.jpg]
-        [--steps-photo 40 --steps-albedo 10]
+        [--steps-photo 40 --steps-albedo 10] [--variants offset,photo,refined]
 """
 
 from __future__ import annotations
@@ -43,12 +46,13 @@ if "FACERECON_ASSETS" not in os.environ and shared.is_dir():
 from facerecon import api
 from facerecon.dataset.albedo import delight_sample
 from facerecon.dataset.store import load_sample, read_manifest
-from facerecon.methods.texture import with_photo_texture
+from facerecon.methods.texture import with_photo_texture, with_refined_texture
 from facerecon.models import load_model
 from facerecon.nets.mobilefacenet import IdentityEncoder, similarity_to_template
 from facerecon.render import MeshRenderer
 
 VARIANTS = ("constant", "basis", "offset")
+RECOLOURED = ("photo", "refined")  # re-colour the 'offset' fit
 
 
 def render(rec, skin_w: torch.Tensor):
@@ -131,7 +135,12 @@ def main(argv=None) -> int:
     ap.add_argument("--steps-photo", type=int, default=api.FitConfig().steps_photo, help="photometric fitting steps")
     ap.add_argument("--steps-albedo", type=int, default=api.FitConfig().steps_albedo,
                     help="per-vertex offset steps (variant 'offset')")
+    ap.add_argument("--variants", default=",".join((*VARIANTS, *RECOLOURED)),
+                    help="comma list of rows to compute (photo and refined need offset)")
     args = ap.parse_args(argv)
+    names = [v for v in (*VARIANTS, *RECOLOURED) if v in args.variants.split(",")]
+    if any(v in RECOLOURED for v in names) and "offset" not in names:
+        ap.error("photo and refined re-colour the 'offset' fit: add offset to --variants")
     torch.set_num_threads(args.threads)
     engine = Path(args.engine)
     out = Path(args.out)
@@ -140,9 +149,10 @@ def main(argv=None) -> int:
             and r.get("split") == "val"][: args.n]
 
     cfg = api.FitConfig(steps_photo=args.steps_photo, steps_albedo=args.steps_albedo)
-    recs = {"constant": api.FaceReconstructor("ict", texture="constant", fit_config=cfg),
-            "basis": api.FaceReconstructor("ict", texture="basis", fit_config=cfg),
-            "offset": api.FaceReconstructor("ict", fit_config=cfg)}
+    recs = {"offset": api.FaceReconstructor("ict", fit_config=cfg)}
+    for v in ("constant", "basis"):
+        if v in names:
+            recs[v] = api.FaceReconstructor("ict", texture=v, fit_config=cfg)
     det = recs["offset"]
     model = det.model
     skin_w = model.skin_weights()[:, None]
@@ -157,9 +167,15 @@ def main(argv=None) -> int:
             done[d["source"]] = d
     for i, r in enumerate(rows):
         src = r["source"]
-        if src in done and i >= args.grid_rows:
-            per.append(done[src])
+        prev = done.get(src, {})
+        # A resumed run computes the variants a photo lacks (the 'offset' fit again when a re-colouring
+        # needs it) and re-renders the grid's photos; figures already in rows.jsonl are kept.
+        todo = names if i < args.grid_rows else [n for n in names if n not in prev]
+        if not todo:
+            per.append(prev)
             continue
+        if any(n in RECOLOURED for n in todo) and "offset" not in todo:
+            todo = [n for n in names if n in todo or n == "offset"]
         img = api.load_image(src)
         faces = det.detect(img)
         if not faces:
@@ -167,11 +183,13 @@ def main(argv=None) -> int:
             continue
         row = {"source": src}
         pics = [None]
-        base = None  # the 'offset' fit, which the 'photo' texture re-colours
-        for name in (*VARIANTS, "photo"):
-            if name == "photo":
+        base = None  # the 'offset' fit, which the 'photo' and 'refined' textures re-colour
+        for name in todo:
+            extra = {}
+            if name in RECOLOURED:
                 t0 = time.perf_counter()
-                rec = with_photo_texture(base)
+                rec = with_photo_texture(base) if name == "photo" else with_refined_texture(base)
+                extra = {f"{name}_only_ms": (time.perf_counter() - t0) * 1e3}
                 dt = time.perf_counter() - t0 + row["offset"]["ms"] / 1e3
             else:
                 t0 = time.perf_counter()
@@ -185,21 +203,31 @@ def main(argv=None) -> int:
             m = metrics(im, photo, skin)
             m["id_cos"] = identity_cos(enc, im, photo, face, rec.crop.lm5)
             m["ms"] = dt * 1e3
-            row[name] = m
+            row[name] = m | extra
             pics.append(np.where(face[..., None], im, photo * 0.35))
-        per.append(done.get(src, row))  # a resumed run re-renders the grid's photos but keeps their first figures
-        if src not in done:
+        merged = row | prev  # earlier figures win
+        per.append(merged)
+        if merged != prev:
             with open(done_path, "a") as f:
-                f.write(json.dumps(row) + "\n")
+                f.write(json.dumps(merged) + "\n")
         if i < args.grid_rows:
             grid.append(np.concatenate(pics, 1))
         print(f"{i + 1}/{len(rows)} {Path(src).name}: " + ", ".join(
-            f"{k} L1 {row[k]['l1']:.3f} id {row[k]['id_cos']:.3f}" for k in (*VARIANTS, "photo")), flush=True)
+            f"{k} L1 {merged[k]['l1']:.3f} id {merged[k]['id_cos']:.3f}" for k in names if k in merged), flush=True)
     summary = {"photos": len(per), "engine": str(engine), "steps_photo": args.steps_photo,
-               "steps_albedo": args.steps_albedo}
-    for name in (*VARIANTS, "photo"):
-        summary[name] = {k: float(np.mean([p[name][k] for p in per])) for k in per[0][name]}
-        summary[name]["ms_median"] = float(np.median([p[name]["ms"] for p in per]))  # the first call warms up
+               "steps_albedo": args.steps_albedo, "variants": names}
+    for name in names:
+        have = [p for p in per if name in p]  # a resumed run may add variants to earlier rows' photos
+        summary[name] = {k: float(np.mean([p[name][k] for p in have])) for k in have[0][name]}
+        summary[name]["photos"] = len(have)
+        for k in ("ms", f"{name}_only_ms"):  # medians: the first call warms up
+            if k in have[0][name]:
+                summary[name][k + "_median"] = float(np.median([p[name][k] for p in have]))
+    if "refined" in names and "basis" in names:
+        both = [p for p in per if "refined" in p and "basis" in p]
+        summary["refined_beats_basis"] = {k: sum(p["refined"][k] < p["basis"][k] if k == "l1" else
+                                                 p["refined"][k] > p["basis"][k] for p in both) for k in
+                                          ("l1", "psnr", "ssim", "id_cos")} | {"photos": len(both)}
     summary["reshade"] = reshade_check(engine, rows, load_model("ict", albedo="learned"))
     (out / "results.json").write_text(json.dumps(summary, indent=1))
     print(json.dumps(summary, indent=1))

@@ -251,8 +251,13 @@ def test_texture_option_checks():
 
     assert _check_texture(None, "ict", "fit") is None
     assert _check_texture("photo", "bfm", "regress") == "photo"
-    with pytest.raises(FaceReconError, match="unknown texture 'refined'"):
-        _check_texture("refined", "ict", "fit")
+    assert _check_texture("refined", "ict", "regress") == "refined"
+    with pytest.raises(FaceReconError, match="unknown texture 'gcn'"):
+        _check_texture("gcn", "ict", "fit")
+    with pytest.raises(FaceReconError, match="texture 'refined' needs a method"):
+        _check_texture("refined", "ict", "prnet")
+    with pytest.raises(FaceReconError, match="trained on the ICT face mesh"):
+        _check_texture("refined", "bfm", "fit")
     with pytest.raises(FaceReconError, match="needs the fitting method 'fit'"):
         _check_texture("basis", "ict", "regress")
     with pytest.raises(FaceReconError, match="learned ICT albedo basis"):
@@ -265,8 +270,9 @@ def test_cli_texture_flag():
     p = build_parser()
     assert p.parse_args(["reconstruct", "x.jpg", "-o", "o", "--texture", "basis"]).texture == "basis"
     assert p.parse_args(["reconstruct", "x.jpg", "-o", "o"]).texture is None
+    assert p.parse_args(["reconstruct", "x.jpg", "-o", "o", "--texture", "refined"]).texture == "refined"
     with pytest.raises(SystemExit):
-        p.parse_args(["reconstruct", "x.jpg", "-o", "o", "--texture", "refined"])
+        p.parse_args(["reconstruct", "x.jpg", "-o", "o", "--texture", "gcn"])
     a = p.parse_args(["albedo", "build", "e1", "e2", "-o", "f.npz"])
     assert a.engines == ["e1", "e2"] and a.components == 80
 

@@ -67,6 +67,12 @@ def _check_texture(texture: str | None, model, method) -> str | None:
         if isinstance(model, MorphableModel) and model.layout.n_albedo == 0:
             raise FaceReconError("texture 'basis' needs a model with an albedo basis (load_model('ict', "
                                  "albedo='learned'))")
+    if texture == "refined":
+        if isinstance(method, str) and method not in ("fit", "regress", "regress+refine"):
+            raise FaceReconError(f"texture 'refined' needs a method with the model's mesh and a fitted light "
+                                 f"(fit, regress, regress+refine), not '{method}'")
+        if isinstance(model, str) and model != "ict":
+            raise FaceReconError(f"texture 'refined' is trained on the ICT face mesh; model '{model}' is not it")
     return texture
 
 
@@ -122,7 +128,8 @@ class FaceReconstructor:
             only those given are passed on, and a method that takes no such option says so.
         texture: the colour source of meshes and renders (`methods.texture`): None (the method's
             own), 'constant' (the model's constant albedo, no per-vertex offset), 'basis' (the learned
-            ICT albedo basis fitted to the photo; method 'fit'), 'photo' (the photo's de-lit colours).
+            ICT albedo basis fitted to the photo; method 'fit'), 'photo' (the photo's de-lit colours),
+            'refined' (the GCN texture refiner, `weights/texture_refiner/`; fit, regress, regress+refine).
     """
 
     def __init__(self, model: str | MorphableModel = "ict", detector="auto", fit_config=None,

@@ -42,11 +42,12 @@ def add_parser(sub) -> None:
     p.add_argument("--prdl", action="store_true",
                    help="fitting methods: add 3DDFA_V3's part re-projection distance loss against the face "
                         "parser's part maps (docs/parts.md)")
-    p.add_argument("--texture", choices=("constant", "basis", "photo"), default=None,
+    p.add_argument("--texture", choices=("constant", "basis", "photo", "refined"), default=None,
                    help="colour source of meshes and renders: constant (the model's flat albedo), basis (the "
                         "learned ICT albedo basis fitted to the photo; --method fit), photo (the photo's colours, "
-                        "de-lit by the fitted light); default: the method's own (fit: constant + a fitted "
-                        "per-vertex offset). A GCN-refined texture is not available yet (docs/albedo.md)")
+                        "de-lit by the fitted light), refined (the GCN texture refiner: a decoded texture refined with "
+                        "the photo's colours; fit, regress, regress+refine); default: the method's own (fit: "
+                        "constant + a fitted per-vertex offset). docs/albedo.md")
     p.add_argument("--outputs", default="all", help="comma list of output formats (default all; --list-outputs)")
     p.add_argument("--list-outputs", action="store_true", help="print the output formats and exit")
     p.add_argument("--device", default="cpu")

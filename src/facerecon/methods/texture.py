@@ -6,15 +6,18 @@
     photo     per-vertex colours sampled from the photo, de-lit by the fitted light, so that the
               shaded mesh reproduces the photo where it is seen; unseen or grazing vertices take
               their mirror vertex's, and what neither side sees keeps the model's albedo
+    refined   the GCN texture refiner (Lin et al. 2020; `nets.texture_refiner`): a coarse texture decoded
+              from the regressor backbone's and MobileFaceNet's features of the crop, refined with the
+              photo's de-lit colours (`delit_vertex_colors`) on the mesh hierarchy; methods with the
+              model's topology and a fitted light (fit, regress, regress+refine)
     None      the method's own result (the fitter's default: constant + fitted per-vertex offset)
-
-A GCN-refined texture (issue 18, D3) is not available: no refiner network has been trained.
 """
 
 from __future__ import annotations
 
 from dataclasses import replace
 
+import numpy as np
 import torch
 
 from ..models import FaceGeometry
@@ -23,10 +26,28 @@ from ..render.shading import sh_shade
 from ..render.texture import sample_vertex_colors
 from .result import Reconstruction
 
-TEXTURES = ("constant", "basis", "photo")
+TEXTURES = ("constant", "basis", "photo", "refined")
 
 #: cos(normal, view ray) below which a photo sample is grazing (smeared) and not used.
 MIN_FACING = 0.3
+
+
+def delit_vertex_colors(vertices_world: torch.Tensor, normals: torch.Tensor, faces: torch.Tensor,
+                        light: torch.Tensor, camera, image, min_facing: float = MIN_FACING
+                        ) -> tuple[torch.Tensor, torch.Tensor]:
+    """The photo's colour at each vertex divided by the light's irradiance, and where it is trusted.
+
+    Args: as `photo_albedo`. Returns:
+        albedo (B, V, 3) in [0, 1] (meaningless where not seen) and seen (B, V) bool: visible in the
+        z-buffer and facing the camera (cos(normal, view ray) > `min_facing`).
+    """
+    colors, vis = sample_vertex_colors(vertices_world, camera, image, faces)
+    eye = torch.tensor([0.0, 0.0, camera.distance], dtype=vertices_world.dtype, device=vertices_world.device)
+    ray = eye - vertices_world
+    facing = (normals * ray).sum(-1) / ray.norm(dim=-1).clamp_min(1e-9)
+    ok = vis & (facing > min_facing)
+    irr = sh_shade(torch.ones_like(colors), normals, light)
+    return (colors / irr.clamp_min(0.05)).clamp(0.0, 1.0), ok
 
 
 def photo_albedo(vertices_world: torch.Tensor, normals: torch.Tensor, faces: torch.Tensor, light: torch.Tensor,
@@ -44,13 +65,7 @@ def photo_albedo(vertices_world: torch.Tensor, normals: torch.Tensor, faces: tor
     Returns:
         albedo (B, V, 3) in [0, 1] and source (B, V) int8: 1 photo, 2 mirror, 0 fallback.
     """
-    colors, vis = sample_vertex_colors(vertices_world, camera, image, faces)
-    eye = torch.tensor([0.0, 0.0, camera.distance], dtype=vertices_world.dtype, device=vertices_world.device)
-    ray = eye - vertices_world
-    facing = (normals * ray).sum(-1) / ray.norm(dim=-1).clamp_min(1e-9)
-    ok = vis & (facing > min_facing)
-    irr = sh_shade(torch.ones_like(colors), normals, light)
-    alb = (colors / irr.clamp_min(0.05)).clamp(0.0, 1.0)
+    alb, ok = delit_vertex_colors(vertices_world, normals, faces, light, camera, image, min_facing)
     out = torch.where(ok[..., None], alb, fallback)
     src = ok.to(torch.int8)
     if mirror is not None:
@@ -59,6 +74,84 @@ def photo_albedo(vertices_world: torch.Tensor, normals: torch.Tensor, faces: tor
         out = torch.where(use[..., None], alb[:, m], out)
         src = torch.where(use, torch.full_like(src, 2), src)
     return out, src
+
+
+class TextureFeatures(torch.nn.Module):
+    """The refiner's image features: the shipped regressor's backbone features (512, pooled) and the
+    MobileFaceNet identity embedding (128, aligned on the crop's 5 points), concatenated; both frozen.
+
+    forward(crops (B, 3, 224, 224) float [0, 1], lm5 (B, 5, 2) crop px) -> (B, 640).
+    """
+
+    def __init__(self, regressor=None, encoder=None):
+        super().__init__()
+        from ..nets.mobilefacenet import IdentityEncoder
+        from ..regress.predict import load_regressor
+
+        self.regressor = regressor if regressor is not None else load_regressor()
+        self.encoder = encoder if encoder is not None else IdentityEncoder()
+        for p in self.parameters():
+            p.requires_grad_(False)
+        self.eval()
+
+    def forward(self, crops: torch.Tensor, lm5: torch.Tensor) -> torch.Tensor:
+        from ..nets.mobilefacenet import similarity_to_template
+
+        r = self.regressor
+        with torch.no_grad():
+            f = r.net.backbone((crops - r.mean) / r.std)
+            e = self.encoder(crops, similarity_to_template(lm5.to(crops)))
+        return torch.cat([f, e], 1)
+
+
+_REFINER_CACHE: dict = {}
+
+
+def _refiner_parts(rec: Reconstruction):
+    """(GCNTexture, TextureFeatures, mirror (V,)) loaded once per process."""
+    from ..nets.texture_refiner import load_texture_refiner
+
+    if "net" not in _REFINER_CACHE:
+        _REFINER_CACHE["net"] = load_texture_refiner()
+        _REFINER_CACHE["features"] = TextureFeatures()
+    key = ("mirror", rec.model.n_vertices)
+    if key not in _REFINER_CACHE:
+        _REFINER_CACHE[key] = torch.as_tensor(mirror_vertices(rec.model.mean_shape))
+    return _REFINER_CACHE["net"], _REFINER_CACHE["features"], _REFINER_CACHE[key]
+
+
+def refine_albedo(net, features: torch.Tensor, vertices_world: torch.Tensor, normals: torch.Tensor,
+                  faces: torch.Tensor, light: torch.Tensor, camera, image, mirror: torch.Tensor) -> torch.Tensor:
+    """The refiner's albedo for posed meshes in the photo `image` (module doc of `nets.texture_refiner`).
+
+    Args: net: `GCNTexture`; features: (B, 640) `TextureFeatures`; the rest as `photo_albedo`.
+    Returns: (B, V, 3) albedo in [0, 1].
+    """
+    photo, seen = delit_vertex_colors(vertices_world, normals, faces, light, camera, image)
+    albedo, _ = net(features.to(photo.dtype), photo, seen, mirror)
+    return albedo
+
+
+def with_refined_texture(rec: Reconstruction) -> Reconstruction:
+    """`rec` with its albedo replaced by the GCN refiner's (`refine_albedo`), under the method's light."""
+    from ..errors import FaceReconError
+
+    if rec.model is None or rec.params is None or rec.correspondence is not None:
+        raise FaceReconError(f"{rec.source or 'image'}: texture 'refined' needs a method with the model's "
+                             f"mesh and a fitted light (fit, regress, regress+refine), not '{rec.method}'")
+    net, feats, mirror = _refiner_parts(rec)
+    g = rec.geometry
+    if g.albedo.shape[1] != net.n_vertices:
+        raise FaceReconError(f"texture 'refined' was trained for a {net.n_vertices}-vertex mesh; model "
+                             f"'{rec.model_name}' has {g.albedo.shape[1]}")
+    crop = torch.as_tensor(rec.crop.image).float().div(255.0).permute(2, 0, 1)[None]
+    lm5 = torch.as_tensor(np.asarray(rec.crop.lm5, np.float32))[None]
+    with torch.no_grad():
+        f = feats(crop, lm5)
+        v = g.vertices_world.float()
+        alb = refine_albedo(net, f, v, g.normals.float(), rec.topology.triangles, rec.params.light.float(),
+                            rec.camera_crop, torch.as_tensor(rec.crop.image), mirror)
+    return replace(rec, geometry=FaceGeometry(g.vertices, g.vertices_world, g.normals, alb.to(g.albedo)))
 
 
 def with_photo_texture(rec: Reconstruction) -> Reconstruction:
@@ -97,7 +190,10 @@ def apply_texture(recs: list[Reconstruction], texture: str | None) -> list[Recon
         return [_without_offset(r) for r in recs]
     if texture == "photo":
         return [with_photo_texture(r) for r in recs]
+    if texture == "refined":
+        return [with_refined_texture(r) for r in recs]
     raise ValueError(f"unknown texture {texture!r}; choose from {TEXTURES}")
 
 
-__all__ = ["MIN_FACING", "TEXTURES", "apply_texture", "photo_albedo", "with_photo_texture"]
+__all__ = ["MIN_FACING", "TEXTURES", "TextureFeatures", "apply_texture", "delit_vertex_colors", "photo_albedo",
+           "refine_albedo", "with_photo_texture", "with_refined_texture"]
