@@ -226,6 +226,20 @@ def cache_dir() -> Path:
     return d
 
 
+def weights_paths(env: str, rel: str, repo_rel: str | None = None) -> list[Path]:
+    """Where one of facerecon's own trained weight files is looked for, in order: $`env` (a file),
+    the source checkout's `weights/<repo_rel or rel>`, $FACERECON_ASSETS/`rel`,
+    ~/.cache/facerecon/assets/`rel`. (The weights are not in the wheel.)"""
+    out = []
+    if os.environ.get(env):
+        out.append(Path(os.environ[env]))
+    out.append(Path(__file__).resolve().parents[2] / "weights" / (repo_rel or rel))
+    if os.environ.get("FACERECON_ASSETS"):
+        out.append(Path(os.environ["FACERECON_ASSETS"]) / rel)
+    out.append(Path.home() / ".cache" / "facerecon" / "assets" / rel)
+    return out
+
+
 def search_paths(name: str, explicit: str | os.PathLike | None = None) -> list[Path]:
     paths = []
     if explicit is not None:

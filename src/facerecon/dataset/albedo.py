@@ -200,12 +200,10 @@ def build_albedo_basis(engine_dirs, config: AlbedoBuildConfig = AlbedoBuildConfi
         unit-norm components), faces_used / faces_dropped ints, photo_ids (N,) str, model str,
         min_facing / outlier floats.
     """
-    from PIL import Image as PILImage
-
     from ..log import progress as bar
     from ..models import load_model
     from .profile import mirror_map
-    from .store import load_sample
+    from .store import load_photo_sample
 
     held = heldout_sources(engine_dirs, "val")
     rows = engine_photos(engine_dirs, config.split, exclude_sources=held)
@@ -217,13 +215,11 @@ def build_albedo_basis(engine_dirs, config: AlbedoBuildConfig = AlbedoBuildConfi
     faces = mirror = skin = None
     failed = 0
     for d, r in bar(rows, show=progress, desc="de-lighting", unit="photo"):
-        try:
-            s = load_sample(d / r["sample"])
-            img = np.asarray(PILImage.open(d / r["image"]).convert("RGB"))
-        except (OSError, ValueError, KeyError) as e:
-            log.warning("%s: skipped (%s)", d / r.get("sample", "?"), e)
+        got = load_photo_sample(d, r)
+        if got is None:
             failed += 1
             continue
+        s, img = got
         if faces is None:
             model_name = str(s["model"])
             variant = model_name.split("-", 1)[1] if model_name.startswith("ict-") else None

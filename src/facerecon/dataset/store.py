@@ -102,4 +102,20 @@ def load_sample(path) -> dict:
     return out
 
 
-__all__ = ["MANIFEST", "SAMPLE_KEYS", "append_manifest", "load_sample", "read_manifest", "write_jpeg", "write_npz"]
+def load_photo_sample(folder, row: dict) -> tuple[dict, np.ndarray] | None:
+    """A manifest row's sample and its image ((H, W, 3) uint8 RGB), or None (logged as skipped) when
+    either is missing or unreadable: one bad sample never stops a pass over a build."""
+    import logging
+
+    from PIL import Image
+
+    folder = Path(folder)
+    try:
+        return load_sample(folder / row["sample"]), np.array(Image.open(folder / row["image"]).convert("RGB"))
+    except (OSError, ValueError, KeyError) as e:
+        logging.getLogger(__name__).warning("%s: skipped (%s)", folder / row.get("sample", "?"), e)
+        return None
+
+
+__all__ = ["MANIFEST", "SAMPLE_KEYS", "append_manifest", "load_photo_sample", "load_sample", "read_manifest",
+           "write_jpeg", "write_npz"]

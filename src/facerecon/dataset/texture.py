@@ -64,8 +64,6 @@ def _basis_texture(model_b, delit: np.ndarray, ok: np.ndarray) -> np.ndarray:
 def build_refiner_cache(engine_dirs, cache_dir, progress: bool = True, limit: int | None = None) -> dict:
     """Write one `<photo_id>.pt` per train photo into `cache_dir` (see the module doc); photos already
     there are kept (resumable). Returns {"photos": n written or kept, "skipped": n, "cache": path}."""
-    from PIL import Image
-
     from ..geometry.camera import PerspectiveCamera
     from ..geometry.mesh import vertex_normals
     from ..io.atomic import atomic_path
@@ -76,7 +74,7 @@ def build_refiner_cache(engine_dirs, cache_dir, progress: bool = True, limit: in
     from ..render.rasterize import interpolate, rasterize
     from ..render.shading import sh_shade
     from .albedo import delight_sample, engine_photos, heldout_sources
-    from .store import load_sample
+    from .store import load_photo_sample
 
     cache = Path(cache_dir)
     cache.mkdir(parents=True, exist_ok=True)
@@ -90,13 +88,11 @@ def build_refiner_cache(engine_dirs, cache_dir, progress: bool = True, limit: in
         if out.is_file():
             done += 1
             continue
-        try:
-            s = load_sample(d / r["sample"])
-            img = np.array(Image.open(d / r["image"]).convert("RGB"))
-        except (OSError, ValueError, KeyError) as e:
-            log.warning("%s: skipped (%s)", d / r.get("sample", "?"), e)
+        got = load_photo_sample(d, r)
+        if got is None:
             skipped += 1
             continue
+        s, img = got
         if model is None:
             model = _model_of(str(s["model"]))
             model_b = load_model("ict", str(s["model"]).split("-", 1)[1], albedo="learned")

@@ -28,16 +28,9 @@ ENV = "FACERECON_ALBEDO"
 def default_albedo_paths() -> list[Path]:
     """Where the learned basis is looked for, in order: $FACERECON_ALBEDO, the repository's
     `weights/albedo_ict/`, $FACERECON_ASSETS/albedo_ict/, ~/.cache/facerecon/assets/albedo_ict/."""
-    out = []
-    env = os.environ.get(ENV)
-    if env:
-        out.append(Path(env))
-    out.append(Path(__file__).resolve().parents[3] / "weights" / DEFAULT_FILE)
-    assets = os.environ.get("FACERECON_ASSETS")
-    if assets:
-        out.append(Path(assets) / DEFAULT_FILE)
-    out.append(Path.home() / ".cache" / "facerecon" / "assets" / DEFAULT_FILE)
-    return out
+    from ..assets import weights_paths
+
+    return weights_paths(ENV, DEFAULT_FILE)
 
 
 def find_albedo(path: str | os.PathLike | None = None) -> Path:

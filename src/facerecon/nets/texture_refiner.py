@@ -255,16 +255,9 @@ class GCNTexture(nn.Module):
 def default_refiner_paths() -> list[Path]:
     """Where the refiner is looked for, in order: $FACERECON_TEXTURE_REFINER, the repository's
     `weights/texture_refiner/refiner.pt`, $FACERECON_ASSETS/texture_refiner/, ~/.cache/facerecon/assets/."""
-    out = []
-    env = os.environ.get(ENV)
-    if env:
-        out.append(Path(env))
-    out.append(Path(__file__).resolve().parents[3] / "weights" / DEFAULT_FILE)
-    assets = os.environ.get("FACERECON_ASSETS")
-    if assets:
-        out.append(Path(assets) / DEFAULT_FILE)
-    out.append(Path.home() / ".cache" / "facerecon" / "assets" / DEFAULT_FILE)
-    return out
+    from ..assets import weights_paths
+
+    return weights_paths(ENV, DEFAULT_FILE)
 
 
 def load_texture_refiner(path: str | os.PathLike | None = None) -> GCNTexture:

@@ -28,16 +28,9 @@ DEFAULT_WEIGHTS = "regressor_ict_mbv1.pt"
 
 def default_weights_paths() -> list[Path]:
     """Where `load_regressor()` looks, in order."""
-    out = []
-    env = os.environ.get("FACERECON_REGRESSOR")
-    if env:
-        out.append(Path(env))
-    out.append(Path(__file__).resolve().parents[3] / "weights" / DEFAULT_WEIGHTS)
-    assets = os.environ.get("FACERECON_ASSETS")
-    if assets:
-        out.append(Path(assets) / "regressor" / DEFAULT_WEIGHTS)
-    out.append(Path.home() / ".cache" / "facerecon" / "assets" / "regressor" / DEFAULT_WEIGHTS)
-    return out
+    from ..assets import weights_paths
+
+    return weights_paths("FACERECON_REGRESSOR", f"regressor/{DEFAULT_WEIGHTS}", repo_rel=DEFAULT_WEIGHTS)
 
 
 def load_regressor(path: str | os.PathLike | None = None, device: str | torch.device = "cpu") -> Regressor:

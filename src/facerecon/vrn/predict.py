@@ -32,14 +32,9 @@ WEIGHTS_NAME = "vrn_reduced.pt"
 
 def default_weights_paths() -> list[Path]:
     """Where `load_vrn()` looks, in order."""
-    out = []
-    if os.environ.get("FACERECON_VRN"):
-        out.append(Path(os.environ["FACERECON_VRN"]))
-    out.append(Path(__file__).resolve().parents[3] / "weights" / "vrn" / WEIGHTS_NAME)
-    if os.environ.get("FACERECON_ASSETS"):
-        out.append(Path(os.environ["FACERECON_ASSETS"]) / "vrn" / WEIGHTS_NAME)
-    out.append(Path.home() / ".cache" / "facerecon" / "assets" / "vrn" / WEIGHTS_NAME)
-    return out
+    from ..assets import weights_paths
+
+    return weights_paths("FACERECON_VRN", f"vrn/{WEIGHTS_NAME}")
 
 
 class VolumePredictor:
