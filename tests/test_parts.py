@@ -343,3 +343,43 @@ def test_reconstruction_outputs_in_crop_and_image_pixels(tmp_path, ict_model):
     d = json.loads((tmp_path / "f_landmarks.json").read_text())
     assert np.allclose(d["lm134"]["image_px"], rec.landmarks_2d("lm134", "image"), atol=1e-4)
     assert len(d["lm106_2d"]["crop_px"]) == 106 and "model_mm" not in d["lm106_2d"]
+
+
+def test_extracted_texture_rejects_what_the_parser_calls_other(ict_model, monkeypatch):
+    """The parser's 'other' (occluders) is carried from the crop to the photo and removes those photo
+    samples from the extracted texture; the default `skin_mask="parser"` uses the shared parser."""
+    from facerecon.detect import parsing
+    from tests.test_export import _reconstruction
+
+    rec, _ = _reconstruction(ict_model, (300, 400))
+
+    class Stub:  # 'other' where `other` is True (crop pixels), skin elsewhere
+        def __init__(self, other):
+            self.other = torch.as_tensor(other)
+
+        def probabilities(self, crops):
+            p = torch.zeros(len(crops), 9, 224, 224)
+            p[:, 0] = self.other.float()
+            p[:, 8] = 1.0 - self.other.float()
+            return p
+
+    left = np.zeros((224, 224), bool)
+    left[:, :112] = True
+    m = parsing.face_probability_in_photo(Stub(left), rec.crop)
+    assert m.shape == (300, 400) and m.dtype == np.float32
+    (xl, yl), (xr, yr) = rec.crop.crop_to_original(np.array([[50.0, 100.0], [170.0, 100.0]]))
+    assert m[round(yl), round(xl)] < 0.05 and m[round(yr), round(xr)] > 0.95
+    outside = rec.crop.crop_to_original(np.array([[-40.0, -40.0]]))[0]
+    if 0 <= outside[0] < 400 and 0 <= outside[1] < 300:
+        assert m[int(outside[1]), int(outside[0])] == 1.0  # the parser did not see it: no rejection
+
+    colour_only = rec.extracted_texture(64, skin_mask=None)["texture_extracted"]
+    monkeypatch.setattr(parsing, "shared_parser", lambda: Stub(np.zeros((224, 224), bool)))
+    assert np.array_equal(rec.extracted_texture(64)["texture_extracted"], colour_only)  # all face: no change
+    everything = Stub(np.ones((224, 224), bool))  # an occluder over the whole crop
+    monkeypatch.setattr(parsing, "shared_parser", lambda: everything)
+    hidden = rec.extracted_texture(64)["texture_extracted"]
+    m_all = parsing.face_probability_in_photo(everything, rec.crop)
+    assert m_all[round(yl), round(xl)] == 0.0 and m_all[round(yr), round(xr)] == 0.0
+    assert np.array_equal(hidden, rec.extracted_texture(64, skin_mask=m_all)["texture_extracted"])
+    assert (hidden != colour_only).any(axis=-1).mean() > 0.3  # most texels now come from the albedo fill

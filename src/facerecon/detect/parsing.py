@@ -276,6 +276,38 @@ class FaceMeshParser:
         return F.one_hot(lab, N_CLASSES).permute(0, 3, 1, 2).float()
 
 
+def face_probability_in_photo(parser, crop) -> np.ndarray:
+    """The probability that each pixel of the crop's original photo shows the face itself (any of
+    the 8 parts), not something in front of it or around it: 1 − P(background/other) of `parser` on
+    `crop.image`, carried back to the photo by the crop's transform. An occluder the parser labels
+    "other" (a hand, hair, glasses: v2 is trained on synthetic ones) gets a low value there, which is
+    what `render.texture.extract_filled_uv_texture`'s `skin_mask` rejects. Outside the crop: 1 (the
+    parser did not look there; the texture's other weights decide).
+
+    Args: parser: a `FaceParser` (or anything with its `probabilities`); crop: an `align.Crop`.
+    Returns: (H, W) float32 in [0, 1], H, W = crop.original_shape.
+    """
+    from ..geometry.transforms2d import warp_image
+
+    with torch.no_grad():
+        p = parser.probabilities(np.asarray(crop.image)[None])[0]
+    face = (1.0 - p[0]).clamp(0.0, 1.0).cpu().numpy().astype(np.float32)
+    return warp_image(face, crop.M_inv, tuple(crop.original_shape), fill=1.0, antialias=False)
+
+
+@lru_cache(maxsize=1)
+def shared_parser() -> FaceParser | None:
+    """`load_parser()` once per process, or None (logged once) when this install has no weights:
+    for optional uses (the extracted texture's occluder mask) that fall back without it."""
+    import logging
+
+    try:
+        return load_parser()
+    except FaceReconError as e:
+        logging.getLogger(__name__).info("no face parser (%s): occluders are found by colour only", e)
+        return None
+
+
 __all__ = ["FACEMESH_LOOPS", "FLIP_LABELS", "N_CLASSES", "FaceMeshParser", "FaceParser", "default_weights_paths",
-           "facemesh_label_map", "facemesh_nose_points", "flip_labels", "load_parser", "sample_label_map",
-           "save_parser"]
+           "face_probability_in_photo", "facemesh_label_map", "facemesh_nose_points", "flip_labels", "load_parser",
+           "sample_label_map", "save_parser", "shared_parser"]

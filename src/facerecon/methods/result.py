@@ -286,19 +286,30 @@ class Reconstruction:
             return None
         return torch.as_tensor(mirror_vertices(self.model.mean_shape))
 
-    def extracted_texture(self, size: int = 512, skin_mask: np.ndarray | None = None) -> dict | None:
+    def extracted_texture(self, size: int = 512, skin_mask: np.ndarray | str | None = "parser") -> dict | None:
         """3DDFA_V3's extractTex beside the albedo-only texture: {"texture_extracted", "texture_albedo"}
         (T, T, 3) uint8 on the model's UV layout (`render.texture.extract_filled_uv_texture`).
 
-        skin_mask: (H, W) skin probability in [0, 1] in the original photo's pixels (a face
-        parser's output) to reject occluders; None: the colour stand-in only. None without the
-        photo or a UV layout.
+        skin_mask: (H, W) skin probability in [0, 1] in the original photo's pixels to reject
+        occluders; "parser": the trained face parser's (`detect.parsing.face_probability_in_photo`;
+        the colour stand-in alone when no parser weights are installed); None: the colour stand-in
+        only. None without the photo or a UV layout.
         """
         if self.image is None or len(self.topology.uv) == 0:
             return None
         g, topo = self.geometry, self.topology
         return views.extracted_texture(g.vertices_world, topo.triangles, topo.uv, topo.uv_faces, self.camera,
-                                       self.image, g.albedo, self._mirror(), size, skin_mask)
+                                       self.image, g.albedo, self._mirror(), size, self._skin_mask(skin_mask))
+
+    def _skin_mask(self, skin_mask):
+        if not isinstance(skin_mask, str):
+            return skin_mask
+        if skin_mask != "parser":
+            raise ValueError(f"skin_mask must be an array, 'parser' or None, not '{skin_mask}'")
+        from ..detect.parsing import face_probability_in_photo, shared_parser
+
+        parser = shared_parser()
+        return None if parser is None or self.image is None else face_probability_in_photo(parser, self.crop)
     @property
     def head(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None:
         """The model family's full head (ICT: 26,719 vertices with neck, mouth socket, eyes, teeth)
@@ -354,7 +365,8 @@ class Reconstruction:
                 lm68_detected_crop=self.crop.lm68, camera_photo=self.camera, photo=self.image, uv=topo.uv,
                 uv_faces=topo.uv_faces, texture_size=texture_size, pncc_reference=self._pncc_reference(),
                 parts=self._part_mesh() if names & set(views.PART_VIEWS) else None,
-                mirror=self._mirror() if names & {"texture_extracted", "texture_albedo"} else None)
+                mirror=self._mirror() if names & {"texture_extracted", "texture_albedo"} else None,
+                skin_mask=self._skin_mask("parser") if "texture_extracted" in names else None)
             colors = views.shaded_colors(g.albedo, g.normals, self.light)
         chosen = _formats(formats)
         lm3d = self.landmarks3d if "landmarks3d" in chosen else None
