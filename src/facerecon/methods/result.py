@@ -310,6 +310,7 @@ class Reconstruction:
 
         parser = shared_parser()
         return None if parser is None or self.image is None else face_probability_in_photo(parser, self.crop)
+
     @property
     def head(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None:
         """The model family's full head (ICT: 26,719 vertices with neck, mouth socket, eyes, teeth)
