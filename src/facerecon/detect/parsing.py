@@ -19,7 +19,6 @@ Two parsers with that interface:
 from __future__ import annotations
 
 import json
-import os
 from functools import lru_cache
 from pathlib import Path
 
@@ -125,27 +124,16 @@ class FaceParser:
 
 def default_weights_paths() -> list[Path]:
     """Where `load_parser()` looks, in order: $FACERECON_PARSER, the repository's weights/parser/,
-    then the asset search path's ``parser/`` folders ($FACERECON_ASSETS/parser, ~/.cache/...)."""
-    out = []
-    env = os.environ.get("FACERECON_PARSER")
-    if env:
-        out.append(Path(env))
-    out.append(Path(__file__).resolve().parents[3] / "weights" / "parser" / WEIGHTS_FILE)
-    out += [p / WEIGHTS_FILE for p in assets.search_paths("parser")]
-    return out
+    $FACERECON_ASSETS/parser/, ~/.cache/facerecon/assets/parser/ (`assets.weights_paths`)."""
+    return assets.weights_paths("FACERECON_PARSER", f"parser/{WEIGHTS_FILE}")
 
 
 def save_parser(net: PartNet, path, meta: dict | None = None, half: bool = True) -> Path:
     """Write a weights file `load_parser` reads: {"parser": config, "model": state_dict, "meta"}
     (floats stored as float16 when `half`; loaded as float32). Atomic."""
-    from ..io.atomic import atomic_path
+    from ..nets.checkpoint import write_weights
 
-    sd = {k: (v.half() if half and v.is_floating_point() else v).clone() for k, v in net.state_dict().items()}
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(path) as tmp:
-        torch.save({"parser": net.config.to_dict(), "model": sd, "meta": meta or {}}, tmp)
-    return path
+    return write_weights(path, "parser", net.config.to_dict(), net, meta, half)
 
 
 def load_parser(path=None, device: str | torch.device = "cpu") -> FaceParser:

@@ -41,6 +41,19 @@ def find_weights(path, tried, kind: str, hint: str = "") -> Path:
     return path
 
 
+def write_weights(path, key: str, config, net: nn.Module, meta: dict | None = None, half: bool = True) -> Path:
+    """The file `read_weights` reads: {key: config, "model": `net`'s state dict (floating tensors as
+    float16 when `half`), "meta": meta}, written atomically (a temp file renamed onto `path`)."""
+    from ..io.atomic import atomic_path
+
+    sd = {k: (v.half() if half and v.is_floating_point() else v).detach().cpu().clone()
+          for k, v in net.state_dict().items()}
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        torch.save({key: config, "model": sd, "meta": dict(meta or {})}, tmp)
+    return path
+
+
 def read_weights(path: Path, kind: str, key: str, checkpoints: bool = False) -> dict:
     """One of our weights files, {key: network config, "model": state dict, "meta": ...}, read on
     the CPU. checkpoints: a training checkpoint (configs and an RNG state pickled beside them) may be

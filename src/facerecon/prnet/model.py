@@ -163,14 +163,9 @@ def default_weights_paths() -> list[Path]:
 
 def save_weights(net: PositionNet, path, meta: dict | None = None, half: bool = True) -> Path:
     """Inference weights (float16 unless `half` False), written atomically."""
-    from ..io.atomic import atomic_path
+    from ..nets.checkpoint import write_weights
 
-    sd = {k: (v.half() if half and v.is_floating_point() else v).detach().cpu().clone()
-          for k, v in net.state_dict().items()}
-    path = Path(path)
-    with atomic_path(path) as tmp:
-        torch.save({"prnet": net.config, "model": sd, "meta": dict(meta or {})}, tmp)
-    return path
+    return write_weights(path, "prnet", net.config, net, meta, half)
 
 
 def load_prnet(path: str | os.PathLike | None = None, device: str | torch.device = "cpu") -> PositionNet:

@@ -56,14 +56,9 @@ def load_regressor(path: str | os.PathLike | None = None, device: str | torch.de
 
 def save_weights(reg: Regressor, path: str | os.PathLike, meta: dict | None = None, half: bool = False) -> Path:
     """Write a compact inference file (config + state dict, optionally float16), atomically."""
-    from ..io.atomic import atomic_path
+    from ..nets.checkpoint import write_weights
 
-    sd = {k: (v.half() if half and v.is_floating_point() else v).detach().cpu().clone()
-          for k, v in reg.state_dict().items()}
-    path = Path(path)
-    with atomic_path(path, suffix=".tmp") as tmp:
-        torch.save({"regressor": reg.config(), "model": sd, "meta": dict(meta or {})}, tmp)
-    return path
+    return write_weights(path, "regressor", reg.config(), reg, meta, half)
 
 
 def export_checkpoint(ckpt: str | os.PathLike, path: str | os.PathLike, meta: dict | None = None,
