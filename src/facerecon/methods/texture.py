@@ -161,12 +161,9 @@ def with_photo_texture(rec: Reconstruction) -> Reconstruction:
 
     g = rec.geometry
     light = rec.params.light if rec.params is not None else ambient_light(1, g.albedo.dtype, g.albedo.device)
-    mirror = None
-    if rec.model is not None and rec.correspondence is None:
-        mirror = torch.as_tensor(mirror_vertices(rec.model.mean_shape))
     with torch.no_grad():
         alb, _ = photo_albedo(g.vertices_world, g.normals, rec.topology.triangles, light.to(g.albedo),
-                              rec.camera_crop, torch.as_tensor(rec.crop.image), g.albedo, mirror)
+                              rec.camera_crop, torch.as_tensor(rec.crop.image), g.albedo, rec._mirror())
     return replace(rec, geometry=FaceGeometry(g.vertices, g.vertices_world, g.normals, alb))
 
 
