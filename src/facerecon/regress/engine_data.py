@@ -32,25 +32,13 @@ import torch
 
 from ..io.atomic import read_jsonl
 from ..models.annotations import mirror_vertices
+from ..models.mirror import expression_mirror
 from .data import FLIP_68, Augment, draw_augment, warp_and_jitter
 
 #: Default vertex subsample of the 3-D loss: every `VERTEX_STRIDE`-th model vertex (ICT face: 9,409
 #: vertices -> 2,353), enough for the loss (neighbouring vertices are ~2 mm apart) at a quarter of the
 #: collation and loss cost.
 VERTEX_STRIDE = 4
-
-
-def expression_mirror(names) -> np.ndarray:
-    """(n_exp,) int64 permutation: expression j of a mirrored face is expression perm[j] of the original
-    (ARKit names: `*_L` <-> `*_R`, `*Left` <-> `*Right`; the others map to themselves)."""
-    names = list(names)
-    idx = {n: i for i, n in enumerate(names)}
-    out = np.arange(len(names))
-    for i, n in enumerate(names):
-        for a, b in (("_L", "_R"), ("_R", "_L"), ("Left", "Right"), ("Right", "Left")):
-            if n.endswith(a) and n[: -len(a)] + b in idx:
-                out[i] = idx[n[: -len(a)] + b]
-    return out
 
 
 def read_engine_manifest(root: Path) -> list[dict]:
