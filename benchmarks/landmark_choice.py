@@ -15,12 +15,13 @@ sqrt(w·h) of those points' box, %, on the 51 inner points (brows, eyes, nose, m
 jaw lies on the silhouette, ours on the 3-D surface) and on all 68. Per |yaw| bin and the mean of bins.
 
   FACERECON_ASSETS=../shared/assets python benchmarks/landmark_choice.py --data ../shared/data/aflw-lm68 \\
-      --per-bin 40 [--weights 0,0.5,1] [--regressor weights.pt] [--photometric]
+      --per-bin 40 [--weights 0,0.5,1] [--regressor weights.pt] [--photometric] [--split train] [--option refine_roi=True]
 """
 
 from __future__ import annotations
 
 import argparse
+import ast
 import time
 from pathlib import Path
 
@@ -38,9 +39,9 @@ BINS = ((0, 30), (30, 60), (60, 1e9))
 BIN_NAMES = ("[0,30]", "(30,60]", ">60")
 
 
-def sample(lab, per_bin: int, seed: int) -> np.ndarray:
-    """MERL test indices, `per_bin` at random from each |yaw| bin."""
-    test = np.flatnonzero(lab["merl_split"] == "test")
+def sample(lab, per_bin: int, seed: int, split: str = "test") -> np.ndarray:
+    """MERL `split` indices, `per_bin` at random from each |yaw| bin."""
+    test = np.flatnonzero(lab["merl_split"] == split)
     yaw = np.abs(lab["yaw_deg"][test])
     rng = np.random.default_rng(seed)
     out = []
@@ -68,12 +69,17 @@ def main() -> None:
     ap.add_argument("--photometric", action="store_true", help="full fits (default: landmark-only)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--split", default="test", choices=("test", "train"),
+                    help="MERL split (train: for choosing settings; the regressor saw some train faces)")
+    ap.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
+                    help="a detection-pipeline option (DefaultPipeline keyword), e.g. refine_roi=True")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     weights = [float(w) for w in a.weights.split(",")]
     lab = np.load(a.data / "labels.npz")
-    idx = sample(lab, a.per_bin, a.seed)
-    pipe = DefaultPipeline()
+    idx = sample(lab, a.per_bin, a.seed, a.split)
+    options = {k: ast.literal_eval(v) for k, v in (o.split("=", 1) for o in a.option)}
+    pipe = DefaultPipeline(**options)
     reg = FaceReconstructor(detector=pipe, method="regress", regressor=a.regressor)
     fits = {"fit": FaceReconstructor(detector=pipe, method="fit")}
     for w in weights:
@@ -105,8 +111,9 @@ def main() -> None:
             print(f"  {n + 1}/{len(idx)} faces, {time.perf_counter() - t_start:.0f} s", flush=True)
     yaws = np.asarray(yaws)
     in_bin = [(yaws > lo) & (yaws <= hi) if lo else yaws <= hi for lo, hi in BINS]
-    print(f"\n{len(idx)} MERL test faces of aflw-lm68 ({a.per_bin} per |yaw| bin, seed {a.seed}); regressor "
-          f"{a.regressor or 'shipped'}; {'photometric' if a.photometric else 'landmark-only'} fits; NME %\n")
+    print(f"\n{len(idx)} MERL {a.split} faces of aflw-lm68 ({a.per_bin} per |yaw| bin, seed {a.seed}); regressor "
+          f"{a.regressor or 'shipped'}; {'photometric' if a.photometric else 'landmark-only'} fits; "
+          f"pipeline options {options or 'none'}; NME %\n")
     for label, points in (("51 inner points", INNER), ("all 68 labelled points", np.arange(68))):
         print(f"| {label} | " + " | ".join(BIN_NAMES) + " | mean of bins |\n|---|---|---|---|---|")
         for k, preds in rows.items():

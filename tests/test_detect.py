@@ -560,3 +560,35 @@ def test_pipeline_without_tta_never_rescues():
     pl = _fake_pipeline([weak], lambda b: 0.6)
     pl.tta = False
     assert pl.detect(img) == []
+
+
+def test_pipeline_refine_roi_landmarks_again_on_the_landmark_roi():
+    """refine_roi: the second 3DDFA_V2 pass gets the roi around the first pass's landmarks (as a roi,
+    not a detector box); without it, one pass on the detector box."""
+    from facerecon.detect.base import Face
+    from facerecon.detect.crop import roi_box_from_landmarks
+    from facerecon.detect.pipeline import DefaultPipeline
+
+    calls = []
+    lm = np.stack(np.meshgrid(np.linspace(40, 120, 17), np.linspace(60, 160, 4)), -1).reshape(-1, 2)[:68]
+    lm = np.concatenate([lm, np.repeat(lm[:1], 68 - len(lm), 0)]).astype(np.float32)
+
+    class FakeTDDFA:
+        def landmarks_tta(self, pixels, boxes, box_is_roi=False, scores=None):
+            calls.append((np.asarray(boxes[0], np.float64), box_is_roi))
+            return [Face(box=np.asarray(boxes[0], np.float32), score=1.0, lm5=lm[:5], lm68=lm + len(calls))]
+
+    img = np.zeros((200, 200, 3), np.uint8)
+    for refine in (False, True):
+        calls.clear()
+        pl = object.__new__(DefaultPipeline)
+        pl.tta, pl.refine_roi, pl.tddfa, pl.mediapipe, pl.dense = True, refine, FakeTDDFA(), None, False
+        pl.mediapipe_weight = lambda yaw: 0.0
+        face = pl.landmarks(img, [50, 50, 150, 150])
+        assert len(calls) == (2 if refine else 1) and calls[0][1] is False
+        np.testing.assert_allclose(calls[0][0], [50, 50, 150, 150])
+        if refine:
+            np.testing.assert_allclose(calls[1][0], roi_box_from_landmarks(lm + 1))
+            assert calls[1][1] is True
+        np.testing.assert_allclose(face.lm68, lm + len(calls))
+        np.testing.assert_allclose(face.box, [50, 50, 150, 150])  # the detector's box is kept

@@ -191,3 +191,15 @@ def test_tta_rotation_mirrors_the_flipped_passes_back():
     tta = lm.landmarks_tta(img, [box], box_is_roi=True)[0].rotation
     np.testing.assert_allclose(tta @ tta.T, np.eye(3), atol=1e-9)
     assert 0 < geodesic_deg(tta, plain) < 4
+
+
+def test_roi_box_from_landmarks_rule():
+    from facerecon.detect.crop import roi_box_from_landmarks
+
+    # points spanning 40 x 100 around (50, 80): square side sqrt(2) * 100, same centre
+    lm = np.array([[30.0, 30.0], [70.0, 130.0], [50.0, 80.0]])
+    r = roi_box_from_landmarks(lm)
+    side = np.sqrt(2.0) * 100
+    np.testing.assert_allclose(r, [50 - side / 2, 80 - side / 2, 50 + side / 2, 80 + side / 2])
+    # a third column (depth) is ignored
+    np.testing.assert_allclose(roi_box_from_landmarks(np.c_[lm, [1.0, 2.0, 3.0]]), r)

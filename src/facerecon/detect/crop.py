@@ -2,6 +2,8 @@
 
 - `roi_box_from_bbox`: 3DDFA_V2's ``parse_roi_box_from_bbox`` (enlarge a detector box to a square
   roi, shifted down by 14 % of the box size).
+- `roi_box_from_landmarks`: ``parse_roi_box_from_landmark`` (the square around 68 landmarks,
+  side = its diagonal), the roi 3DDFA_V2 tracks a face with between video frames.
 - `crop_roi`: ``crop_img`` (integer-rounded roi, zero padding outside the image).
 - `resize_linear_u8`: ``cv2.resize(..., INTER_LINEAR)`` for uint8 images, bit for bit in the
   common case: half-pixel centres, no antialiasing when shrinking, 11-bit fixed-point weights and
@@ -40,6 +42,17 @@ def bbox_from_roi_box(roi_box) -> np.ndarray:
     s = (ex - sx + ey - sy) / 2 / 1.58
     cx, cy = (sx + ex) / 2, (sy + ey) / 2 - 0.14 * s
     return np.array([cx - s / 2, cy - s / 2, cx + s / 2, cy + s / 2], dtype=np.float64)
+
+
+def roi_box_from_landmarks(lm68) -> np.ndarray:
+    """3DDFA_V2's roi box around landmarks: (K, 2+) pixels -> (4,) float64 [sx, sy, ex, ey], the
+    square whose side is the diagonal of the landmarks' bounding square (√2 × its longer side),
+    centred on the landmarks' bounding box."""
+    p = np.asarray(lm68, np.float64)[:, :2]
+    lo, hi = p.min(0), p.max(0)
+    c = (lo + hi) / 2
+    side = float(np.sqrt(2.0)) * float((hi - lo).max())
+    return np.array([c[0] - side / 2, c[1] - side / 2, c[0] + side / 2, c[1] + side / 2], dtype=np.float64)
 
 
 def crop_roi(image: np.ndarray, roi_box) -> np.ndarray:

@@ -18,6 +18,7 @@ import numpy as np
 from ..errors import AssetError, MissingExtraError
 from ..geometry.landmarks import lm5_from_lm68_contour, yaw_gate
 from .base import Face, sort_by_size
+from .crop import roi_box_from_landmarks
 from .nms import box_area, box_intersection
 from .retinaface import as_pixels
 
@@ -88,6 +89,9 @@ class DefaultPipeline:
                `face_likeness` (score x mean TTA landmark confidence) reaches rescue_likeness:
                profiles that RetinaFace scores 0.5-0.9 (see `detect`; docs/detection.md,
                "Detection benchmark"). rescue_score >= min_score turns the rescue off.
+    refine_roi: landmark each face a second time on 3DDFA_V2's landmark roi
+               (`detect.crop.roi_box_from_landmarks`) instead of the detector box's roi: the box
+               detector's size and centre conventions drop out (twice the landmark time).
     """
 
     name = "default"
@@ -103,6 +107,7 @@ class DefaultPipeline:
         dense: bool = True,
         rescue_score: float = 0.5,
         rescue_likeness: float = RESCUE_LIKENESS,
+        refine_roi: bool = False,
     ) -> None:
         from .retinaface import RetinaFaceDetector
         from .tddfa import TDDFALandmarker
@@ -111,6 +116,7 @@ class DefaultPipeline:
             raise ValueError(f"unknown strategy {strategy!r}")
         self.strategy = strategy
         self.tta = tta
+        self.refine_roi = bool(refine_roi)
         self.blend_yaw = blend_yaw
         self.mediapipe_weight_max = mediapipe_weight_max
         # One RetinaFace pass gives the boxes >= min_score and the weaker rescue candidates
@@ -208,10 +214,9 @@ class DefaultPipeline:
         """68 landmarks for the face in `box` ([x0, y0, x1, y1] pixels, a detector-style box)."""
         pixels = as_pixels(image)
         b = np.asarray(box, np.float64)[:4]
-        if self.tta:  # mirrored + rescaled passes, averaged; also gives per-point confidence
-            face = self.tddfa.landmarks_tta(pixels, [b], scores=[score])[0]
-        else:
-            face = self.tddfa.landmarks(pixels, b, score=score)
+        face = self._tddfa(pixels, b, score, box_is_roi=False)
+        if self.refine_roi:  # again on the roi around the first landmarks (3DDFA_V2's tracking roi)
+            face = self._tddfa(pixels, roi_box_from_landmarks(face.lm68), score, box_is_roi=True)
         w = self.mediapipe_weight(face.yaw)
         lm68, source, dense = face.lm68, "3ddfa", None
         if w > 0:
@@ -227,6 +232,11 @@ class DefaultPipeline:
         return replace(face, box=np.asarray(box, np.float32)[:4], score=float(score), lm68=lm68,
                        lm5=lm5_from_lm68_contour(lm68), dense=dense,
                        source=f"{det}+{source}" if det else source, mediapipe_weight=w, detector_lm5=det_lm5)
+
+    def _tddfa(self, pixels: np.ndarray, box: np.ndarray, score: float, box_is_roi: bool) -> Face:
+        if self.tta:  # mirrored + rescaled passes, averaged; also gives per-point confidence
+            return self.tddfa.landmarks_tta(pixels, [box], box_is_roi=box_is_roi, scores=[score])[0]
+        return self.tddfa.landmarks(pixels, box, box_is_roi=box_is_roi, score=score)
 
     def detect(self, image) -> list[Face]:
         """Faces, best first: faces whose `face_likeness` (detector score x mean TTA landmark
