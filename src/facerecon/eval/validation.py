@@ -109,7 +109,7 @@ class AflwLm68Validator:
             self.yaw = z["yaw_deg"][sel].astype(np.float64)
         self.root, self.model = root, model
         M = None
-        key = f"{detector}|bbox_from_roi_box"
+        key = f"{detector}|bbox_from_roi_box|refine_roi"  # the crops follow the pipeline's landmark passes
         if cache is not None and Path(cache).is_file():
             with np.load(cache) as z:
                 if list(z["names"]) == self.names and "key" in z.files and str(z["key"]) == key:
