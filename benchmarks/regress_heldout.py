@@ -71,11 +71,17 @@ def main() -> None:
     p.add_argument("--parts", action="store_true", help="also the part IoU on the engine val crops (needs --engine)")
     p.add_argument("--parser", default=None, help="face-parser weights for --parts")
     p.add_argument("--no-lm68", action="store_true", help="skip the aflw-lm68 test split")
+    p.add_argument("--flip-tta", action="store_true",
+                   help="score with flip test-time augmentation (regress.predict.FlipTTA, the methods' default)")
     a = p.parse_args()
     torch.set_num_threads(a.threads)
     model = load_model("ict")
     reg = load_regressor(a.weights).eval()
-    out = {"weights": a.weights}
+    out = {"weights": a.weights, "flip_tta": a.flip_tta}
+    if a.flip_tta:
+        from facerecon.regress.predict import FlipTTA
+
+        reg = FlipTTA(reg, model)
     if not a.no_lm68:
         out["lm68_test"] = AflwLm68Validator(a.lm68_root, a.cache, model, "test")(reg)
     if a.engine:

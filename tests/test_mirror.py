@@ -154,3 +154,25 @@ def test_mirror_keeps_dtype_and_batch(n):
     p = _params(model).map(lambda t: t[:n].double())
     q = ParamMirror(model, CAM)(p)
     assert q.identity.dtype == torch.float64 and q.identity.shape == p.identity.shape
+
+
+def test_flip_tta_wrapper_flips_the_width_axis():
+    """regress.predict.FlipTTA: the second pass sees crops mirrored along W, and a regressor that is
+    exactly mirror-consistent is returned unchanged."""
+    from facerecon.regress.predict import FlipTTA
+
+    model = symmetric_model()
+    pm = ParamMirror(model, CAM)
+    p0 = _params(model).map(lambda t: t[:2])
+    seen = []
+
+    class Consistent:
+        def predict(self, crops):
+            seen.append(np.array(crops))
+            return p0 if len(seen) == 1 else pm(p0)
+
+    crops = np.random.default_rng(0).integers(0, 255, (2, 8, 6, 3), dtype=np.uint8)
+    got = FlipTTA(Consistent(), model).predict(crops)
+    np.testing.assert_array_equal(seen[1], crops[:, :, ::-1])
+    for k in ("identity", "expression", "rotation", "translation"):
+        assert torch.allclose(getattr(got, k), getattr(p0, k), atol=1e-4), k

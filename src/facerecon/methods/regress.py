@@ -69,7 +69,7 @@ class RegressMethod:
         self.context = context
         self._spec = regressor
         self._regressor = None
-        self._mirror = None
+        self._tta = None
         self.pose_prior = float(pose_prior)
         self.flip_tta = bool(flip_tta)
 
@@ -85,15 +85,14 @@ class RegressMethod:
     def predict(self, crops: list[Crop], request: Request):
         """FaceParams (B) for the crops; an image set's identity is their average."""
         model = self.context.model
-        images = np.stack([c.image for c in crops])
-        params = self._to_model(self.regressor.predict(images))
+        reg = self.regressor
         if self.flip_tta:
-            from ..models.mirror import ParamMirror, flip_average
+            if self._tta is None:
+                from ..regress.predict import FlipTTA
 
-            if self._mirror is None:
-                self._mirror = ParamMirror(model, self.context.camera)
-            flipped = self._to_model(self.regressor.predict(np.ascontiguousarray(images[:, :, ::-1])))
-            params = flip_average(params, flipped, self._mirror)
+                self._tta = FlipTTA(reg, model, self.context.camera)
+            reg = self._tta
+        params = self._to_model(reg.predict(np.stack([c.image for c in crops])))
         if request.keep_identity and request.start is not None:
             params = keep_identity(params, request.start)
         elif request.shared_identity:

@@ -94,5 +94,28 @@ def aggregate_identity(params: FaceParams, weights=None) -> FaceParams:
     return params.replace(identity=ident.clone(), albedo=alb.clone())
 
 
-__all__ = ["aggregate_identity", "default_weights_paths", "export_checkpoint", "load_regressor",
+class FlipTTA:
+    """A regressor with flip test-time augmentation: `predict(crops)` regresses the crops and their
+    left-right mirror images and returns `models.mirror.flip_average` of the two (identity,
+    expression and pose averaged; albedo and light from the plain pass). Twice the network time.
+
+    regressor: anything with `predict(crops uint8 (B, H, W, 3)) -> FaceParams` (torch or ONNX).
+    model: the morphable model of its parameters. camera: the crop camera (default Deep3D 224²).
+    """
+
+    def __init__(self, regressor, model: MorphableModel, camera: PerspectiveCamera | None = None):
+        from ..models.mirror import ParamMirror
+
+        self.regressor = regressor
+        self.mirror = ParamMirror(model, camera or PerspectiveCamera.deep3d(224))
+
+    def predict(self, crops) -> FaceParams:
+        from ..models.mirror import flip_average
+
+        crops = np.asarray(crops)
+        flipped = np.ascontiguousarray(crops[..., ::-1, :])  # (…, H, W, 3): the W axis
+        return flip_average(self.regressor.predict(crops), self.regressor.predict(flipped), self.mirror)
+
+
+__all__ = ["FlipTTA", "aggregate_identity", "default_weights_paths", "export_checkpoint", "load_regressor",
            "project_landmarks", "save_weights"]
