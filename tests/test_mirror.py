@@ -13,6 +13,7 @@ from facerecon.geometry.landmarks import flip_landmarks
 from facerecon.geometry.rotations import euler_to_matrix
 from facerecon.models.annotations import mirror_vertices
 from facerecon.models.mirror import ParamMirror, flip_average
+from facerecon.models.layout import FaceParams
 from facerecon.models.morphable import ModelData, MorphableModel
 
 CAM = PerspectiveCamera.deep3d(224)
@@ -121,7 +122,9 @@ def test_regress_method_flip_tta_uses_the_flipped_crops():
     class Marker:
         def predict(self, images):
             left = images[:, 100, :112].sum((1, 2)) > images[:, 100, 112:].sum((1, 2))
-            return p0 if bool(left[0]) else pm(p0)
+            rows = [p0 if bool(flag) else pm(p0) for flag in left]
+            return FaceParams(**{k: None if getattr(p0, k) is None else torch.cat([getattr(r, k) for r in rows])
+                                 for k in p0.__dataclass_fields__})
 
     img = np.zeros((224, 224, 3), np.uint8)
     img[100, 10] = 255
@@ -157,22 +160,25 @@ def test_mirror_keeps_dtype_and_batch(n):
 
 
 def test_flip_tta_wrapper_flips_the_width_axis():
-    """regress.predict.FlipTTA: the second pass sees crops mirrored along W, and a regressor that is
-    exactly mirror-consistent is returned unchanged."""
+    """regress.predict.FlipTTA: one network call on the crops and their mirror images along W; a
+    regressor that is exactly mirror-consistent is returned unchanged."""
     from facerecon.regress.predict import FlipTTA
 
     model = symmetric_model()
     pm = ParamMirror(model, CAM)
     p0 = _params(model).map(lambda t: t[:2])
+    q0 = pm(p0)
     seen = []
 
     class Consistent:
         def predict(self, crops):
             seen.append(np.array(crops))
-            return p0 if len(seen) == 1 else pm(p0)
+            return FaceParams(**{k: None if getattr(p0, k) is None else torch.cat([getattr(p0, k), getattr(q0, k)])
+                                 for k in p0.__dataclass_fields__})
 
     crops = np.random.default_rng(0).integers(0, 255, (2, 8, 6, 3), dtype=np.uint8)
     got = FlipTTA(Consistent(), model).predict(crops)
-    np.testing.assert_array_equal(seen[1], crops[:, :, ::-1])
+    assert len(seen) == 1
+    np.testing.assert_array_equal(seen[0], np.concatenate([crops, crops[:, :, ::-1]]))
     for k in ("identity", "expression", "rotation", "translation"):
         assert torch.allclose(getattr(got, k), getattr(p0, k), atol=1e-4), k

@@ -56,8 +56,9 @@ class RegressMethod:
     benchmark data; benchmarks/pose_priors.py): mean geodesic error 4.83° regressed alone, 3.95°
     3DDFA_V2's alone, 0.25 -> 4.28, 0.5 -> 3.91, 0.75 -> 3.78 (docs/evaluation.md).
     flip_tta: also regress the left-right flipped crops and average with their mirror image in
-    parameter space (`models.mirror.flip_average`): twice the network time, NME 5.03 -> 4.96 on
-    aflw-lm68's held-out MERL-RAV test faces (docs/training.md).
+    parameter space (`regress.predict.FlipTTA`): NME 5.03 -> 4.96 on aflw-lm68's held-out MERL-RAV
+    test faces (docs/training.md) for ~4.5 ms more per face, which this fast path's 30 ms budget
+    does not have room for: off here by default, on in `regress+refine`.
     """
 
     name = "regress"
@@ -65,7 +66,7 @@ class RegressMethod:
     # One landmark pass is enough for a crop: test-time augmentation would be two thirds of the time.
     detector = "fast"
 
-    def __init__(self, context: MethodContext, regressor=None, pose_prior: float = 0.75, flip_tta: bool = True):
+    def __init__(self, context: MethodContext, regressor=None, pose_prior: float = 0.75, flip_tta: bool = False):
         self.context = context
         self._spec = regressor
         self._regressor = None
@@ -127,7 +128,9 @@ class RegressRefineMethod(FitMethod):
     landmark_weight: share of the regressor's own projected 68 landmarks in the fit's landmark
     targets, against the detector's (0: the detector's alone, 1: the regressor's alone);
     landmark_weight_profile: the share for faces the regressor turns past PROFILE_YAW (None: the
-    same). benchmarks/landmark_choice.py measures the choices on held-out aflw-lm68 faces."""
+    same). benchmarks/landmark_choice.py measures the choices on held-out aflw-lm68 faces.
+    flip_tta: the regressor's flip test-time augmentation (`RegressMethod`), on by default here: the
+    fit's seconds dwarf its ~5 ms."""
 
     name = "regress+refine"
     needs_landmarks = True
