@@ -109,13 +109,17 @@ class AflwLm68Validator:
             self.yaw = z["yaw_deg"][sel].astype(np.float64)
         self.root, self.model = root, model
         M = None
-        key = f"{detector}|bbox_from_roi_box|refine_roi"  # the crops follow the pipeline's landmark passes
+        from ..api import FaceReconstructor
+
+        rec = FaceReconstructor(model, detector=detector, method="regress")
+        # The crops follow the pipeline's landmark passes: a second pass (refine_roi) changes them.
+        key = f"{detector}|bbox_from_roi_box" + ("|refine_roi" if getattr(rec.detector, "refine_roi", False) else "")
         if cache is not None and Path(cache).is_file():
             with np.load(cache) as z:
                 if list(z["names"]) == self.names and "key" in z.files and str(z["key"]) == key:
                     M = z["M"]
         if M is None:
-            M = self._build(detector)
+            M = self._build(rec)
             if cache is not None:
                 from ..io.atomic import atomic_path
 
@@ -129,12 +133,10 @@ class AflwLm68Validator:
 
         return load_image(self.root / "images" / f"{self.names[i]}.jpg").pixels
 
-    def _build(self, detector: str) -> np.ndarray:
-        from ..api import FaceReconstructor
+    def _build(self, rec) -> np.ndarray:
         from ..detect.crop import bbox_from_roi_box
         from ..log import progress
 
-        rec = FaceReconstructor(self.model, detector=detector, method="regress")
         M = np.full((len(self.names), 2, 3), np.nan)
         with progress(total=len(self.names), desc="aflw-lm68 crops", unit="face") as bar:
             for i in range(len(self.names)):
