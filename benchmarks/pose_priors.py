@@ -12,7 +12,7 @@ axes) is averaged per |yaw| bin:
     regressed rotation and the detection's; `methods.regress.fuse_rotation`).
 
     facerecon dataset build SOURCES -o E --views 4 --no-photometric --val-fraction 0 --seed 22
-    python benchmarks/pose_priors.py E [--limit N]
+    python benchmarks/pose_priors.py E [--limit N] [--split val] [--fit-weights ""]
 
 The documented figures: 60 aflw-lm68 MERL-train + 60 UTKFace photos (hash-ordered) as SOURCES.
 """
@@ -30,10 +30,11 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 
-def outward_views(root: Path) -> list[dict]:
-    """The manifest's views (k > 0) turned at least as far as their photo, on the same side."""
+def outward_views(root: Path, split: str | None = None) -> list[dict]:
+    """The manifest's views (k > 0) turned at least as far as their photo, on the same side; only
+    the `split` ("train" / "val") when given."""
     rows = [json.loads(line) for line in (root / "manifest.jsonl").read_text().splitlines() if line.strip()]
-    rows = [r for r in rows if r.get("status") == "ok"]
+    rows = [r for r in rows if r.get("status") == "ok" and (split is None or r.get("split") == split)]
     source_yaw = {r["photo_id"]: r["yaw"] for r in rows if r["view"] == 0}
     return [r for r in rows if r["view"] > 0 and r["photo_id"] in source_yaw
             and np.sign(r["yaw"]) == np.sign(source_yaw[r["photo_id"]])
@@ -61,9 +62,11 @@ def main(argv=None) -> int:
     p.add_argument("--fit-weights", default="0,0.03,0.1,0.3,1")
     p.add_argument("--regress-weights", default="0,0.25,0.5,0.75,1")
     p.add_argument("--limit", type=int, default=None, help="the first N views only")
+    p.add_argument("--split", default=None, choices=("train", "val"),
+                   help="only this split's views (val: photos a regressor trained on the folder never saw)")
     args = p.parse_args(argv)
     root = Path(args.data)
-    views = outward_views(root)[:args.limit]
+    views = outward_views(root, args.split)[:args.limit]
     fit_w = [float(w) for w in args.fit_weights.split(",") if w]
     reg_w = [float(w) for w in args.regress_weights.split(",") if w]
     fits = {w: ReconstructionRunner("fit", photometric=False, w_rotation_prior=w) for w in fit_w}

@@ -52,9 +52,14 @@ class RegressMethod:
     `predict(crops uint8 (B, 224, 224, 3)) -> FaceParams`, e.g. `regress.onnx.OnnxRegressor`).
     pose_prior: weight of the detection's own head rotation (3DDFA_V2's, which the pipeline computes
     anyway) in the result's rotation, against the regressed one (`fuse_rotation`; 0 keeps the
-    regressed pose). Chosen on the data engine's synthesized views (exact poses, 246 views, no
-    benchmark data; benchmarks/pose_priors.py): mean geodesic error 4.83° regressed alone, 3.95°
-    3DDFA_V2's alone, 0.25 -> 4.28, 0.5 -> 3.91, 0.75 -> 3.78 (docs/evaluation.md).
+    regressed pose). Chosen on the data engine's synthesized views (exact poses, no benchmark data;
+    benchmarks/pose_priors.py). With the leg-3 regressor (246 views): mean geodesic error 4.83°
+    regressed alone, 3.95° 3DDFA_V2's alone, 0.25 -> 4.28, 0.5 -> 3.91, 0.75 -> 3.78 (then the
+    default). With the leg-5 regressor, on the val splits of two engine folders it never trained on
+    (181 + 135 views; weights 0 / 0.25 / 0.5 / 0.75 / 1): 2.96 / 2.66 / 2.77 / 3.21 / 3.87° and
+    3.32 / 3.08 / 3.13 / 3.43 / 3.94°: 0.25 is best there. But those views are renders like the
+    ones the regressor trained on, and on AFLW2000-3D dev (real photos, scored once) 0.25 gave 3.85
+    NME against 0.75's 3.80, so 0.75 stays the default (a choice that touched dev).
     flip_tta: also regress the left-right flipped crops and average with their mirror image in
     parameter space (`regress.predict.FlipTTA`): NME 5.03 -> 4.96 on aflw-lm68's held-out MERL-RAV
     test faces (docs/training.md) for ~4.5 ms more per face, which this fast path's 30 ms budget
