@@ -123,8 +123,7 @@ def test_regress_method_flip_tta_uses_the_flipped_crops():
         def predict(self, images):
             left = images[:, 100, :112].sum((1, 2)) > images[:, 100, 112:].sum((1, 2))
             rows = [p0 if bool(flag) else pm(p0) for flag in left]
-            return FaceParams(**{k: None if getattr(p0, k) is None else torch.cat([getattr(r, k) for r in rows])
-                                 for k in p0.__dataclass_fields__})
+            return FaceParams.cat(rows)
 
     img = np.zeros((224, 224, 3), np.uint8)
     img[100, 10] = 255
@@ -173,8 +172,7 @@ def test_flip_tta_wrapper_flips_the_width_axis():
     class Consistent:
         def predict(self, crops):
             seen.append(np.array(crops))
-            return FaceParams(**{k: None if getattr(p0, k) is None else torch.cat([getattr(p0, k), getattr(q0, k)])
-                                 for k in p0.__dataclass_fields__})
+            return FaceParams.cat([p0, q0])
 
     crops = np.random.default_rng(0).integers(0, 255, (2, 8, 6, 3), dtype=np.uint8)
     got = FlipTTA(Consistent(), model).predict(crops)

@@ -14,7 +14,6 @@ from ..detect.base import Face
 from ..fit import FitConfig
 from ..geometry.rotations import euler_to_matrix, matrix_to_euler, mean_rotation
 from ..models.frames import bfm_frame
-from ..models.layout import FaceParams
 from .base import MethodContext, Request
 from .fit import FitMethod
 from .result import Reconstruction, from_params
@@ -98,7 +97,8 @@ class RegressMethod:
 
                 self._tta = FlipTTA(reg, model, self.context.camera)
             reg = self._tta
-        params = self._to_model(reg.predict(np.stack([c.image for c in crops])))
+        params = reg.predict(np.stack([c.image for c in crops]))
+        params = params.map(lambda t: t.to(device=self.context.device, dtype=model.mean_shape.dtype))
         if request.keep_identity and request.start is not None:
             params = keep_identity(params, request.start)
         elif request.shared_identity:
@@ -106,10 +106,6 @@ class RegressMethod:
 
             params = aggregate_identity(params)
         return params
-
-    def _to_model(self, params: FaceParams) -> FaceParams:
-        dt = self.context.model.mean_shape.dtype
-        return params.map(lambda t: t.to(device=self.context.device, dtype=dt))
 
     def reconstruct(self, crops: list[Crop], faces: list[Face], request: Request | None = None) -> list[Reconstruction]:
         request = request or Request()

@@ -118,7 +118,7 @@ class FlipTTA:
         # One network call for both passes: batch 2B costs much less than two calls of B at small B.
         both = self.regressor.predict(np.concatenate([crops, crops[:, :, ::-1]]))
         B = len(crops)
-        return flip_average(both.map(lambda t: t[:B]), both.map(lambda t: t[B:]), self.mirror)
+        return flip_average(both[:B], both[B:], self.mirror)
 
 
 __all__ = ["FlipTTA", "aggregate_identity", "default_weights_paths", "export_checkpoint", "load_regressor",
