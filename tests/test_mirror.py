@@ -12,8 +12,8 @@ from facerecon.geometry.camera import PerspectiveCamera
 from facerecon.geometry.landmarks import flip_landmarks
 from facerecon.geometry.rotations import euler_to_matrix
 from facerecon.models.annotations import mirror_vertices
-from facerecon.models.mirror import ParamMirror, flip_average
 from facerecon.models.layout import FaceParams
+from facerecon.models.mirror import ParamMirror, flip_average
 from facerecon.models.morphable import ModelData, MorphableModel
 
 CAM = PerspectiveCamera.deep3d(224)
