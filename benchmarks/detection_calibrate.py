@@ -27,14 +27,14 @@ import detection as B  # benchmarks/detection.py: the placements
 D = B.D
 
 
-def collect(per_bin: int, out: Path) -> list[dict]:
+def collect(per_bin: int, out: Path, min_score: float = 0.3) -> list[dict]:
     import torch
 
     from facerecon.detect.pipeline import DefaultPipeline, head_size
 
     torch.set_num_threads(1)
     det = DefaultPipeline()
-    det.retinaface.score_threshold = 0.3
+    det.retinaface.score_threshold = min_score
     rows = []
     for name, samples in B.build_sets(["merl-pad", "merl-lfw"], per_bin, 7, "train").items():
         for s in samples:
@@ -72,6 +72,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--per-bin", type=int, default=80)
     ap.add_argument("--csv", default=None, help="read boxes from this CSV instead of running the detector")
+    ap.add_argument("--min-score", type=float, default=0.3, help="RetinaFace boxes collected down to this score")
     ap.add_argument("-o", "--out", default="detection_calib.csv")
     args = ap.parse_args()
     if args.csv:
@@ -82,7 +83,7 @@ def main() -> None:
                 r[k] = float(r[k])
             r["match"] = int(r["match"])
     else:
-        rows = collect(args.per_bin, Path(args.out))
+        rows = collect(args.per_bin, Path(args.out), args.min_score)
     for r in rows:
         r["like"] = r["score"] * r["conf"]
     # merl-pad has no second face: its non-matching boxes are false ones; merl-lfw's include the LFW face
