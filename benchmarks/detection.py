@@ -41,39 +41,21 @@ shared = Path(__file__).resolve().parents[2] / "shared"
 if "FACERECON_ASSETS" not in os.environ and (shared / "assets").is_dir():
     os.environ["FACERECON_ASSETS"] = str(shared / "assets")
 
-from PIL import Image, ImageFilter
+from PIL import Image
 
+from facerecon.detect import placement as P
 from facerecon.eval import detection as D
 from facerecon.eval.aflw2000 import yaw_bins
 
-LFW_FACE = 0.45  # LFW face size (sqrt(w*h) of its 68 points) / photo side, roughly
+
+def place_pad(face, rng) -> D.Sample:
+    name, crop, pts, yaw = face
+    return D.Sample(f"pad/{name}", *P.place_on_padding(crop, pts, rng), yaw)
 
 
-def _resize(img: np.ndarray, w: int, h: int) -> np.ndarray:
-    return np.asarray(Image.fromarray(img).resize((w, h), Image.BICUBIC))
-
-
-def _blur(img: np.ndarray, r: float) -> np.ndarray:
-    return np.asarray(Image.fromarray(img).filter(ImageFilter.GaussianBlur(r)))
-
-
-def _feather(c: int, ramp: int) -> np.ndarray:
-    """(c, c, 1) float mask: 1 inside, linear ramp to 0 over `ramp` px at the border."""
-    t = np.minimum(np.arange(c) + 0.5, c - np.arange(c) - 0.5) / max(ramp, 1)
-    m = np.clip(np.minimum(t[:, None], t[None, :]), 0, 1)
-    return m[..., None].astype(np.float32)
-
-
-def _paste(canvas: np.ndarray, crop: np.ndarray, x: int, y: int) -> None:
-    c = crop.shape[0]
-    m = _feather(c, max(2, c // 14))
-    reg = canvas[y:y + c, x:x + c].astype(np.float32)
-    canvas[y:y + c, x:x + c] = (m * crop + (1 - m) * reg).round().astype(np.uint8)
-
-
-def _map(pts: np.ndarray, scale: float, x: float, y: float) -> np.ndarray:
-    """Crop pixel centres -> canvas pixel centres after resizing by `scale` and pasting at (x, y)."""
-    return ((pts + 0.5) * scale - 0.5 + np.float32([x, y])).astype(np.float32)
+def place_lfw(face, photo: np.ndarray, rng) -> D.Sample:
+    name, crop, pts, yaw = face
+    return D.Sample(f"lfw-paste/{name}", *P.place_beside(crop, pts, photo, rng), yaw)
 
 
 def merl_faces(root: Path, per_bin: int, seed: int, split: str = "test") -> list[tuple[str, np.ndarray, np.ndarray, float]]:
@@ -92,41 +74,6 @@ def merl_faces(root: Path, per_bin: int, seed: int, split: str = "test") -> list
         img = np.asarray(Image.open(root / "images" / f"{name}.jpg").convert("RGB"))
         out.append((name, img, lab["lm68"][i].astype(np.float32), float(lab["yaw_deg"][i])))
     return out
-
-
-def place_pad(face, rng) -> D.Sample:
-    name, crop, pts, yaw = face
-    c = int(rng.uniform(130, 260))
-    s = c / crop.shape[0]
-    big = _resize(crop, c, c)
-    W, H = int(c * rng.uniform(1.8, 2.6)), int(c * rng.uniform(1.8, 2.6))
-    x, y = int(rng.integers(0, W - c + 1)), int(rng.integers(0, H - c + 1))
-    canvas = np.pad(big, ((y, H - c - y), (x, W - c - x), (0, 0)), mode="symmetric")
-    canvas = _blur(canvas, c / 12).copy()
-    _paste(canvas, big, x, y)
-    return D.Sample(f"pad/{name}", canvas, _map(pts, s, x, y), yaw)
-
-
-def place_lfw(face, photo: np.ndarray, rng) -> D.Sample:
-    name, crop, pts, yaw = face
-    side = int(rng.uniform(200, 400))
-    p = _resize(photo, side, side)
-    extra = int(0.9 * side)
-    right = bool(rng.integers(2))  # the crop goes to the right of the photo (else left)
-    pad = ((0, 0), (0, extra) if right else (extra, 0), (0, 0))
-    canvas = np.pad(p, pad, mode="edge")
-    band = canvas[:, side:] if right else canvas[:, :extra]
-    band[:] = _blur(np.ascontiguousarray(band), side / 20)
-    g = D.points_box(pts)
-    gface = np.sqrt((g[2] - g[0]) * (g[3] - g[1]))
-    c = int(min(rng.uniform(1.15, 1.6) * LFW_FACE * side * crop.shape[0] / gface, side, extra + 0.15 * side))
-    s = c / crop.shape[0]
-    big = _resize(crop, c, c)
-    lo, hi = (side - int(0.15 * side), side + extra - c) if right else (0, extra + int(0.15 * side) - c)
-    x = int(rng.integers(min(lo, hi), max(lo, hi) + 1))
-    y = int(rng.integers(0, side - c + 1))
-    _paste(canvas, big, x, y)
-    return D.Sample(f"lfw-paste/{name}", canvas, _map(pts, s, x, y), yaw)
 
 
 def engine_faces(root: Path, per_bin: int, seed: int) -> list[tuple[str, np.ndarray, np.ndarray, float]]:

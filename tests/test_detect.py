@@ -9,6 +9,7 @@ import math
 import sys
 from dataclasses import replace
 from importlib import resources
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -84,6 +85,57 @@ def test_retinaface_prior_count_matches_net(hw):
     np.testing.assert_allclose(pri[-1], [(fw - 0.5) * 32 / w, (fh - 0.5) * 32 / h, 256 / w, 256 / h], rtol=1e-6)
 
 
+def _two_faces():
+    boxes = torch.tensor([[0.10, 0.20, 0.45, 0.60], [0.70, 0.70, 0.74, 0.745]])  # a large and a tiny face
+    lm5 = torch.stack([b[:2] + (b[2:] - b[:2]) * torch.rand(5, 2, generator=torch.Generator().manual_seed(i))
+                       for i, b in enumerate(boxes)])
+    return boxes, lm5
+
+
+def test_retinaface_targets_decode_back_to_the_boxes():
+    """match_anchors encodes what decode_boxes / decode_landmarks decode (the detector's inverse), and
+    every box gets a positive anchor, the tiny one too (its best anchor, whatever the IoU)."""
+    pri = torch.from_numpy(rfnet.prior_boxes(160, 160))
+    boxes, lm5 = _two_faces()
+    pos, which, loc, lm = rfnet.match_anchors(boxes, lm5, pri)
+    assert set(which[pos].tolist()) == {0, 1} and int(pos.sum()) > 2
+    dec = boxutil.decode_boxes(loc[pos].numpy(), pri[pos].numpy(), rfnet.VARIANCES)
+    np.testing.assert_allclose(dec, boxes[which[pos]].numpy(), atol=1e-5)
+    np.testing.assert_allclose(boxutil.decode_landmarks(lm[pos].numpy(), pri[pos].numpy(), rfnet.VARIANCES),
+                               lm5[which[pos]].numpy(), atol=1e-5)
+    # the positives of the large face are exactly its anchors with IoU >= 0.35 (brute force)
+    b = boxes[0].numpy()
+    c = np.concatenate([pri[:, :2] - pri[:, 2:] / 2, pri[:, :2] + pri[:, 2:] / 2], 1)
+    iw = np.clip(np.minimum(c[:, 2], b[2]) - np.maximum(c[:, 0], b[0]), 0, None)
+    ih = np.clip(np.minimum(c[:, 3], b[3]) - np.maximum(c[:, 1], b[1]), 0, None)
+    iou = iw * ih / ((c[:, 2] - c[:, 0]) * (c[:, 3] - c[:, 1]) + (b[2] - b[0]) * (b[3] - b[1]) - iw * ih)
+    assert set(np.flatnonzero((pos & (which == 0)).numpy())) == set(np.flatnonzero(iou >= 0.35))
+
+
+def test_retinaface_multibox_loss_zero_at_the_targets_and_hard_negatives():
+    pri = torch.from_numpy(rfnet.prior_boxes(160, 160))
+    boxes, lm5 = _two_faces()
+    pos, which, loc_t, lm_t = rfnet.match_anchors(boxes, lm5, pri)
+    lm_w = torch.tensor([1.0, 0.0])
+    cls = torch.stack([pos.float() * -20 + 10, pos.float() * 20 - 10], 1)[None]  # confident and right
+    loss, parts = rfnet.multibox_loss(loc_t[None], cls, lm_t[None], [(pos, which, loc_t, lm_t, lm_w)])
+    assert float(loss) < 1e-6 and parts["loc"] == 0 and parts["lm"] == 0
+    # the second face's landmarks carry no weight: moving them costs nothing
+    lm_p = lm_t.clone()
+    lm_p[pos & (which == 1)] += 5
+    assert rfnet.multibox_loss(loc_t[None], cls, lm_p[None], [(pos, which, loc_t, lm_t, lm_w)])[1]["lm"] == 0
+    # undecided logits: the classification loss counts the positives and 7x as many hardest negatives
+    cls0 = torch.zeros(1, len(pri), 2, requires_grad=True)
+    cls0.data[0, :, 1] = torch.linspace(-1, 1, len(pri))  # negatives differ in difficulty
+    loss, parts = rfnet.multibox_loss(loc_t[None], cls0, lm_t[None], [(pos, which, loc_t, lm_t, lm_w)])
+    loss.backward()
+    n = int(pos.sum())
+    touched = cls0.grad[0].abs().sum(1) > 0
+    assert int(touched.sum()) == n + 7 * n and bool(touched[pos].all())
+    neg_scores = cls0.data[0, :, 1][touched & ~pos]
+    assert float(neg_scores.min()) >= float(cls0.data[0, :, 1][~touched & ~pos].max())  # the hardest
+
+
 @pytest.mark.parametrize("hw", [(450, 450), (300, 520)])
 def test_faceboxes_prior_count_matches_net(hw):
     h, w = hw
@@ -143,6 +195,40 @@ def dev_face():
 
 def _gt_box(gt):
     return np.r_[gt.min(0), gt.max(0)]
+
+
+def test_retinaface_weights_resolution(tmp_path, monkeypatch):
+    """"wider" is the asset, a path is itself, "auto" the first fine-tuned file found, else "wider"."""
+    from facerecon import assets
+    from facerecon.detect import retinaface as rd
+
+    monkeypatch.setattr(assets, "path", lambda name, filename, explicit=None: Path("/assets") / name / filename)
+    assert rd.resolve_weights("wider") == Path("/assets/retinaface/mobilenet0.25_Final.pth")
+    assert rd.resolve_weights(tmp_path / "x.pth") == tmp_path / "x.pth"
+    tuned = tmp_path / "tuned.pth"
+    tuned.write_bytes(b"")
+    monkeypatch.setattr(rd, "default_weights_paths", lambda: [tmp_path / "missing.pth", tuned])
+    assert rd.resolve_weights("auto") == tuned
+    monkeypatch.setattr(rd, "default_weights_paths", lambda: [tmp_path / "missing.pth"])
+    assert rd.resolve_weights("auto") == Path("/assets/retinaface/mobilenet0.25_Final.pth")
+
+
+@pytest.mark.assets
+def test_fine_tuned_retinaface_loads_strictly_and_finds_the_face(dev_face):
+    """The shipped fine-tuned weights (weights/retinaface/) are a whole RetinaFace that still finds a
+    frontal dev face with the original's box convention (the pipelines use their boxes only)."""
+    from facerecon.detect import retinaface as rd
+
+    path = next((p for p in rd.default_weights_paths() if p.is_file()), None)
+    if path is None:
+        pytest.skip("fine-tuned RetinaFace weights not present (weights/retinaface/retinaface_profiles.pth)")
+    need_asset("retinaface")
+    img, _ = dev_face
+    tuned, wider = rd.RetinaFaceDetector("auto"), rd.RetinaFaceDetector("wider")
+    assert tuned.weights == path
+    a, b = tuned.detect(img), wider.detect(img)
+    assert len(a) == 1 and a[0].score > 0.9
+    assert boxutil.box_iou(a[0].box[None], b[0].box[None])[0, 0] > 0.8
 
 
 def _nme(lm, gt):

@@ -95,6 +95,9 @@ class DefaultPipeline:
                aflw-lm68's MERL-RAV *train* faces (`benchmarks/detection.py --split train`, found-face
                NME 5.04 -> 4.77; `benchmarks/landmark_choice.py --split train`, protocol boxes,
                3.80 -> 3.75 on the inner points); False: one pass on the detector box's roi.
+    detector_weights: RetinaFace's weights (`detect.retinaface.resolve_weights`): "auto" = facerecon's
+               fine-tuned ones (weights/retinaface/) when present, else WIDER FACE's; "wider" = the
+               original. The pipeline takes boxes and scores from it, never its 5 points.
     """
 
     name = "default"
@@ -111,6 +114,7 @@ class DefaultPipeline:
         rescue_score: float = 0.5,
         rescue_likeness: float = RESCUE_LIKENESS,
         refine_roi: bool = True,
+        detector_weights: str = "auto",
     ) -> None:
         from .retinaface import RetinaFaceDetector
         from .tddfa import TDDFALandmarker
@@ -124,7 +128,7 @@ class DefaultPipeline:
         self.mediapipe_weight_max = mediapipe_weight_max
         # One RetinaFace pass gives the boxes >= min_score and the weaker rescue candidates
         # (greedy NMS never lets a weaker box suppress a stronger one: the strong set is unchanged).
-        self.retinaface = RetinaFaceDetector(score_threshold=min(min_score, rescue_score))
+        self.retinaface = RetinaFaceDetector(detector_weights, score_threshold=min(min_score, rescue_score))
         self._faceboxes = None
         self.min_score = min_score
         self.rescue_score = rescue_score

@@ -58,8 +58,37 @@ def _unscale(pts: np.ndarray, scale: float) -> np.ndarray:
     return pts if scale == 1.0 else (pts + 0.5) / scale - 0.5
 
 
+#: facerecon's fine-tuned weights (scripts/train_detector.py, weights/retinaface/MODEL_CARD.md).
+PROFILE_WEIGHTS = "retinaface/retinaface_profiles.pth"
+
+
+def default_weights_paths() -> list[Path]:
+    """Where the fine-tuned weights are looked for: $FACERECON_RETINAFACE, the checkout's weights/,
+    $FACERECON_ASSETS, the user cache (`assets.weights_paths`)."""
+    from ..assets import weights_paths
+
+    return weights_paths("FACERECON_RETINAFACE", PROFILE_WEIGHTS)
+
+
+def resolve_weights(weights: str | Path = "wider") -> Path:
+    """"wider": the original WIDER FACE weights (asset `retinaface`); "auto": facerecon's fine-tuned
+    weights when found (they find profiles the original misses; their 5 points are a little less
+    precise, so the pipelines use them for boxes only), else "wider"; else a state-dict file."""
+    from ..assets import path
+
+    if str(weights) == "auto":
+        found = next((p for p in default_weights_paths() if p.is_file()), None)
+        return found if found is not None else resolve_weights("wider")
+    if str(weights) == "wider":
+        return path("retinaface", "mobilenet0.25_Final.pth")
+    return Path(weights)
+
+
 class RetinaFaceDetector:
-    """RetinaFace-MobileNet0.25 (WIDER FACE trained): `detect(image) -> list[Face]` largest first.
+    """RetinaFace-MobileNet0.25: `detect(image) -> list[Face]` largest first.
+
+    weights:         `resolve_weights`: "wider" (default: the original, whose 5 points the
+                     "retinaface" backend aligns with), "auto" (the fine-tuned ones when present) or a file.
 
     score_threshold: minimum face probability kept (0.5; the source's demo shows >= 0.6).
     nms_threshold:   IoU above which a lower-scoring box is suppressed (0.4, as the source).
@@ -71,13 +100,14 @@ class RetinaFaceDetector:
 
     def __init__(
         self,
-        weights: str | Path | None = None,
+        weights: str | Path = "wider",
         score_threshold: float = 0.5,
         nms_threshold: float = 0.4,
         max_size: int | None = 640,
         top_k: int = 5000,
     ) -> None:
-        self.net = rf.load_retinaface(weights)
+        self.weights = resolve_weights(weights)
+        self.net = rf.load_retinaface(self.weights)
         self.score_threshold = score_threshold
         self.nms_threshold = nms_threshold
         self.max_size = max_size

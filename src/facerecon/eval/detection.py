@@ -31,6 +31,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..detect.placement import points_box
 from .aflw2000 import BIN_LABELS, yaw_bins
 
 IOU_MIN = 0.3
@@ -62,15 +63,6 @@ class Record:
     nme: float
     n_faces: int
     ms: float
-
-
-def points_box(pts: np.ndarray) -> np.ndarray:
-    """(N, 2) points (NaN rows ignored) -> (4,) [x0, y0, x1, y1]; raises ValueError if none finite."""
-    p = np.asarray(pts, np.float64).reshape(-1, 2)
-    p = p[np.isfinite(p).all(axis=1)]
-    if not len(p):
-        raise ValueError("no finite landmark")
-    return np.concatenate([p.min(axis=0), p.max(axis=0)])
 
 
 def iou(a: np.ndarray, b: np.ndarray) -> float:

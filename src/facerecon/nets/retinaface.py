@@ -179,6 +179,63 @@ def prior_boxes(height: int, width: int) -> np.ndarray:
     return np.concatenate(out).astype(np.float32)
 
 
+def match_anchors(boxes: torch.Tensor, lm5: torch.Tensor, priors: torch.Tensor, iou_pos: float = 0.35):
+    """SSD/RetinaFace training targets of one image.
+
+    boxes (G, 4) [x0, y0, x1, y1] and lm5 (G, 5, 2), both normalised by the input (W, H, W, H) like
+    `priors` (N, 4) [cx, cy, w, h] (`prior_boxes`). An anchor is positive when its IoU with a box
+    reaches `iou_pos` (0.35, the source's threshold); each box's best anchor is positive whatever its
+    IoU. Returns (pos (N,) bool, which (N,) long: the box each anchor regresses to, loc (N, 4) and
+    lm (N, 10) encoded with `VARIANCES` — the inverse of `detect.nms.decode_boxes` /
+    `decode_landmarks`).
+    """
+    corners = torch.cat([priors[:, :2] - priors[:, 2:] / 2, priors[:, :2] + priors[:, 2:] / 2], 1)
+    lt = torch.max(boxes[:, None, :2], corners[None, :, :2])
+    rb = torch.min(boxes[:, None, 2:], corners[None, :, 2:])
+    inter = (rb - lt).clamp(min=0).prod(-1)
+    area_b = (boxes[:, 2:] - boxes[:, :2]).prod(-1)
+    area_p = (corners[:, 2:] - corners[:, :2]).prod(-1)
+    iou = inter / (area_b[:, None] + area_p[None] - inter)  # (G, N)
+    best_iou, which = iou.max(0)
+    best_prior = iou.argmax(1)
+    which[best_prior] = torch.arange(len(boxes))
+    best_iou[best_prior] = 2.0
+    pos = best_iou >= iou_pos
+    b = boxes[which]
+    centre, size = (b[:, :2] + b[:, 2:]) / 2, (b[:, 2:] - b[:, :2]).clamp(min=1e-6)
+    v0, v1 = VARIANCES
+    loc = torch.cat([(centre - priors[:, :2]) / (v0 * priors[:, 2:]), torch.log(size / priors[:, 2:]) / v1], 1)
+    lm = (lm5[which] - priors[:, None, :2]) / (v0 * priors[:, None, 2:])
+    return pos, which, loc, lm.reshape(-1, 10)
+
+
+def multibox_loss(loc: torch.Tensor, cls: torch.Tensor, lm: torch.Tensor, targets: list,
+                  neg_ratio: int = 7, loc_weight: float = 2.0) -> tuple[torch.Tensor, dict]:
+    """RetinaFace's training loss for a batch: smooth-L1 box and landmark regression on positive
+    anchors, cross-entropy on the positives and the `neg_ratio` x as many hardest negatives (online
+    hard example mining), all divided by the number of positives.
+
+    loc (B, N, 4), cls (B, N, 2) logits (the net in train mode), lm (B, N, 10); targets: per image
+    (pos, which, loc_t, lm_t, lm_w) with `match_anchors`'s outputs and lm_w (G,) the weight of each
+    box's landmarks (0: unlabelled). Returns (loss, {"loc", "cls", "lm": floats}).
+    """
+    l_loc = l_cls = l_lm = loc.new_zeros(())
+    n_pos = 0
+    for k, (pos, which, loc_t, lm_t, lm_w) in enumerate(targets):
+        n = int(pos.sum())
+        n_pos += n
+        l_loc = l_loc + F.smooth_l1_loss(loc[k][pos], loc_t[pos], reduction="sum")
+        w = lm_w[which][pos][:, None]
+        l_lm = l_lm + (F.smooth_l1_loss(lm[k][pos], lm_t[pos], reduction="none") * w).sum()
+        ce = F.cross_entropy(cls[k], pos.long(), reduction="none")
+        neg = ce.detach().masked_fill(pos, -1.0)
+        hard = neg.topk(min(neg_ratio * max(n, 1), int((~pos).sum()))).indices
+        l_cls = l_cls + ce[pos].sum() + ce[hard].sum()
+    n_pos = max(n_pos, 1)
+    parts = {k: float(v.detach()) / n_pos for k, v in (("loc", l_loc), ("cls", l_cls), ("lm", l_lm))}
+    return (loc_weight * l_loc + l_cls + l_lm) / n_pos, parts
+
+
 def load_retinaface(weights: str | Path | None = None) -> RetinaFace:
     """Build the network and load `mobilenet0.25_Final.pth` strictly (every key must match); eval mode."""
     if weights is None:
