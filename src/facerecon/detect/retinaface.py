@@ -70,12 +70,15 @@ def default_weights_paths() -> list[Path]:
     return weights_paths("FACERECON_RETINAFACE", PROFILE_WEIGHTS)
 
 
-def resolve_weights(weights: str | Path = "wider") -> Path:
+def resolve_weights(weights: str | Path | None = "wider") -> Path:
     """"wider": the original WIDER FACE weights (asset `retinaface`); "auto": facerecon's fine-tuned
     weights when found (they find profiles the original misses; their 5 points are a little less
-    precise, so the pipelines use them for boxes only), else "wider"; else a state-dict file."""
+    precise, so the pipelines use them for boxes only), else "wider"; None = "wider"; else a
+    state-dict file."""
     from ..assets import path
 
+    if weights is None:
+        weights = "wider"
     if str(weights) == "auto":
         found = next((p for p in default_weights_paths() if p.is_file()), None)
         return found if found is not None else resolve_weights("wider")
@@ -100,7 +103,7 @@ class RetinaFaceDetector:
 
     def __init__(
         self,
-        weights: str | Path = "wider",
+        weights: str | Path | None = "wider",
         score_threshold: float = 0.5,
         nms_threshold: float = 0.4,
         max_size: int | None = 640,
