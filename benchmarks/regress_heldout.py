@@ -72,7 +72,7 @@ def main() -> None:
     p.add_argument("--parser", default=None, help="face-parser weights for --parts")
     p.add_argument("--no-lm68", action="store_true", help="skip the aflw-lm68 test split")
     p.add_argument("--flip-tta", action="store_true",
-                   help="score with flip test-time augmentation (regress.predict.FlipTTA, the methods' default)")
+                   help="score with flip test-time augmentation (regress.predict.FlipTTA: regress+refine's default, off in regress)")
     a = p.parse_args()
     torch.set_num_threads(a.threads)
     model = load_model("ict")

@@ -56,6 +56,7 @@ def make_images(n: int, engines: list[str], seed: int, log=print) -> dict:
     from facerecon.detect.placement import place_beside, place_on_padding, points_box
     from facerecon.detect.retinaface import RetinaFaceDetector
     from facerecon.eval.aflw2000 import yaw_bins
+    from facerecon.eval.detection import iou, matches
     from facerecon.geometry.landmarks import lm5_from_lm68_corners
 
     data = _data_root()
@@ -94,13 +95,12 @@ def make_images(n: int, engines: list[str], seed: int, log=print) -> dict:
             photo = np.asarray(Image.open(photos[int(rng.integers(len(photos)))]).convert("RGB"))
             img, pts = place_beside(crop, pts, photo, rng)
         g = points_box(pts).astype(np.float32)
-        centre = ((g[0] + g[2]) / 2, (g[1] + g[3]) / 2)
         found = teacher.detect(img)
-        on_face = sorted((f for f in found if f.box[0] <= centre[0] <= f.box[2] and f.box[1] <= centre[1] <= f.box[3]
-                          and _iou(f.box, g) >= 0.3), key=lambda f: -f.score)
+        # the benchmark's match rule for a box-only face: g's centre in the box, IoU(box, g) >= 0.3
+        on_face = sorted((f for f in found if matches(f, pts)), key=lambda f: -f.score)
         box = np.asarray(on_face[0].box, np.float32) if on_face and on_face[0].score >= 0.9 else None
         others = [(np.asarray(f.box, np.float32), np.asarray(f.lm5, np.float32)) for f in found
-                  if f.score >= 0.9 and all(f is not o for o in on_face) and _iou(f.box, g) < 0.1]
+                  if f.score >= 0.9 and all(f is not o for o in on_face) and iou(np.asarray(f.box, np.float64), g) < 0.1]
         full = bool(np.isfinite(pts).all())
         lm5 = lm5_from_lm68_corners(pts.astype(np.float64)).astype(np.float32) if full else np.zeros((5, 2), np.float32)
         recs.append({"src": src, "bin": int(yaw_bins(np.array([yaw]))[0]), "img": img, "g": g, "box": box,
@@ -126,12 +126,6 @@ def make_images(n: int, engines: list[str], seed: int, log=print) -> dict:
         _shrink(r)
     log(f"{mapped} of {n} placed faces missed by the WIDER detector (box from landmarks)")
     return {"recs": recs, "offsets": {f"{k[0]}/{k[1]}": v.tolist() for k, v in med.items()}}
-
-
-def _iou(a, b) -> float:
-    from facerecon.eval.detection import iou
-
-    return iou(np.asarray(a, np.float64), np.asarray(b, np.float64))
 
 
 def _shrink(r: dict) -> None:
